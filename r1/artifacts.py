@@ -1,0 +1,103 @@
+"""The one loader for trained models: a run dir or a `model.safetensors` (+ `model.json` beside it).
+
+`model.json` holds what rebuilds the model without unpickling anything: the model config,
+the data meta (classes, preprocessing, tokenizer...), the data config, and the family.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_model
+
+from r1.config import ModelConfig, from_dict, to_dict
+from r1.errors import ConfigError
+from r1.registry import build_model, get_entry
+
+FORMAT = "r1-model/1"
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """Run dir -> its model.safetensors; a .safetensors path is returned as is."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if p.suffix != ".safetensors" or not p.is_file():
+        raise ConfigError(f"model not found: {path} (expected a run directory or a .safetensors file)")
+    return p
+
+
+def save_artifact(model: nn.Module, out_dir: Path, meta: dict, data_cfg: dict | None = None,
+                  state_dict: dict | None = None) -> Path:
+    """Write model.safetensors + model.json into `out_dir`; `state_dict` overrides the model's (e.g. EMA)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if state_dict is not None:
+        model = _with_weights(model, state_dict)
+    save_model(model, str(out_dir / "model.safetensors"))
+    cfg: ModelConfig = model.r1_config
+    info = {"format": FORMAT, "family": get_entry(cfg.name).family, "model": to_dict(cfg),
+            "meta": meta, "data": data_cfg or {}}
+    (out_dir / "model.json").write_text(json.dumps(info, indent=2))
+    return out_dir / "model.safetensors"
+
+
+def _with_weights(model: nn.Module, state_dict: dict) -> nn.Module:
+    import copy
+    clone = copy.deepcopy(model)
+    clone.load_state_dict(state_dict)
+    return clone
+
+
+def read_info(path: str | Path) -> dict:
+    weights = resolve_weights(path)
+    info_path = weights.with_name("model.json")
+    if not info_path.is_file():
+        raise ConfigError(f"{info_path}: missing; it holds the model config needed to rebuild {weights.name}")
+    info = json.loads(info_path.read_text())
+    if info.get("format") != FORMAT:
+        raise ConfigError(f"{info_path}: unknown format {info.get('format')!r}; expected {FORMAT}")
+    return info
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild and load a trained model; returns it in eval mode with `.r1_meta` and `.r1_family`."""
+    info = read_info(path)
+    cfg = from_dict(ModelConfig, info["model"], "model")
+    model = build_model(cfg)
+    load_weights(model, resolve_weights(path), strict=True)
+    model.r1_meta, model.r1_family, model.r1_data = info["meta"], info["family"], info.get("data", {})
+    return model.to(device).eval()
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> tuple[list[str], list[str]]:
+    """Load a .safetensors / .pt state dict or a run dir. Non-strict: tensors whose shape differs
+    (e.g. a classifier for another class count) are skipped and reported. Returns (missing, skipped)."""
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".safetensors":
+        state = load_file(str(resolve_weights(p)))
+    elif p.is_file():
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
+    else:
+        raise ConfigError(f"weights not found: {path}")
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if strict and skipped:
+        raise ConfigError(f"{path}: weights do not fit the model (e.g. {skipped[0]})")
+    usable = {k: v for k, v in state.items() if k not in skipped}
+    missing, _ = model.load_state_dict(usable, strict=False)
+    if strict and missing:
+        # Tied weights are stored once by safetensors; anything else missing is an error.
+        really = [k for k in missing if not _is_tied(model, k, usable)]
+        if really:
+            raise ConfigError(f"{path}: missing weights (e.g. {really[0]})")
+    return list(missing), skipped
+
+
+def _is_tied(model: nn.Module, key: str, loaded: dict) -> bool:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    if key not in params:
+        return False
+    return any(params[key] is params.get(k) for k in loaded if k != key)

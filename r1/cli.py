@@ -1,0 +1,157 @@
+"""The `r1` command. Library code logs; progress bars, tables and exit codes live here.
+
+Exit codes: 0 ok, 1 internal error, 2 bad configuration/usage, 3 bad data, 4 training aborted,
+5 capability unavailable on this machine (see r1/errors.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from r1.errors import ConfigError, R1Error
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="R1: data -> train -> distill -> prune -> quantize -> export -> serve, on one spine.")
+config_app = typer.Typer(no_args_is_help=True, help="Show or explain configuration.")
+app.add_typer(config_app, name="config")
+
+OVERRIDES = typer.Argument(None, help="Dotted overrides key=value, e.g. optim.lr=3e-3 train.epochs=2")
+
+
+class _TqdmHandler(logging.Handler):
+    """Console log lines that do not break the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _console_logging(verbose: bool = False) -> None:
+    root = logging.getLogger("r1")
+    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
+        h = _TqdmHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@app.command()
+def train(config: Path = typer.Argument(..., help="YAML config (see configs/)"),
+          overrides: Optional[list[str]] = OVERRIDES,
+          resume: bool = typer.Option(False, "--resume", help="Continue the run in run.dir from checkpoints/last.pt"),
+          progress: bool = typer.Option(True, help="Show a progress bar")):
+    """Train a model; writes runs/<name>/ (config, checkpoints, weights, metrics, logs)."""
+    from r1.config import load_config
+    from r1.train import fit
+
+    _console_logging()
+    cfg = load_config(config, overrides or [])
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def on_step(step: int, total: int, out: dict) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = step
+            bar.set_postfix(loss=f"{out['loss']:.4f}", refresh=False)
+            bar.refresh()
+
+    try:
+        metrics = fit(cfg, resume=resume, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(f"run directory: {cfg.run.resolved_dir()}")
+
+
+@app.command("eval")
+def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensors"),
+             overrides: Optional[list[str]] = typer.Argument(None, help="Data overrides, e.g. data.root=DIR"),
+             split: str = typer.Option("test", help="val or test"),
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics here")):
+    """Evaluate a trained model on a split of its data (or of data given by overrides)."""
+    from r1.evaluate.artifact import evaluate_artifact
+
+    _console_logging()
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split: {split!r} is not allowed; allowed: val, test")
+    metrics = evaluate_artifact(model, split, overrides or [])
+    text = json.dumps(metrics, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.write_text(text)
+
+
+@app.command()
+def predict(model: Path = typer.Argument(..., help="Run dir or model.safetensors"),
+            images: list[Path] = typer.Argument(..., help="Image files"),
+            out: Optional[Path] = typer.Option(None, help="Directory for annotated PNGs (detection)"),
+            top_k: int = typer.Option(3, help="Classes shown per image (classification)")):
+    """Predict on image files; prints one JSON object per image."""
+    from r1.predict import predict_files
+
+    _console_logging()
+    for record in predict_files(model, images, out_dir=out, top_k=top_k):
+        typer.echo(json.dumps(record))
+
+
+@app.command()
+def models(pattern: str = typer.Argument("*", help="Glob over model names"),
+           flops: bool = typer.Option(False, help="Also count GFLOPs (detection) at each model's input size")):
+    """List registered models and their flavors with parameter counts."""
+    from r1.model_table import model_rows
+
+    rows = model_rows(pattern, flops)
+    header = ["model", "family", "flavor", "params"] + (["GFLOPs"] if flops else [])
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        typer.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+
+
+@config_app.command("show")
+def config_show(config: Path = typer.Argument(..., help="YAML config"), overrides: Optional[list[str]] = OVERRIDES):
+    """Print the resolved config (file + overrides + flavor presets), as saved in a run dir."""
+    from r1.config import load_config, to_dict
+
+    typer.echo(yaml.safe_dump(to_dict(load_config(config, overrides or [])), sort_keys=False).rstrip())
+
+
+@config_app.command("explain")
+def config_explain():
+    """Every config field with its type, default, allowed values and meaning."""
+    from r1.config import Config, DataConfig, ModelConfig, explain
+
+    ModelConfig.load_variants()
+    DataConfig.load_variants()
+    typer.echo("\n".join(explain(Config)))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except R1Error as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except (typer.Exit, typer.Abort) as err:
+        sys.exit(getattr(err, "exit_code", 1))
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, KeyboardInterrupt):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

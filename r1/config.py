@@ -1,0 +1,371 @@
+"""Typed configuration: dataclasses, YAML files that are instances of them, dotted overrides.
+
+Every field is declared once with `opt(default, help, ...)`; its help text is what
+`r1 config explain` prints. A YAML file is parsed strictly: unknown keys, wrong types and
+impossible values raise `ConfigError` naming the dotted key and what is allowed.
+
+Sections whose content depends on a name (`model`, `data`) are *variant* sections: the
+`name` key picks a registered dataclass (see `variant`), so each model or dataset declares
+exactly the fields it understands.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from r1.errors import ConfigError
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+        max: float | None = None) -> Any:
+    """A documented config field. Mutable defaults (lists, dicts) are copied per instance."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- variants
+class Variant:
+    """Base for sections chosen by their `name` field. Subclasses register with `variant`."""
+
+    _variants: dict[str, type] = {}
+
+    @classmethod
+    def load_variants(cls) -> None:
+        """Import the modules that register this section's variants."""
+
+    @classmethod
+    def presets(cls, data: dict) -> dict:
+        """Field values implied by `data` (e.g. a model flavor); explicit keys override them."""
+        return {}
+
+
+def variant(base: type, name: str):
+    """Class decorator: register dataclass `cls` as the `name` variant of section `base`."""
+    def wrap(cls):
+        base._variants[name] = cls
+        return cls
+    return wrap
+
+
+def variant_base(cls):
+    """Class decorator marking a Variant base that gets its own registration table."""
+    cls._variants = {}
+    return cls
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass
+class RunConfig:
+    name: str = opt("run", "Run name; the run directory defaults to runs/<name>.")
+    dir: str = opt("", "Run directory (config, checkpoints, weights, metrics, logs). Empty: runs/<name>.")
+    seed: int = opt(0, "Seed for weights, data order and augmentation.", min=0)
+    threads: int = opt(0, "Torch intra-op threads. 0: the number of physical cores.", min=0)
+    device: str = opt("auto", "Device.", choices=("auto", "cpu", "cuda"))
+
+    def resolved_dir(self) -> Path:
+        return Path(self.dir or f"runs/{self.name}")
+
+
+@variant_base
+@dataclass
+class ModelConfig(Variant):
+    name: str = opt("r1_mobilenetv3", "Registered model name (see `r1 models`).")
+    flavor: str = opt("tiny", "Size preset of the model (see `r1 models`).")
+    num_classes: int = opt(0, "Output classes. 0: taken from the data.", min=0)
+    pretrained: str = opt("", "Local weights file (.safetensors/.pt) to start from. Nothing is downloaded.")
+
+    @classmethod
+    def load_variants(cls) -> None:
+        import r1.models  # noqa: F401
+
+    @classmethod
+    def presets(cls, data: dict) -> dict:
+        from r1.registry import flavor_preset
+        return flavor_preset(data.get("name", cls.name), data.get("flavor", cls.flavor))
+
+
+@variant_base
+@dataclass
+class DataConfig(Variant):
+    name: str = opt("digits", "Dataset kind.")
+    batch_size: int = opt(64, "Global training batch (split across processes under torchrun).", min=1)
+    eval_batch_size: int = opt(256, "Batch size for evaluation.", min=1)
+    num_workers: int = opt(0, "DataLoader worker processes (0: load in the training process).", min=0)
+
+    @classmethod
+    def load_variants(cls) -> None:
+        import r1.data  # noqa: F401
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adamw", "Optimizer.", choices=("adamw", "sgd"))
+    lr: float = opt(3e-3, "Peak learning rate.", min=0.0)
+    weight_decay: float = opt(0.05, "Decoupled weight decay; never applied to norms and biases.", min=0.0)
+    betas: list[float] = opt([0.9, 0.999], "AdamW betas.")
+    eps: float = opt(1e-8, "AdamW epsilon.", min=0.0)
+    momentum: float = opt(0.9, "SGD momentum.", min=0.0, max=1.0)
+    nesterov: bool = opt(True, "SGD Nesterov momentum.")
+
+    def validate(self, prefix: str) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"{prefix}.betas: expected two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class SchedConfig:
+    name: str = opt("warmup_cosine", "LR schedule.", choices=("warmup_cosine", "onecycle", "constant"))
+    warmup_steps: int = opt(-1, "Linear warmup steps (warmup_cosine). -1: 5% of the optimizer steps.", min=-1)
+    min_lr_ratio: float = opt(0.01, "Final LR as a fraction of the peak (warmup_cosine).", min=0.0, max=1.0)
+    pct_start: float = opt(0.25, "Share of steps spent rising (onecycle).", min=0.0, max=1.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(10, "Passes over the training set (ignored when max_steps > 0).", min=1)
+    max_steps: int = opt(0, "Optimizer steps to run. 0: derived from epochs.", min=0)
+    accum_steps: int = opt(1, "Micro-batches accumulated per optimizer step.", min=1)
+    clip_grad: float = opt(0.0, "Clip the global gradient norm to this value. 0: no clipping.", min=0.0)
+    grad_alarm: float = opt(100.0, "Log a warning when the gradient norm exceeds this.", min=0.0)
+    amp: str = opt("auto", "Mixed precision: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else off).",
+                   choices=("auto", "off", "fp16", "bf16"))
+    grad_ckpt: bool = opt(False, "Gradient checkpointing (recompute activations in backward).")
+    ema: bool = opt(False, "Keep an exponential moving average of the weights and evaluate it.")
+    ema_decay: float = opt(0.999, "EMA decay per optimizer step.", min=0.0, max=1.0)
+    eval_every: int = opt(0, "Evaluate every N optimizer steps. 0: at the end of every epoch.", min=0)
+    log_every: int = opt(10, "Log one line every N optimizer steps.", min=1)
+    ckpt_every: int = opt(0, "Save checkpoints/last.pt every N optimizer steps. 0: at every evaluation.", min=0)
+    monitor: str = opt("", "Metric that picks the best checkpoint and drives early stopping. Empty: the family's default.")
+    monitor_mode: str = opt("auto", "Whether larger or smaller monitor values are better.", choices=("auto", "max", "min"))
+    patience: int = opt(0, "Early stopping: evaluations without improvement before stopping. 0: off.", min=0)
+    max_nonfinite: int = opt(5, "Abort after this many non-finite losses in a row (each such step is skipped).", min=1)
+    init_from: str = opt("", "Run directory or .safetensors whose weights initialise the model (no training state).")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------------------- parsing
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _pick_variant(cls: type, data: dict, key: str) -> type:
+    if not (isinstance(cls, type) and issubclass(cls, Variant)):
+        return cls
+    cls.load_variants()
+    default = next(f.default for f in fields(cls) if f.name == "name")
+    name = data.get("name", default)
+    table = cls._variants
+    if name not in table:
+        raise ConfigError(f"{key}.name: unknown {key} {name!r}; allowed: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def from_dict(cls: type, data: dict | None, key: str = "") -> Any:
+    """Build dataclass `cls` from a plain mapping, strictly. `key` is the dotted prefix for messages."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key or 'config'}: expected a mapping, got {data!r}")
+    cls = _pick_variant(cls, data, key)
+    if issubclass(cls, Variant):
+        data = {**cls.presets(data), **data}
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.init}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        where = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise ConfigError(f"unknown key {where}; allowed: {', '.join(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        f, tp, dotted = known[name], hints[name], f"{key}.{name}" if key else name
+        if is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, dotted)
+            continue
+        value = _coerce(value, tp, dotted)
+        _check_bounds(value, f.metadata, dotted)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(key)
+    return obj
+
+
+def _check_bounds(value: Any, meta: Any, key: str) -> None:
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {hi}")
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain nested dict (YAML-safe)."""
+    return dataclasses.asdict(obj) if is_dataclass(obj) else obj
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            # A different variant name replaces the section instead of merging into it.
+            if "name" in v and v["name"] != out[k].get("name"):
+                out[k] = copy.deepcopy(v)
+            else:
+                out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, resolving `_base_: other.yaml` (relative to the file) by deep merge."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("_base_", None)
+    if base:
+        data = _deep_merge(read_yaml(path.parent / base), data)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (['train', 'lr'], 0.0003). Values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=3e-3")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and any(c.isdigit() for c in raw):
+        try:  # YAML 1.1 reads "3e-3" as a string; scientific notation is a number here.
+            value = float(raw)
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+        if path[-1] == "name" and isinstance(node.get("name"), str) and node.get("name") != value:
+            # Switching a variant drops the old variant's fields that the new one may not know.
+            node.clear()
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                cls: type = Config) -> Any:
+    """YAML file (optional) + dotted overrides -> validated `cls` instance."""
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [])
+    return from_dict(cls, data)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def explain(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per field: dotted key, type, default, help (and allowed values / bounds)."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        key, tp = f"{prefix}{f.name}", hints[f.name]
+        if is_dataclass(tp):
+            lines.append(f"[{key}]")
+            common = explain(tp, key + ".")
+            lines += common
+            for vname, vcls in sorted(getattr(tp, "_variants", {}).items()):
+                own = [line for line in explain(vcls, key + ".") if line not in common]
+                if own:
+                    lines.append(f"  -- when {key}.name={vname}:")
+                    lines += own
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        extra = []
+        if f.metadata.get("choices"):
+            extra.append("one of " + "|".join(map(str, f.metadata["choices"])))
+        if f.metadata.get("min") is not None:
+            extra.append(f">= {f.metadata['min']}")
+        if f.metadata.get("max") is not None:
+            extra.append(f"<= {f.metadata['max']}")
+        tail = f" [{'; '.join(extra)}]" if extra else ""
+        lines.append(f"  {key}: {_type_name(tp)} = {default!r}  {f.metadata.get('help', '')}{tail}")
+    return lines

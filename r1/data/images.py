@@ -1,0 +1,175 @@
+"""Image classification data: the embedded digits and any ImageFolder directory."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from r1.config import DataConfig, opt
+from r1.data import DataBundle, register_data, skip_none_collate
+from r1.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# ImageNet statistics: a sensible default for natural images and harmless for digits.
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+@dataclass
+class DigitsConfig(DataConfig):
+    name: str = opt("digits", "Dataset kind.")
+    img_size: int = opt(32, "Side of the (square) upscaled digit images.", min=8)
+    val_frac: float = opt(0.15, "Share of the 1,797 digits held out for validation.", min=0.05, max=0.5)
+    test_frac: float = opt(0.15, "Share held out for testing.", min=0.05, max=0.5)
+    split_seed: int = opt(0, "Seed of the fixed train/val/test split (independent of run.seed).", min=0)
+    augment: bool = opt(True, "Random affine jitter (shift, rotation, scale) on training images.")
+
+
+@dataclass
+class ImageFolderConfig(DataConfig):
+    name: str = opt("imagefolder", "Dataset kind.")
+    root: str = opt("", "Directory with one sub-directory per class, or train/ val/ [test/] splits of that.")
+    img_size: int = opt(224, "Images are resized to img_size x img_size.", min=8)
+    val_frac: float = opt(0.15, "Validation share when root has no val/ split.", min=0.0, max=0.5)
+    test_frac: float = opt(0.15, "Test share when root has no test/ split.", min=0.0, max=0.5)
+    split_seed: int = opt(0, "Seed of the train/val/test split when root is not pre-split.", min=0)
+    augment: bool = opt(True, "Random resized crop + horizontal flip on training images.")
+
+
+def _normalize() -> v2.Transform:
+    return v2.Normalize(MEAN, STD)
+
+
+class TensorImages(Dataset):
+    """In-memory uint8 images (N, 3, H, W) + labels, with a v2 transform applied per item."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def _split(n: int, val_frac: float, test_frac: float, seed: int) -> tuple[list, list, list]:
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    n_val, n_test = int(round(n * val_frac)), int(round(n * test_frac))
+    return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+
+
+@register_data("digits", DigitsConfig)
+def digits(cfg: DigitsConfig, seed: int) -> DataBundle:
+    """scikit-learn's 1,797 8x8 handwritten digits (bundled with it), upscaled and made RGB."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (N, 8, 8) -> (N, 1, 8, 8)
+    x = torch.nn.functional.interpolate(x, size=(cfg.img_size,) * 2, mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    y = torch.tensor(d.target, dtype=torch.int64)
+    train_i, val_i, test_i = _split(len(y), cfg.val_frac, cfg.test_frac, cfg.split_seed)
+    base = [v2.ToDtype(torch.float32, scale=True), _normalize()]
+    aug = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))] if cfg.augment else []
+    train_tf, eval_tf = v2.Compose(aug + base), v2.Compose(base)
+    pick = lambda idx, tf: TensorImages(x[idx], y[idx], tf)  # noqa: E731
+    meta = _meta([str(i) for i in range(10)], cfg.img_size)
+    return DataBundle(pick(train_i, train_tf), pick(val_i, eval_tf), pick(test_i, eval_tf), "cls", meta)
+
+
+def _meta(classes: list[str], size: int) -> dict:
+    return {"classes": classes, "num_classes": len(classes),
+            "preprocess": {"size": [size, size], "mean": MEAN, "std": STD, "resize": "bilinear"}}
+
+
+def _readable(path: str) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+
+
+class CheckedImageFolder(datasets.ImageFolder):
+    """ImageFolder that drops unreadable files up front and reports how many it dropped."""
+
+    def __init__(self, root: Path, classes: list[str] | None = None):
+        if classes is not None:  # keep split folders on one class index table
+            self.find_classes = lambda _dir: (classes, {c: i for i, c in enumerate(classes)})
+        try:
+            super().__init__(str(root), allow_empty=True)
+        except FileNotFoundError as err:
+            raise DataError(f"{root}: {err}") from None
+        ok = [_readable(p) for p, _ in self.samples]
+        self.skipped = [p for (p, _), good in zip(self.samples, ok) if not good]
+        if self.skipped:
+            log.warning("%s: skipped %d unreadable image(s), e.g. %s", root, len(self.skipped), self.skipped[0])
+        self.samples = self.imgs = [s for s, good in zip(self.samples, ok) if good]
+        self.targets = [t for _, t in self.samples]
+
+    def __getitem__(self, i: int):
+        try:
+            return super().__getitem__(i)
+        except (OSError, UnidentifiedImageError) as err:  # passed verify() but fails to decode (truncated)
+            log.warning("%s: skipped, cannot decode (%s)", self.samples[i][0], err)
+            return None  # dropped by `skip_none_collate`
+
+
+class Transformed(Dataset):
+    """`base[indices[i]]` with `transform` applied to the image; unreadable items stay None."""
+
+    def __init__(self, base: Dataset, indices: list[int], transform: v2.Transform):
+        self.base, self.indices, self.transform = base, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        item = self.base[self.indices[i]]
+        return None if item is None else (self.transform(item[0]), item[1])
+
+
+@register_data("imagefolder", ImageFolderConfig)
+def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
+    """`root/<class>/*.jpg` (split by split_seed) or `root/{train,val,test}/<class>/*.jpg`."""
+    root = Path(cfg.root)
+    if not cfg.root or not root.is_dir():
+        raise DataError(f"data.root: directory not found: {cfg.root or '(empty)'}; "
+                        "expected <root>/<class>/<images> or <root>/train/<class>/<images>")
+    size = cfg.img_size
+    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), _normalize()]
+    eval_tf = v2.Compose([v2.Resize((size, size), antialias=True)] + to_float)
+    train_tf = v2.Compose([v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
+                           v2.RandomHorizontalFlip()] + to_float) if cfg.augment else eval_tf
+    whole = lambda ds, tf: Transformed(ds, list(range(len(ds))), tf) if ds is not None else None  # noqa: E731
+    if (root / "train").is_dir():
+        train_dir = CheckedImageFolder(root / "train")
+        classes = train_dir.classes
+        folders = [train_dir] + [CheckedImageFolder(root / s, classes) if (root / s).is_dir() else None
+                                 for s in ("val", "test")]
+        if folders[1] is None:
+            raise DataError(f"{root}: has train/ but no val/ split")
+        train, val, test = whole(folders[0], train_tf), whole(folders[1], eval_tf), whole(folders[2], eval_tf)
+    else:
+        folders = [CheckedImageFolder(root)]
+        classes = folders[0].classes
+        tr, va, te = _split(len(folders[0]), cfg.val_frac, cfg.test_frac, cfg.split_seed)
+        train, val = Transformed(folders[0], tr, train_tf), Transformed(folders[0], va, eval_tf)
+        test = Transformed(folders[0], te, eval_tf) if te else None
+    if len(train) == 0:
+        raise DataError(f"{root}: empty dataset (no readable images with extensions "
+                        f"{', '.join(datasets.folder.IMG_EXTENSIONS)})")
+    if len(val) == 0:
+        raise DataError(f"{root}: the validation split is empty; add images or raise data.val_frac")
+    skipped = sum(len(f.skipped) for f in folders if f is not None)
+    return DataBundle(train, val, test, "cls", _meta(classes, size), skip_none_collate,
+                      stats={"skipped_images": skipped})
