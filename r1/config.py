@@ -316,14 +316,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = copy.deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    # Variant switches (`model.name=...`) first, so the other overrides land in the new variant.
+    parsed.sort(key=lambda kv: kv[0][-1] != "name")
+    variants = {f.name for f in fields(Config) if issubclass(typing.get_type_hints(Config)[f.name], Variant)}
+    for path, value in parsed:
+        text = ".".join(path)
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {part} is not a section")
-        if path[-1] == "name" and isinstance(node.get("name"), str) and node.get("name") != value:
+        if path[-1] == "name" and len(path) == 2 and path[0] in variants and node.get("name", value) != value:
             # Switching a variant drops the old variant's fields that the new one may not know.
             node.clear()
         node[path[-1]] = value

@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests run on CPU with one thread (CI has 2 cores; oversubscription is slow)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def run_r1(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
+    """Run the `r1` command in a subprocess; returns CompletedProcess (text)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "r1.cli", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_cls_overrides(run_dir: Path, **extra) -> list[str]:
+    """A seconds-long digits run: tiny MobileNetV3, few steps."""
+    base = {"run.dir": str(run_dir), "run.threads": 1, "train.max_steps": 6, "train.eval_every": 3,
+            "train.log_every": 2, "data.batch_size": 32, "data.img_size": 16}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory) -> Path:
+    """One tiny trained digits run shared by the artifact / CLI tests."""
+    from r1.config import load_config
+    from r1.train import fit
+
+    run_dir = tmp_path_factory.mktemp("runs") / "digits"
+    fit(load_config(ROOT / "configs/cls/digits.yaml", tiny_cls_overrides(run_dir)))
+    return run_dir

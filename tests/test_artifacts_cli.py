@@ -1,0 +1,63 @@
+"""Artifacts (safetensors + model.json, one loader) and the eval / predict / models commands."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import r1
+from r1.artifacts import read_info
+from r1.errors import ConfigError
+from tests.conftest import run_r1
+
+
+def test_load_model_from_run_dir_and_safetensors(trained_digits):
+    a = r1.load_model(trained_digits)
+    b = r1.load_model(trained_digits / "model.safetensors")
+    assert not a.training
+    x = torch.randn(3, 3, 16, 16)
+    torch.testing.assert_close(a(x), b(x))
+    assert a(x).shape == (3, 10) and a.r1_meta["num_classes"] == 10 and a.r1_family == "cls"
+    info = read_info(trained_digits)
+    assert info["model"]["name"] == "r1_mobilenetv3" and info["data"]["name"] == "digits"
+
+
+def test_loader_rejects_bad_paths(tmp_path):
+    with pytest.raises(ConfigError, match="expected a run directory or a .safetensors file"):
+        r1.load_model(tmp_path / "nothing")
+
+
+def test_eval_reproduces_training_metrics(trained_digits, tmp_path):
+    out = tmp_path / "m.json"
+    proc = run_r1("eval", str(trained_digits), "--split", "test", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(out.read_text())
+    want = json.loads((trained_digits / "metrics.json").read_text())
+    assert got["test/accuracy"] == pytest.approx(want["test/accuracy"])
+    assert got["test/macro_f1"] == pytest.approx(want["test/macro_f1"])
+    bad = run_r1("eval", str(trained_digits), "--split", "train")
+    assert bad.returncode == 2 and "--split" in bad.stderr
+
+
+def test_predict_prints_labels_and_rejects_bad_images(trained_digits, tmp_path):
+    img = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(img)
+    proc = run_r1("predict", str(trained_digits), str(img), "--top-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(proc.stdout.strip().splitlines()[0])
+    assert rec["file"] == str(img) and rec["label"] in [str(i) for i in range(10)] and len(rec["top"]) == 2
+    junk = tmp_path / "junk.png"
+    junk.write_text("nope")
+    bad = run_r1("predict", str(trained_digits), str(junk))
+    assert bad.returncode == 3 and "not a readable image" in bad.stderr
+
+
+def test_models_command_lists_flavors_with_params():
+    proc = run_r1("models", "r1_*")
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["model", "family", "flavor", "params"]
+    assert any(line.split()[:3] == ["r1_mobilenetv3", "cls", "tiny"] for line in lines)
