@@ -101,3 +101,42 @@ def _is_tied(model: nn.Module, key: str, loaded: dict) -> bool:
     if key not in params:
         return False
     return any(params[key] is params.get(k) for k in loaded if k != key)
+
+
+class OnnxModel(nn.Module):
+    """An exported .onnx behind the torch model interface: `model(images)` -> predictions.
+
+    Lets evaluation, prediction and benchmarks treat an ONNX file (fp32 or int8) like a
+    trained model. Runs on onnxruntime's CPU provider with an explicit thread count."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        super().__init__()
+        from r1.export.onnx import get_export_hook, ort_session, read_onnx_meta
+
+        props = read_onnx_meta(path)
+        self.path, self.session = Path(path), ort_session(path, threads)
+        self.r1_meta, self.r1_family = json.loads(props["r1.meta"]), props["r1.family"]
+        self.r1_model = json.loads(props.get("r1.model", "{}"))
+        self.r1_data: dict = {}
+        self.input_name = self.session.get_inputs()[0].name
+        self._decode = getattr(get_export_hook(self.r1_family), "decode", None)
+        self._props = props
+
+    def forward(self, images: torch.Tensor, targets=None):
+        if targets is not None:
+            raise ConfigError(f"{self.path}: an ONNX model cannot be trained")
+        outs = self.session.run(None, {self.input_name: images.detach().cpu().numpy().astype("float32")})
+        if len(outs) == 1:
+            return torch.from_numpy(outs[0])
+        return self._decode(outs, self._props)
+
+
+def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1) -> nn.Module:
+    """The one loader: run dir, model.safetensors, or .onnx (onnxruntime)."""
+    if Path(path).suffix == ".onnx":
+        model = OnnxModel(path, threads)
+        info = Path(path).with_name("model.json")
+        if info.is_file():  # an export stage keeps the data config beside the file
+            model.r1_data = json.loads(info.read_text()).get("data", {})
+        return model
+    return load_model(path, device)

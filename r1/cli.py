@@ -117,6 +117,22 @@ def models(pattern: str = typer.Argument("*", help="Glob over model names"),
         typer.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
 
 
+@app.command()
+def pipeline(recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)"),
+             overrides: Optional[list[str]] = OVERRIDES):
+    """Run a recipe's stages (train, prune, quantize, export, bench); finished stages are skipped."""
+    from r1.pipeline import load_recipe, run_pipeline
+
+    _console_logging()
+    plan = load_recipe(recipe, overrides or [])
+    outputs = run_pipeline(plan)
+    typer.echo(json.dumps(outputs, indent=2))
+    report = plan.dir / "report.md"
+    if report.is_file():
+        typer.echo(report.read_text())
+    typer.echo(f"pipeline directory: {plan.dir}")
+
+
 @config_app.command("show")
 def config_show(config: Path = typer.Argument(..., help="YAML config"), overrides: Optional[list[str]] = OVERRIDES):
     """Print the resolved config (file + overrides + flavor presets), as saved in a run dir."""
@@ -133,6 +149,69 @@ def config_explain():
     ModelConfig.load_variants()
     DataConfig.load_variants()
     typer.echo("\n".join(explain(Config)))
+
+
+@app.command("export")
+def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors, or (for tensorrt) an .onnx"),
+               format: str = typer.Option("onnx", "--format", help="onnx or tensorrt"),
+               dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--no-dynamic-batch",
+                                                  help="Dynamic batch dimension"),
+               opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's)"),
+               out: Optional[Path] = typer.Option(None, help="Output file (default: beside the model)"),
+               nms: bool = typer.Option(False, "--nms", help="Detection: NMS inside the graph"),
+               fp16: bool = typer.Option(False, help="TensorRT: FP16 kernels"),
+               int8: bool = typer.Option(False, help="TensorRT: INT8 (calibrated on the model's val data)"),
+               max_batch: int = typer.Option(32, help="TensorRT: profile max batch (min 1, opt max/4)")):
+    """Export to ONNX (verified against torch with onnxruntime on another batch size) or TensorRT."""
+    from r1.export.cli import run_export
+
+    _console_logging()
+    typer.echo(json.dumps(run_export(model, format, dynamic_batch, opset, out, nms, fp16, int8, max_batch), indent=2))
+
+
+@app.command("serve")
+def serve_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors or .onnx"),
+              host: str = typer.Option("127.0.0.1", help="Bind address"),
+              port: int = typer.Option(8000, help="Port"),
+              runtime: str = typer.Option("torch", help="torch, onnx or tensorrt"),
+              max_batch: int = typer.Option(32, help="Run a batch at this many queued requests"),
+              max_wait_ms: float = typer.Option(5.0, help="... or this long after the oldest arrived"),
+              max_queue: int = typer.Option(256, help="Queued requests beyond this get 503 + Retry-After"),
+              timeout_ms: float = typer.Option(30000.0, help="Per-request limit (queue + inference): 504"),
+              threads: int = typer.Option(1, help="Inference threads"),
+              max_body_mb: float = typer.Option(8.0, help="Request body limit, MiB: 413"),
+              max_pixels: int = typer.Option(4096 * 4096, help="Decoded image pixel limit: 413")):
+    """HTTP inference server: POST /v1/predict, GET /healthz /readyz /metrics /docs."""
+    from r1.serve.app import ServeConfig, check_model, serve
+
+    _console_logging()
+    cfg = ServeConfig(model=str(model), runtime=runtime, host=host, port=port, max_batch=max_batch,
+                      max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_ms=timeout_ms, threads=threads,
+                      max_body_bytes=int(max_body_mb * (1 << 20)), max_pixels=max_pixels)
+    check_model(cfg)
+    serve(cfg)
+
+
+@app.command("bench")
+def bench_cmd(target: str = typer.Argument(..., help="A model (run dir, .safetensors, .onnx), or `serve`"),
+              url: Optional[str] = typer.Argument(None, help="With `serve`: the server URL"),
+              runtime: Optional[str] = typer.Option(None, help="Only this runtime (default: compare all)"),
+              batch_sizes: str = typer.Option("1,8,32", help="In-process batch sizes"),
+              runs: int = typer.Option(30, help="Timed runs per batch size (>= 20 for p95)"),
+              threads: int = typer.Option(1, help="Inference threads"),
+              concurrency: str = typer.Option("1,8,32", help="`serve`: concurrent clients, comma-separated"),
+              duration: float = typer.Option(20.0, help="`serve`: seconds per concurrency level"),
+              max_requests: int = typer.Option(100_000, help="`serve`: request cap per level"),
+              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows here")):
+    """`r1 bench MODEL`: in-process latency/throughput per runtime and batch size.
+    `r1 bench serve URL`: HTTP load test (throughput, p50/p95/p99)."""
+    from r1.bench.cli import run_bench
+
+    _console_logging()
+    table, rows = run_bench(target, url, runtime, batch_sizes, runs, threads, concurrency, duration, max_requests)
+    typer.echo(table)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2))
 
 
 def main() -> None:

@@ -152,6 +152,13 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: str = opt("", "Teacher run dir (or model.safetensors). Empty: no distillation.")
+    temperature: float = opt(4.0, "Softmax temperature T of the KD loss (scaled by T^2).", min=0.1)
+    alpha: float = opt(0.5, "Weight of the KD loss; the task loss gets 1 - alpha.", min=0.0, max=1.0)
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -159,6 +166,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 # ----------------------------------------------------------------------------- parsing

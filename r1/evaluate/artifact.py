@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from r1.artifacts import load_model
+from r1.artifacts import load_any
 from r1.config import DataConfig, apply_overrides, from_dict
 from r1.data import build_data
 from r1.errors import ConfigError
@@ -13,12 +13,16 @@ from r1.evaluate import evaluate
 
 def evaluate_artifact(path, split: str = "test", overrides: list[str] | None = None,
                       device: str = "cpu") -> dict[str, float]:
-    """Rebuild the model's data from model.json (+ `data.*` overrides) and evaluate `split`."""
-    model = load_model(path, device)
+    """Rebuild the model's data from model.json (+ `data.*` overrides) and evaluate `split`.
+    `path`: run dir, model.safetensors or .onnx (then the data comes from the overrides or a
+    model.json beside it)."""
+    model = load_any(path, device)
     bad = [o for o in overrides or [] if not o.startswith("data.")]
     if bad:
         raise ConfigError(f"override {bad[0]!r}: only data.* keys can be changed at evaluation")
     data_dict = apply_overrides({"data": model.r1_data}, overrides or [])["data"]
+    if not data_dict:
+        raise ConfigError(f"{path}: no data config is stored with this model; pass data.name=... (and data.root=...)")
     bundle = build_data(from_dict(DataConfig, data_dict, "data"), seed=0)
     dataset = {"val": bundle.val, "test": bundle.test}[split]
     if dataset is None:

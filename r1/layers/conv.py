@@ -30,9 +30,9 @@ class ConvBNAct(nn.Sequential):
 class SqueezeExcite(nn.Module):
     """Channel attention: global pool -> reduce -> ReLU -> expand -> hard-sigmoid gate."""
 
-    def __init__(self, channels: int, reduction: int = 4):
+    def __init__(self, channels: int, reduction: int = 4, hidden: int = 0):
         super().__init__()
-        hidden = make_divisible(channels / reduction)
+        hidden = hidden or make_divisible(channels / reduction)
         self.reduce = nn.Conv2d(channels, hidden, 1)
         self.expand = nn.Conv2d(hidden, channels, 1)
 
@@ -43,9 +43,12 @@ class SqueezeExcite(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV3 block: 1x1 expand -> kxk depthwise (stride) -> SE -> 1x1 project (+ skip)."""
+    """MobileNetV3 block: 1x1 expand -> kxk depthwise (stride) -> SE -> 1x1 project (+ skip).
 
-    def __init__(self, in_ch: int, exp_ch: int, out_ch: int, kernel: int, stride: int, se: bool, act: str):
+    `se_hidden` pins the SE bottleneck so pruning the expansion channels leaves it unchanged."""
+
+    def __init__(self, in_ch: int, exp_ch: int, out_ch: int, kernel: int, stride: int, se: bool, act: str,
+                 se_hidden: int = 0):
         super().__init__()
         self.use_skip = stride == 1 and in_ch == out_ch
         layers: list[nn.Module] = []
@@ -53,7 +56,7 @@ class InvertedResidual(nn.Module):
             layers.append(ConvBNAct(in_ch, exp_ch, 1, act=act))
         layers.append(ConvBNAct(exp_ch, exp_ch, kernel, stride, groups=exp_ch, act=act))
         if se:
-            layers.append(SqueezeExcite(exp_ch))
+            layers.append(SqueezeExcite(exp_ch, hidden=se_hidden))
         layers.append(ConvBNAct(exp_ch, out_ch, 1, act="none"))
         self.block = nn.Sequential(*layers)
         self.out_channels = out_ch

@@ -65,7 +65,11 @@ class Trainer:
         seed_everything(cfg.run.seed)
         self.data = build_data(cfg.data, cfg.run.seed)
         self.family = self.data.family
+        if wrap_model is None and cfg.distill.teacher:
+            from r1.compress.distill import wrap_for_distillation
+            wrap_model = wrap_for_distillation(cfg.distill)
         self.model = self._build_model(wrap_model)
+        self.student = getattr(self.model, "student", self.model)  # what is evaluated and saved
         self.micro_bs = self._micro_batch_size()
         self.train_loader = self._loader(self.data.train, train=True)
         self.steps_per_epoch = max(1, len(self.train_loader.sampler) // (self.micro_bs * cfg.train.accum_steps))
@@ -74,7 +78,7 @@ class Trainer:
         self.sched = build_scheduler(self.opt, cfg.sched, self.total_steps)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
+        self.ema = (AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                                   use_buffers=True) if cfg.train.ema else None)
         self.ddp = DDP(self.model) if self.dist.enabled else None
         ev = get_evaluator(self.family)
@@ -154,7 +158,7 @@ class Trainer:
                  self.state["step"], self.state["epoch"], self.state["pos"])
 
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema else self.model
+        return self.ema.module if self.ema else self.student
 
     # ------------------------------------------------------------------ loop
     def _batches(self):
@@ -187,8 +191,8 @@ class Trainer:
     def train_step(self, batches) -> dict[str, float] | None:
         """One optimizer step over accum_steps micro-batches; None if it was skipped (non-finite)."""
         cfg = self.cfg.train
-        if hasattr(self.model, "on_step_start"):
-            self.model.on_step_start(self.state["step"], self.total_steps)
+        if hasattr(self.student, "on_step_start"):
+            self.student.on_step_start(self.state["step"], self.total_steps)
         self.opt.zero_grad(set_to_none=True)
         parts: dict[str, torch.Tensor] = {}
         for i in range(cfg.accum_steps):
@@ -212,7 +216,7 @@ class Trainer:
         self.scaler.update()
         self.sched.step()
         if self.ema:
-            self.ema.update_parameters(self.model)
+            self.ema.update_parameters(self.student)
         self.state["step"] += 1
         out = {k: float(D.all_mean(v, self.dist)) for k, v in parts.items()}
         out["loss"] = sum(out.values())
@@ -276,7 +280,7 @@ class Trainer:
             save_config(cfg, self.dir / "config.yaml")
             log.info("run %s | model %s/%s %.2fM params | %d train samples | %d steps (%d per epoch) | "
                      "batch %d (micro %d x accum %d x %d procs) | %d threads | device %s",
-                     self.dir, cfg.model.name, cfg.model.flavor, count_params(self.model) / 1e6,
+                     self.dir, cfg.model.name, cfg.model.flavor, count_params(self.student) / 1e6,
                      len(self.data.train), self.total_steps, self.steps_per_epoch, cfg.data.batch_size,
                      self.micro_bs, cfg.train.accum_steps, self.dist.world, self.threads, self.device)
         history = StepLog(self.dir / "history.jsonl", self.dist.is_main, self.total_steps)

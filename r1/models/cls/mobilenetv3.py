@@ -42,6 +42,8 @@ class MobileNetV3Config(ModelConfig):
                            choices=(1, 2))
     in_chans: int = opt(3, "Input channels.", min=1)
     head_dim: int = opt(1024, "Hidden size of the classifier head.", min=1)
+    exp_channels: list[int] = opt([], "Expansion channels per block (set by pruning). Empty: paper table x width.")
+    last_channels: int = opt(0, "Channels of the last 1x1 conv (set by pruning). 0: paper table x width.", min=0)
     dropout: float = opt(0.2, "Dropout before the last linear layer.", min=0.0, max=1.0)
     label_smoothing: float = opt(0.0, "Label smoothing of the cross-entropy loss.", min=0.0, max=1.0)
 
@@ -49,21 +51,27 @@ class MobileNetV3Config(ModelConfig):
 class MobileNetV3Backbone(nn.Module):
     """Images (B, C, H, W) -> features. `feature_info` lists (channels, stride) of each stage end."""
 
-    def __init__(self, arch: str = "small", width: float = 1.0, stem_stride: int = 2, in_chans: int = 3):
+    def __init__(self, arch: str = "small", width: float = 1.0, stem_stride: int = 2, in_chans: int = 3,
+                 exp_channels: list[int] | None = None, last_channels: int = 0):
         super().__init__()
+        table = ARCHS[arch]
+        if exp_channels and len(exp_channels) != len(table):
+            raise ValueError(f"exp_channels: expected {len(table)} values for arch {arch}, got {len(exp_channels)}")
         stem_ch = make_divisible(16 * width)
         self.stem = ConvBNAct(in_chans, stem_ch, 3, stem_stride, act="hswish")
         blocks, in_ch, stride = [], stem_ch, stem_stride
         self.feature_info: list[tuple[int, int]] = []  # (channels, stride) after each stride change
         stage_ends: list[int] = []
-        for i, (k, exp, out, se, act, s) in enumerate(ARCHS[arch]):
+        for i, (k, exp, out, se, act, s) in enumerate(table):
             if s == 2 and blocks:
                 stage_ends.append(i - 1)
                 self.feature_info.append((in_ch, stride))
-            exp_ch, out_ch = make_divisible(exp * width), make_divisible(out * width)
-            blocks.append(InvertedResidual(in_ch, exp_ch, out_ch, k, s, se, act))
+            full_exp, out_ch = make_divisible(exp * width), make_divisible(out * width)
+            exp_ch = exp_channels[i] if exp_channels else full_exp
+            blocks.append(InvertedResidual(in_ch, exp_ch, out_ch, k, s, se, act,
+                                           se_hidden=make_divisible(full_exp / 4)))
             in_ch, stride = out_ch, stride * s
-        last_ch = make_divisible(ARCHS[arch][-1][1] * width)
+        last_ch = last_channels or make_divisible(table[-1][1] * width)
         blocks.append(ConvBNAct(in_ch, last_ch, 1, act="hswish"))
         stage_ends.append(len(blocks) - 1)
         self.feature_info.append((last_ch, stride))
@@ -96,7 +104,8 @@ class R1MobileNetV3(nn.Module):
 
     def __init__(self, cfg: MobileNetV3Config):
         super().__init__()
-        self.backbone = MobileNetV3Backbone(cfg.arch, cfg.width, cfg.stem_stride, cfg.in_chans)
+        self.backbone = MobileNetV3Backbone(cfg.arch, cfg.width, cfg.stem_stride, cfg.in_chans,
+                                            cfg.exp_channels, cfg.last_channels)
         self.head = nn.Sequential(
             nn.Linear(self.backbone.out_channels, cfg.head_dim), nn.Hardswish(inplace=True),
             nn.Dropout(cfg.dropout), nn.Linear(cfg.head_dim, cfg.num_classes),

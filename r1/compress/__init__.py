@@ -1,0 +1,1 @@
+"""Model transforms: distillation (a wrapper model), structured pruning, quantization."""

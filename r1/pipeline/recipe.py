@@ -1,0 +1,143 @@
+"""Pipeline recipes: a list of stages, each a typed section chosen by its `kind`.
+
+    name: quickstart
+    dir: runs/quickstart
+    overrides: [run.threads=0]          # applied to every train stage
+    stages:
+      - {name: teacher, kind: train, config: ../configs/cls/digits-teacher.yaml}
+      - {name: student_kd, kind: train, config: ../configs/cls/digits.yaml, overrides: [distill.teacher=@teacher]}
+      - {name: pruned, kind: prune, source: student_kd}
+      - {name: int8, kind: quantize, source: pruned, method: static}
+      - {name: report, kind: bench, rows: [teacher, student_kd, pruned, int8]}
+
+`@stage` in a value names that stage's output (a run dir or an .onnx file).
+A recipe is validated whole, train configs included, before any stage runs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from r1.config import from_dict, load_config, opt, read_yaml
+from r1.errors import ConfigError
+
+REF = re.compile(r"@([A-Za-z0-9_\-]+)")
+
+
+@dataclass
+class TrainStage:
+    name: str = opt("", "Stage name: its output is <pipeline dir>/<name>.")
+    kind: str = opt("train", "Stage kind.")
+    config: str = opt("", "Training YAML, relative to the recipe file.")
+    overrides: list[str] = opt([], "Dotted overrides; @stage is replaced by that stage's output.")
+
+
+@dataclass
+class PruneStage:
+    name: str = opt("", "Stage name.")
+    kind: str = opt("prune", "Stage kind.")
+    source: str = opt("", "Stage whose model is pruned.")
+    target: float = opt(0.4, "Stop once parameters are reduced by this fraction.", min=0.0, max=0.95)
+    step: float = opt(0.05, "Fraction of each group's original channels removed per step.", min=0.01, max=0.5)
+    finetune_steps: int = opt(40, "Optimizer steps of fine-tuning after each pruning step.", min=0)
+    overrides: list[str] = opt([], "Overrides for the fine-tuning runs (e.g. optim.lr=1e-3).")
+
+
+@dataclass
+class QuantizeStage:
+    name: str = opt("", "Stage name.")
+    kind: str = opt("quantize", "Stage kind.")
+    source: str = opt("", "Stage whose model is quantized.")
+    method: str = opt("static", "static: int8 QDQ with calibration; dynamic: int8 weights of Linear/MatMul.",
+                      choices=("static", "dynamic"))
+    calib_batches: int = opt(8, "Training batches used to calibrate activation ranges (static).", min=1)
+    keep_float: list[str] = opt(["first", "last"], "Layers kept in float: first and/or last.")
+    per_channel: bool = opt(True, "Per-channel weight scales (static).")
+
+
+@dataclass
+class ExportStage:
+    name: str = opt("", "Stage name.")
+    kind: str = opt("export", "Stage kind.")
+    source: str = opt("", "Stage whose model is exported to ONNX.")
+    opset: int = opt(18, "ONNX opset.", min=13)
+
+
+@dataclass
+class BenchStage:
+    name: str = opt("", "Stage name.")
+    kind: str = opt("bench", "Stage kind.")
+    rows: list[str] = opt([], "Stages to compare, one report row each.")
+    runs: int = opt(30, "Timed batch-1 runs per model (median and p95 reported).", min=20)
+    throughput_batch: int = opt(32, "Batch size of the throughput measurement.", min=1)
+    threads: int = opt(0, "Threads for every measurement (0: physical cores).", min=0)
+
+
+KINDS = {"train": TrainStage, "prune": PruneStage, "quantize": QuantizeStage, "export": ExportStage,
+         "bench": BenchStage}
+
+
+@dataclass
+class Recipe:
+    name: str
+    dir: Path
+    overrides: list[str]
+    stages: list
+    base: Path  # folder of the recipe file: relative paths start here
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Parse and validate a recipe. `overrides` (k=v) go to every train stage, after the recipe's own."""
+    path = Path(path)
+    data = read_yaml(path)
+    unknown = set(data) - {"name", "dir", "overrides", "stages"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]}; allowed: name, dir, overrides, stages")
+    stages, names = [], []
+    for i, raw in enumerate(data.get("stages") or []):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"stages[{i}]: expected a mapping with name and kind")
+        kind = raw.get("kind")
+        if kind not in KINDS:
+            raise ConfigError(f"stages[{i}].kind: unknown stage kind {kind!r}; allowed: {', '.join(KINDS)}")
+        stage = from_dict(KINDS[kind], raw, f"stages[{i}]")
+        if not stage.name or stage.name in names:
+            raise ConfigError(f"stages[{i}].name: {'missing' if not stage.name else 'duplicate ' + repr(stage.name)}")
+        for ref in _refs(stage):
+            if ref not in names:
+                raise ConfigError(f"stage {stage.name}: refers to {ref!r}, which is not an earlier stage "
+                                  f"(earlier: {', '.join(names) or 'none'})")
+        stages.append(stage)
+        names.append(stage.name)
+    if not stages:
+        raise ConfigError(f"{path}: no stages")
+    name = data.get("name") or path.stem
+    recipe = Recipe(name, Path(data.get("dir") or f"runs/{name}"), list(data.get("overrides") or []) + list(overrides or []),
+                    stages, path.parent)
+    for stage in stages:
+        if isinstance(stage, TrainStage):
+            train_config(recipe, stage, lambda ref: str(recipe.dir / ref))  # fail now, not mid-pipeline
+    return recipe
+
+
+def _refs(stage) -> list[str]:
+    refs = [stage.source] if getattr(stage, "source", "") else []
+    refs += list(getattr(stage, "rows", []))
+    for text in getattr(stage, "overrides", []):
+        refs += REF.findall(text)
+    if isinstance(stage, (PruneStage, QuantizeStage, ExportStage)) and not stage.source:
+        raise ConfigError(f"stage {stage.name}: source is required (the stage whose model it reads)")
+    return refs
+
+
+def train_config(recipe: Recipe, stage, resolve):
+    """The training config of a train stage (or of a fine-tuning run), with @refs resolved."""
+    overrides = [REF.sub(lambda m: resolve(m.group(1)), o) for o in recipe.overrides + stage.overrides]
+    if not stage.config:
+        raise ConfigError(f"stage {stage.name}: config is required for train stages")
+    cfg_path = recipe.base / stage.config
+    cfg = load_config(cfg_path, overrides + [f"run.dir={recipe.dir / stage.name}", f"run.name={stage.name}"])
+    if cfg.distill.teacher and not REF.search(" ".join(stage.overrides)) and not Path(cfg.distill.teacher).exists():
+        raise ConfigError(f"stage {stage.name}: distill.teacher {cfg.distill.teacher} does not exist")
+    return cfg

@@ -1,0 +1,138 @@
+"""The comparison report: one measured row per model variant, as JSON, markdown and plots."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from r1.artifacts import load_any
+from r1.evaluate import get_evaluator
+from r1.evaluate.artifact import evaluate_artifact
+from r1.pipeline.recipe import BenchStage
+from r1.train.hardware import set_threads
+
+log = logging.getLogger("r1.pipeline")
+
+COLUMNS = ["name", "runtime", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_bs32",
+           "metric_name", "metric"]
+
+
+def artifact_file(path: Path) -> Path:
+    return path if path.suffix == ".onnx" else path / "model.safetensors"
+
+
+def count_params(model) -> int:
+    if hasattr(model, "session"):  # ONNX: every initializer element (int8 weights included)
+        import onnx
+        graph = onnx.load(str(model.path)).graph
+        return int(sum(np.prod(t.dims) for t in graph.initializer))
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+@torch.no_grad()
+def time_model(model, x: torch.Tensor, runs: int, warmup: int = 5) -> np.ndarray:
+    """Wall-clock milliseconds of `runs` forward passes on `x` after `warmup` untimed ones."""
+    import time
+
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return np.asarray(times)
+
+
+def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
+    model = load_any(path, threads=threads)
+    family, meta = model.r1_family, model.r1_meta
+    h, w = meta["preprocess"]["size"]
+    g = torch.Generator().manual_seed(0)
+    one = torch.randn(1, 3, h, w, generator=g)
+    many = torch.randn(stage.throughput_batch, 3, h, w, generator=g)
+    lat = time_model(model, one, stage.runs)
+    thr = time_model(model, many, max(5, stage.runs // 4))
+    monitor = get_evaluator(family).monitor
+    metrics = evaluate_artifact(path, "test")
+    return {"name": name, "runtime": "onnxruntime" if path.suffix == ".onnx" else "torch",
+            "params": count_params(model), "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3),
+            "latency_ms_p50": round(float(np.median(lat)), 3),
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 3),
+            f"throughput_bs{stage.throughput_batch}": round(stage.throughput_batch / (float(np.median(thr)) / 1e3), 1),
+            "metric_name": f"test/{monitor}", "metric": metrics.get(f"test/{monitor}"), "threads": threads}
+
+
+def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> dict:
+    threads = set_threads(stage.threads)
+    rows = []
+    for name in stage.rows:
+        log.info("bench: measuring %s (%s)", name, outputs[name])
+        rows.append(measure_row(name, Path(outputs[name]), stage, threads))
+    report = {"rows": rows, "threads": threads, "runs": stage.runs,
+              "torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "report.md").write_text(markdown(report))
+    plot_report(rows, outputs, out_dir)
+    return report
+
+
+def markdown(report: dict) -> str:
+    rows = report["rows"]
+    cols = [c for c in COLUMNS if c in rows[0]] + [c for c in rows[0] if c not in COLUMNS and c != "threads"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    base = rows[0]
+    ratios = [f"- {r['name']}: {base['latency_ms_p50'] / r['latency_ms_p50']:.2f}x the speed of {base['name']} "
+              f"(batch-1 p50), {base['size_mb'] / r['size_mb']:.2f}x smaller on disk" for r in rows[1:]]
+    head = (f"Measured with {report['threads']} thread(s), {report['runs']} timed batch-1 runs per model, "
+            f"torch {report['torch']}, CPU capability {report['cpu']}.\n\n")
+    return head + "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def plot_report(rows: list[dict], outputs: dict[str, str], out_dir: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.scatter(r["latency_ms_p50"], r["metric"])
+        ax.annotate(r["name"], (r["latency_ms_p50"], r["metric"]), textcoords="offset points", xytext=(4, 4))
+    ax.set(xlabel="batch-1 latency p50 (ms)", ylabel=rows[0]["metric_name"], title="metric vs latency")
+    fig.tight_layout()
+    fig.savefig(out_dir / "metric_vs_latency.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar([r["name"] for r in rows], [r["size_mb"] for r in rows])
+    ax.set(ylabel="file size (MB)", title="model size")
+    fig.tight_layout()
+    fig.savefig(out_dir / "size.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        hist = Path(outputs[r["name"]]) / "history.jsonl"
+        if not hist.is_file():
+            continue
+        recs = [json.loads(line) for line in hist.read_text().splitlines()]
+        pts = [(x["step"], x["train/loss"]) for x in recs if "train/loss" in x]
+        if pts:
+            ax.plot(*zip(*pts), label=r["name"])
+    ax.set(xlabel="step", ylabel="training loss", title="training curves", yscale="log")
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "training_curves.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,101 @@
+"""What each pipeline stage kind does. Every runner returns its output path (run dir or .onnx)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from r1.artifacts import load_model, read_info, save_artifact
+from r1.config import load_config
+from r1.errors import ConfigError
+from r1.pipeline.recipe import ExportStage, PruneStage, QuantizeStage, Recipe, TrainStage, train_config
+
+log = logging.getLogger("r1.pipeline")
+
+
+def run_train(recipe: Recipe, stage: TrainStage, outputs: dict[str, str], out_dir: Path) -> str:
+    from r1.train import fit
+
+    cfg = train_config(recipe, stage, lambda ref: outputs[ref])
+    resume = (out_dir / "checkpoints" / "last.pt").is_file()  # an interrupted stage continues
+    fit(cfg, resume=resume)
+    return str(out_dir)
+
+
+def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_dir: Path) -> str:
+    """Progressive pruning: `step` of the channels per round, fine-tuning after each, until `target`."""
+    from r1.compress.prune import count_params, group_sizes, prune_l1
+    from r1.train import fit
+
+    source = Path(outputs[stage.source])
+    model = load_model(source)
+    base_cfg = source / "config.yaml"
+    if not base_cfg.is_file():
+        raise ConfigError(f"stage {stage.name}: {source} has no config.yaml to fine-tune with")
+    reference, start = group_sizes(model), count_params(model)
+    current, rnd = source, 0
+    while 1 - count_params(model) / start < stage.target:
+        rnd += 1
+        pruned = prune_l1(model, stage.step, reference)
+        if count_params(pruned) == count_params(model):
+            log.warning("prune: nothing left to remove at round %d (reduction %.1f%%)", rnd,
+                        100 * (1 - count_params(model) / start))
+            break
+        info = read_info(current)
+        step_dir = out_dir / f"round{rnd:02d}"
+        save_artifact(pruned, step_dir / "pruned", info["meta"], info["data"])
+        m = pruned.r1_config
+        overrides = [f"model.exp_channels={m.exp_channels}", f"model.last_channels={m.last_channels}",
+                     f"model.head_dim={m.head_dim}", f"train.init_from={step_dir / 'pruned'}",
+                     f"train.max_steps={stage.finetune_steps}", "train.eval_every=0", "distill.teacher=",
+                     f"run.dir={step_dir / 'finetune'}", *recipe.overrides, *stage.overrides]
+        log.info("prune round %d: %d -> %d params (%.1f%% below the source), fine-tuning %d steps", rnd,
+                 count_params(model), count_params(pruned), 100 * (1 - count_params(pruned) / start),
+                 stage.finetune_steps)
+        if stage.finetune_steps:
+            ft = step_dir / "finetune"
+            fit(load_config(base_cfg, overrides), resume=(ft / "checkpoints" / "last.pt").is_file())
+            current = ft
+        else:
+            current = step_dir / "pruned"
+        model = load_model(current)
+    for name in ("model.safetensors", "model.json", "metrics.json", "config.yaml", "history.jsonl"):
+        if (current / name).is_file() and current != out_dir:
+            shutil.copy2(current / name, out_dir / name)
+    (out_dir / "prune.json").write_text(json.dumps(
+        {"source": str(source), "params_before": start, "params_after": count_params(model), "rounds": rnd,
+         "reduction": 1 - count_params(model) / start}, indent=2))
+    return str(out_dir)
+
+
+def run_export(recipe: Recipe, stage: ExportStage, outputs: dict[str, str], out_dir: Path) -> str:
+    from r1.export.onnx import export_onnx
+
+    source = outputs[stage.source]
+    out = out_dir / "model.onnx"
+    report = export_onnx(source, out, opset=stage.opset)
+    _keep_data_config(source, out_dir)
+    (out_dir / "export.json").write_text(json.dumps(report, indent=2))
+    return str(out)
+
+
+def run_quantize(recipe: Recipe, stage: QuantizeStage, outputs: dict[str, str], out_dir: Path) -> str:
+    from r1.compress.quantize import quantize_artifact
+
+    source = outputs[stage.source]
+    out = quantize_artifact(source, out_dir, method=stage.method, calib_batches=stage.calib_batches,
+                            keep_float=stage.keep_float, per_channel=stage.per_channel)
+    _keep_data_config(source, out_dir)
+    return str(out)
+
+
+def _keep_data_config(source: str, out_dir: Path) -> None:
+    """ONNX outputs keep the source's model.json beside them, so they can be evaluated on its data."""
+    src = Path(source)
+    info = (src if src.is_dir() else src.parent) / "model.json"
+    if info.is_file():
+        shutil.copy2(info, out_dir / "model.json")
+
+
+RUNNERS = {"train": run_train, "prune": run_prune, "export": run_export, "quantize": run_quantize}
