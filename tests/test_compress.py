@@ -1,0 +1,129 @@
+"""Distillation loss, structured pruning, int8 quantization."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from r1.compress.distill import kd_loss
+from r1.compress.prune import count_macs, count_params, group_sizes, l1_plan, apply_plan
+from r1.registry import build_model
+
+
+def test_kd_loss_matches_hand_computation_with_t_squared():
+    s = torch.tensor([[1.0, 2.0, 0.5]])
+    t = torch.tensor([[0.2, 3.0, -1.0]])
+    T = 2.0
+    ps = [math.exp(v / T) for v in s[0].tolist()]
+    pt = [math.exp(v / T) for v in t[0].tolist()]
+    ps = [v / sum(ps) for v in ps]
+    pt = [v / sum(pt) for v in pt]
+    kl = sum(q * math.log(q / p) for q, p in zip(pt, ps))
+    assert kd_loss(s, t, T).item() == pytest.approx(T * T * kl, rel=1e-5)
+    assert kd_loss(t, t, T).item() == pytest.approx(0.0, abs=1e-7)
+    mask = torch.tensor([[True, False]])  # rows of a (1, 2, C) tensor; only the first is kept
+    both = torch.stack([s, t], 1)
+    assert kd_loss(both, torch.stack([t, t], 1), T, mask).item() == pytest.approx(T * T * kl, rel=1e-5)
+
+
+def test_distiller_adds_weighted_kd_and_keeps_teacher_frozen():
+    from r1.compress.distill import Distiller
+    from r1.config import DistillConfig
+
+    torch.manual_seed(0)
+    student = build_model("mlp", flavor="tiny", num_classes=3, in_features=12)
+    teacher = build_model("mlp", flavor="tiny", num_classes=3, in_features=12)
+    wrap = Distiller(student, teacher, "cls", DistillConfig(teacher="x", temperature=3.0, alpha=0.25)).train()
+    x, y = torch.randn(5, 12), torch.tensor([0, 1, 2, 0, 1])
+    out = wrap(x, y)
+    ce = nn.functional.cross_entropy(student(x), y)
+    assert out["ce"].item() == pytest.approx(0.75 * ce.item(), rel=1e-5)
+    assert out["kd"].item() == pytest.approx(0.25 * kd_loss(student(x), teacher(x), 3.0).item(), rel=1e-5)
+    sum(out.values()).backward()
+    assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
+    assert torch.equal(wrap(x), student(x))
+
+
+def _randomized_model():
+    torch.manual_seed(0)
+    model = build_model("r1_mobilenetv3", flavor="tiny", num_classes=10).eval()
+    for m in model.modules():  # non-trivial BN so pruning bugs cannot hide behind identity stats
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.normal_(1, 0.2)
+            m.bias.data.normal_(0, 0.1)
+    return model
+
+
+def _masked_reference(model, plan):
+    """The unpruned model with the dropped channels zeroed where they are produced."""
+    hooks = []
+
+    def mask_hook(idx, size):
+        keep = torch.zeros(size)
+        keep[idx] = 1.0
+        return lambda m, inp, out: out * keep.view(1, -1, *([1] * (out.dim() - 2)))
+
+    for group, idx in plan.items():
+        if group == "head":
+            hooks.append(model.head[1].register_forward_hook(mask_hook(idx, model.head[0].out_features)))
+        elif group == "last":
+            last = model.backbone.blocks[-1]
+            hooks.append(last.register_forward_hook(mask_hook(idx, last[0].out_channels)))
+        else:
+            block = model.backbone.blocks[int(group[5:])].block
+            for sub in (block[0], block[1]):  # after expand and after depthwise (BN bias would leak)
+                hooks.append(sub.register_forward_hook(mask_hook(idx, sub[0].out_channels)))
+    return hooks
+
+
+def test_pruned_forward_equals_masked_reference():
+    model = _randomized_model()
+    plan = l1_plan(model, 0.3)
+    pruned = apply_plan(model, plan).eval()
+    x = torch.randn(3, 3, 32, 32)
+    hooks = _masked_reference(model, plan)
+    with torch.no_grad():
+        ref = model(x)
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), ref, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(model(x), ref, atol=1e-3)  # the mask really changed something
+    assert count_params(pruned) < 0.75 * count_params(model)
+    assert count_macs(pruned, (1, 3, 32, 32)) < count_macs(model, (1, 3, 32, 32))
+
+
+def test_progressive_steps_follow_the_reference_sizes_and_rebuild_from_config():
+    model = _randomized_model()
+    ref = group_sizes(model)
+    pruned = model
+    for _ in range(3):
+        pruned = apply_plan(pruned, l1_plan(pruned, 0.05, ref))
+    sizes = group_sizes(pruned)
+    for g, n in ref.items():
+        assert sizes[g] == max(min(8, n), n - 3 * math.floor(0.05 * n + 1e-9)), g
+    rebuilt = build_model(pruned.r1_config)  # the config alone describes the pruned architecture
+    rebuilt.load_state_dict(pruned.state_dict())
+
+
+def test_static_int8_stays_close_to_float_on_calibration_data(trained_digits, tmp_path):
+    from r1.artifacts import load_any, load_model
+    from r1.compress.quantize import _Calibration, quantize_artifact
+
+    out = quantize_artifact(trained_digits, tmp_path / "q", method="static", calib_batches=4)
+    fp32, int8 = load_model(trained_digits), load_any(out)
+    calib = _Calibration("images", fp32.r1_data, batches=4)
+    agree, diffs = [], []
+    with torch.no_grad():
+        for batch in calib.batches:
+            x = torch.from_numpy(batch["images"])
+            a, b = fp32(x), int8(x)
+            agree.append((a.argmax(1) == b.argmax(1)).float().mean().item())
+            diffs.append(((a - b).abs().max() / a.abs().max()).item())
+    assert np.mean(agree) >= 0.9 and max(diffs) < 0.25
+    assert out.stat().st_size < (tmp_path / "q/fp32.onnx").stat().st_size / 2.5
