@@ -61,10 +61,11 @@ def read_info(path: str | Path) -> dict:
     return info
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild and load a trained model; returns it in eval mode with `.r1_meta` and `.r1_family`."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", **fields) -> nn.Module:
+    """Rebuild and load a trained model; returns it in eval mode with `.r1_meta` and `.r1_family`.
+    `fields` change inference-time model settings, e.g. `active_width=0.5` for a slimmable model."""
     info = read_info(path)
-    cfg = from_dict(ModelConfig, info["model"], "model")
+    cfg = from_dict(ModelConfig, {**info["model"], **fields}, "model")
     model = build_model(cfg)
     load_weights(model, resolve_weights(path), strict=True)
     model.r1_meta, model.r1_family, model.r1_data = info["meta"], info["family"], info.get("data", {})
@@ -131,12 +132,14 @@ class OnnxModel(nn.Module):
         return self._decode(outs, self._props)
 
 
-def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1) -> nn.Module:
+def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1, **fields) -> nn.Module:
     """The one loader: run dir, model.safetensors, or .onnx (onnxruntime)."""
     if Path(path).suffix == ".onnx":
+        if fields:
+            raise ConfigError(f"{path}: model settings {sorted(fields)} cannot change in an exported ONNX graph")
         model = OnnxModel(path, threads)
         info = Path(path).with_name("model.json")
         if info.is_file():  # an export stage keeps the data config beside the file
             model.r1_data = json.loads(info.read_text()).get("data", {})
         return model
-    return load_model(path, device)
+    return load_model(path, device, **fields)

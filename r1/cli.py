@@ -75,7 +75,8 @@ def train(config: Path = typer.Argument(..., help="YAML config (see configs/)"),
 
 @app.command("eval")
 def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensors"),
-             overrides: Optional[list[str]] = typer.Argument(None, help="Data overrides, e.g. data.root=DIR"),
+             overrides: Optional[list[str]] = typer.Argument(
+                 None, help="data.* / model.* overrides, e.g. data.root=DIR model.active_width=0.5"),
              split: str = typer.Option("test", help="val or test"),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics here")):
     """Evaluate a trained model on a split of its data (or of data given by overrides)."""

@@ -16,11 +16,13 @@ def evaluate_artifact(path, split: str = "test", overrides: list[str] | None = N
     """Rebuild the model's data from model.json (+ `data.*` overrides) and evaluate `split`.
     `path`: run dir, model.safetensors or .onnx (then the data comes from the overrides or a
     model.json beside it)."""
-    model = load_any(path, device)
-    bad = [o for o in overrides or [] if not o.startswith("data.")]
+    overrides = overrides or []
+    bad = [o for o in overrides if not o.startswith(("data.", "model."))]
     if bad:
-        raise ConfigError(f"override {bad[0]!r}: only data.* keys can be changed at evaluation")
-    data_dict = apply_overrides({"data": model.r1_data}, overrides or [])["data"]
+        raise ConfigError(f"override {bad[0]!r}: only data.* and model.* keys can be changed at evaluation")
+    fields = apply_overrides({}, [o for o in overrides if o.startswith("model.")]).get("model", {})
+    model = load_any(path, device, **fields)
+    data_dict = apply_overrides({"data": model.r1_data}, [o for o in overrides if o.startswith("data.")])["data"]
     if not data_dict:
         raise ConfigError(f"{path}: no data config is stored with this model; pass data.name=... (and data.root=...)")
     bundle = build_data(from_dict(DataConfig, data_dict, "data"), seed=0)

@@ -65,6 +65,14 @@ class ExportStage:
 
 
 @dataclass
+class WidthStage:
+    name: str = opt("", "Stage name.")
+    kind: str = opt("width", "Stage kind.")
+    source: str = opt("", "Stage holding a slimmable model (r1_slim_mobilenetv3).")
+    width: float = opt(0.5, "Width to cut out as a plain model (one of the model's widths).", min=0.05, max=1.0)
+
+
+@dataclass
 class BenchStage:
     name: str = opt("", "Stage name.")
     kind: str = opt("bench", "Stage kind.")
@@ -75,7 +83,7 @@ class BenchStage:
 
 
 KINDS = {"train": TrainStage, "prune": PruneStage, "quantize": QuantizeStage, "export": ExportStage,
-         "bench": BenchStage}
+         "width": WidthStage, "bench": BenchStage}
 
 
 @dataclass
@@ -126,7 +134,7 @@ def _refs(stage) -> list[str]:
     refs += list(getattr(stage, "rows", []))
     for text in getattr(stage, "overrides", []):
         refs += REF.findall(text)
-    if isinstance(stage, (PruneStage, QuantizeStage, ExportStage)) and not stage.source:
+    if isinstance(stage, (PruneStage, QuantizeStage, ExportStage, WidthStage)) and not stage.source:
         raise ConfigError(f"stage {stage.name}: source is required (the stage whose model it reads)")
     return refs
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from r1.artifacts import load_model, read_info, save_artifact
 from r1.config import load_config
 from r1.errors import ConfigError
-from r1.pipeline.recipe import ExportStage, PruneStage, QuantizeStage, Recipe, TrainStage, train_config
+from r1.pipeline.recipe import (ExportStage, PruneStage, QuantizeStage, Recipe, TrainStage, WidthStage,
+                                train_config)
 
 log = logging.getLogger("r1.pipeline")
 
@@ -90,6 +91,21 @@ def run_quantize(recipe: Recipe, stage: QuantizeStage, outputs: dict[str, str], 
     return str(out)
 
 
+def run_width(recipe: Recipe, stage: WidthStage, outputs: dict[str, str], out_dir: Path) -> str:
+    """Cut one width out of a slimmable model as a plain R1 MobileNetV3 run dir."""
+    from r1.models.cls.slimmable import SlimMobileNetV3, materialize
+
+    source = outputs[stage.source]
+    model = load_model(source)
+    if not isinstance(model, SlimMobileNetV3):
+        raise ConfigError(f"stage {stage.name}: {source} is not a slimmable model")
+    if stage.width not in model.switch.widths:
+        raise ConfigError(f"stage {stage.name}: width {stage.width} is not one of {model.switch.widths}")
+    info = read_info(source)
+    save_artifact(materialize(model, stage.width), out_dir, info["meta"], info["data"])
+    return str(out_dir)
+
+
 def _keep_data_config(source: str, out_dir: Path) -> None:
     """ONNX outputs keep the source's model.json beside them, so they can be evaluated on its data."""
     src = Path(source)
@@ -98,4 +114,5 @@ def _keep_data_config(source: str, out_dir: Path) -> None:
         shutil.copy2(info, out_dir / "model.json")
 
 
-RUNNERS = {"train": run_train, "prune": run_prune, "export": run_export, "quantize": run_quantize}
+RUNNERS = {"train": run_train, "prune": run_prune, "export": run_export, "quantize": run_quantize,
+           "width": run_width}
