@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(R1) train configs/cls/digits.yaml run.dir=runs/demo
-	@echo "results: runs/demo (metrics.json, log.txt, confusion_matrix.png, model.safetensors)"
+	$(R1) pipeline recipes/quickstart.yaml
+	@echo "results: runs/quickstart/report.md (+ report.json, report/*.png); one run dir per stage in runs/quickstart/"
 
 test: install
 	$(PY) -m pytest -q

@@ -159,6 +159,17 @@ class DistillConfig:
 
 
 @dataclass
+class QATConfig:
+    enabled: bool = opt(False, "Quantization-aware training: fake-quantize weights and activations to int8.")
+    keep_float: list[str] = opt(["first", "last"], "Layers left in float: first and/or last.")
+
+    def validate(self, prefix: str) -> None:
+        bad = set(self.keep_float) - {"first", "last"}
+        if bad:
+            raise ConfigError(f"{prefix}.keep_float: {sorted(bad)} not allowed; allowed: first, last")
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -167,6 +178,7 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -127,3 +127,35 @@ def test_static_int8_stays_close_to_float_on_calibration_data(trained_digits, tm
             diffs.append(((a - b).abs().max() / a.abs().max()).item())
     assert np.mean(agree) >= 0.9 and max(diffs) < 0.25
     assert out.stat().st_size < (tmp_path / "q/fp32.onnx").stat().st_size / 2.5
+
+
+def test_qat_fake_quant_is_close_and_strips_back_to_plain(tmp_path):
+    from r1.compress.qat import FakeQuant, prepare_qat, strip_qat
+
+    model = _randomized_model()
+    keys = set(model.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        prepare_qat(model, ["first", "last"])
+        model.train()
+        model(x)  # observe activation ranges
+        model.eval()
+        fq = model(x)
+    wrapped = [m for m in model.modules() if isinstance(m, FakeQuant)]
+    assert wrapped and not isinstance(model.backbone.stem[0], FakeQuant) and not isinstance(model.head[3], FakeQuant)
+    assert not torch.equal(fq, ref) and (fq - ref).abs().max() < 0.25 * ref.abs().max()
+    strip_qat(model)
+    assert set(model.state_dict()) == keys
+
+
+def test_qat_run_saves_a_plain_loadable_model(tmp_path):
+    import r1
+    from r1.config import load_config
+    from r1.train import fit
+    from tests.conftest import ROOT, tiny_cls_overrides
+
+    cfg = load_config(ROOT / "configs/cls/digits.yaml", tiny_cls_overrides(tmp_path / "qat", **{"qat.enabled": True}))
+    fit(cfg)
+    model = r1.load_model(tmp_path / "qat")
+    assert type(model).__name__ == "R1MobileNetV3"

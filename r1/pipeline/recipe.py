@@ -29,7 +29,7 @@ REF = re.compile(r"@([A-Za-z0-9_\-]+)")
 class TrainStage:
     name: str = opt("", "Stage name: its output is <pipeline dir>/<name>.")
     kind: str = opt("train", "Stage kind.")
-    config: str = opt("", "Training YAML, relative to the recipe file.")
+    config: str = opt("", "Training YAML, relative to the recipe file; @stage: that stage's resolved config.yaml.")
     overrides: list[str] = opt([], "Dotted overrides; @stage is replaced by that stage's output.")
 
 
@@ -131,6 +131,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def _refs(stage) -> list[str]:
     refs = [stage.source] if getattr(stage, "source", "") else []
+    if getattr(stage, "config", "").startswith("@"):
+        refs.append(stage.config[1:])
     refs += list(getattr(stage, "rows", []))
     for text in getattr(stage, "overrides", []):
         refs += REF.findall(text)
@@ -144,7 +146,12 @@ def train_config(recipe: Recipe, stage, resolve):
     overrides = [REF.sub(lambda m: resolve(m.group(1)), o) for o in recipe.overrides + stage.overrides]
     if not stage.config:
         raise ConfigError(f"stage {stage.name}: config is required for train stages")
-    cfg_path = recipe.base / stage.config
+    if stage.config.startswith("@"):
+        cfg_path = Path(resolve(stage.config[1:])) / "config.yaml"
+        if not cfg_path.is_file():  # validating before the source stage ran: nothing to check yet
+            return None
+    else:
+        cfg_path = recipe.base / stage.config
     cfg = load_config(cfg_path, overrides + [f"run.dir={recipe.dir / stage.name}", f"run.name={stage.name}"])
     if cfg.distill.teacher and not REF.search(" ".join(stage.overrides)) and not Path(cfg.distill.teacher).exists():
         raise ConfigError(f"stage {stage.name}: distill.teacher {cfg.distill.teacher} does not exist")

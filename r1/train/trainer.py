@@ -7,6 +7,7 @@ Order of one optimizer step (fixed; each piece is optional by config):
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -106,6 +107,9 @@ class Trainer:
             if path:
                 missing, skipped = load_weights(model, path)
                 log.info("%s: loaded %s (%d missing, %d skipped for shape)", what, path, len(missing), len(skipped))
+        if cfg.qat.enabled:  # after loading float weights, before wrapping: QAT transforms the student
+            from r1.compress.qat import prepare_qat
+            prepare_qat(model, cfg.qat.keep_float)
         if cfg.train.grad_ckpt:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise ConfigError(f"train.grad_ckpt: model {cfg.model.name} does not support gradient checkpointing")
@@ -327,7 +331,11 @@ class Trainer:
             metrics.update({"train/steps": self.state["step"], "train/time_s": round(self.state["time"], 2),
                             "train/nonfinite_skipped": self.state["nonfinite_total"]})
             metrics.update({f"data/{k}": v for k, v in self.data.stats.items()})
-            save_artifact(self.eval_model(), self.dir, self.data.meta, to_dict(self.cfg.data))
+            final = self.eval_model()
+            if self.cfg.qat.enabled:  # the artifact is the plain float model that QAT trained
+                from r1.compress.qat import strip_qat
+                final = strip_qat(copy.deepcopy(final))
+            save_artifact(final, self.dir, self.data.meta, to_dict(self.cfg.data))
             (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             history.write({"step": self.state["step"], "final": True, **metrics})
             log.info("done | %s | artifacts in %s", " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
