@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from r1.artifacts import load_any
+from r1.bench.latency import measure_latency
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact
 from r1.pipeline.recipe import BenchStage
@@ -32,21 +33,6 @@ def count_params(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-@torch.no_grad()
-def time_model(model, x: torch.Tensor, runs: int, warmup: int = 5) -> np.ndarray:
-    """Wall-clock milliseconds of `runs` forward passes on `x` after `warmup` untimed ones."""
-    import time
-
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        model(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return np.asarray(times)
-
-
 def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
     model = load_any(path, threads=threads)
     family, meta = model.r1_family, model.r1_meta
@@ -54,15 +40,15 @@ def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
     g = torch.Generator().manual_seed(0)
     one = torch.randn(1, 3, h, w, generator=g)
     many = torch.randn(stage.throughput_batch, 3, h, w, generator=g)
-    lat = time_model(model, one, stage.runs)
-    thr = time_model(model, many, max(5, stage.runs // 4))
+    with torch.no_grad():
+        lat = measure_latency(model, one, runs=stage.runs, warmup=5)
+        thr = measure_latency(model, many, runs=max(5, stage.runs // 4), warmup=2)
     monitor = get_evaluator(family).monitor
     metrics = evaluate_artifact(path, "test")
     return {"name": name, "runtime": "onnxruntime" if path.suffix == ".onnx" else "torch",
             "params": count_params(model), "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3),
-            "latency_ms_p50": round(float(np.median(lat)), 3),
-            "latency_ms_p95": round(float(np.percentile(lat, 95)), 3),
-            f"throughput_bs{stage.throughput_batch}": round(stage.throughput_batch / (float(np.median(thr)) / 1e3), 1),
+            "latency_ms_p50": round(lat["p50"] * 1e3, 3), "latency_ms_p95": round(lat["p95"] * 1e3, 3),
+            f"throughput_bs{stage.throughput_batch}": round(thr["throughput"], 1),
             "metric_name": f"test/{monitor}", "metric": metrics.get(f"test/{monitor}"), "threads": threads}
 
 
