@@ -51,6 +51,21 @@ def _cls_kd(student, teacher, images, labels):
     return student.loss(s_logits, labels), s_logits, t_logits, None
 
 
+@register_kd("det")
+def _det_kd(student, teacher, images, targets):
+    """KD on the class logits of the anchors the student's assigner made positive."""
+    if not hasattr(student, "distill_outputs") or not hasattr(teacher, "forward_raw"):
+        raise ConfigError("distill: detection KD needs R1-Det student and teacher (distill_outputs / forward_raw)")
+    s = student.distill_outputs(images, targets)
+    with torch.no_grad():
+        t_cls, _ = teacher.forward_raw(images)
+    if t_cls.shape != s["cls"].shape:
+        raise ConfigError(f"distill: teacher anchors/classes {tuple(t_cls.shape[1:])} differ from the student's "
+                          f"{tuple(s['cls'].shape[1:])}; use the same levels, anchors and input size")
+    task = student.loss(s["cls"], s["box"], s["anchors"], s["matched"], targets)
+    return task, s["cls"], t_cls, s["matched"] >= 0
+
+
 class Distiller(nn.Module):
     """`model(x, targets)` -> student's task losses x (1 - alpha) + {"kd": ...}; `model(x)` -> student(x)."""
 
