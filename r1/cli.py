@@ -106,6 +106,32 @@ def predict(model: Path = typer.Argument(..., help="Run dir or model.safetensors
 
 
 @app.command()
+def generate(model: Path = typer.Argument(..., help="Language-model run dir or model.safetensors"),
+             prompt: str = typer.Option("", help="Text to continue"),
+             max_new_tokens: int = typer.Option(200, min=1, help="Tokens to generate"),
+             temperature: float = typer.Option(0.8, min=0.0, help="0: greedy"),
+             top_k: int = typer.Option(0, min=0, help="Keep the k most likely tokens (0: all)"),
+             top_p: float = typer.Option(1.0, min=0.0, max=1.0, help="Nucleus sampling mass"),
+             exit_threshold: Optional[float] = typer.Option(None, help="Early-exit threshold (R1-LM); default: the model's"),
+             no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the context every step (slower)"),
+             chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Wrap the prompt in the chat template"),
+             seed: int = typer.Option(0, help="Sampling seed")):
+    """Generate text, streamed as it is produced, with a KV cache."""
+    import torch
+
+    from r1.lm.generate import default_exit_threshold, load_lm, prompt_text, stream_text
+
+    m, tok = load_lm(model)
+    threshold = exit_threshold if exit_threshold is not None else default_exit_threshold(m)
+    pieces = stream_text(m, tok, prompt_text(m.r1_meta, prompt, chat), max_new_tokens, temperature=temperature,
+                         top_k=top_k, top_p=top_p, use_cache=not no_cache, exit_threshold=threshold,
+                         generator=torch.Generator().manual_seed(seed))
+    for piece in pieces:
+        typer.echo(piece, nl=False)
+    typer.echo()
+
+
+@app.command()
 def models(pattern: str = typer.Argument("*", help="Glob over model names"),
            flops: bool = typer.Option(False, help="Also count GFLOPs (detection) at each model's input size")):
     """List registered models and their flavors with parameter counts."""
@@ -203,13 +229,15 @@ def bench_cmd(target: str = typer.Argument(..., help="A model (run dir, .safeten
               concurrency: str = typer.Option("1,8,32", help="`serve`: concurrent clients, comma-separated"),
               duration: float = typer.Option(20.0, help="`serve`: seconds per concurrency level"),
               max_requests: int = typer.Option(100_000, help="`serve`: request cap per level"),
+              client: str = typer.Option("raw", help="`serve`: raw (keep-alive asyncio streams) or httpx"),
               json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows here")):
     """`r1 bench MODEL`: in-process latency/throughput per runtime and batch size.
     `r1 bench serve URL`: HTTP load test (throughput, p50/p95/p99)."""
     from r1.bench.cli import run_bench
 
     _console_logging()
-    table, rows = run_bench(target, url, runtime, batch_sizes, runs, threads, concurrency, duration, max_requests)
+    table, rows = run_bench(target, url, runtime, batch_sizes, runs, threads, concurrency, duration, max_requests,
+                            client)
     typer.echo(table)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))

@@ -13,10 +13,15 @@ from r1.registry import build_model, get_entry, list_models
 def cls_batch(cfg):
     size = 16
     fields = {"in_features": 3 * size * size} if hasattr(cfg, "in_features") else {}
-    return fields, torch.randn(2, 3, size, size), torch.tensor([0, 3])
+    return fields, torch.randn(2, 3, size, size), torch.tensor([0, 3]), (2, 4)
 
 
-BATCHES = {"cls": cls_batch}
+def lm_batch(cfg):
+    x = torch.randint(0, 4, (2, 16))
+    return {"block_size": 16}, x, torch.roll(x, -1, 1), (2, 16, 4)
+
+
+BATCHES = {"cls": cls_batch, "lm": lm_batch}  # det models: tests/det/test_models.py
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -25,7 +30,7 @@ def test_forward_backward_loss_keys(name):
     if entry.family not in BATCHES:
         pytest.skip(f"family {entry.family} has its own model tests")
     torch.manual_seed(0)
-    fields, x, y = BATCHES[entry.family](entry.config_cls)
+    fields, x, y, out_shape = BATCHES[entry.family](entry.config_cls)
     model = build_model(name, flavor="tiny", num_classes=4, **fields).train()
     losses = model(x, y)
     assert isinstance(losses, dict) and losses and all(v.ndim == 0 for v in losses.values())
@@ -37,7 +42,7 @@ def test_forward_backward_loss_keys(name):
     model.eval()
     with torch.no_grad():
         out = model(x)
-    assert out.shape == (2, 4) and torch.isfinite(out).all()
+    assert out.shape == out_shape and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", list_models())

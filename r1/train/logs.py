@@ -7,7 +7,7 @@ from pathlib import Path
 
 log = logging.getLogger("r1.train")
 
-FIXED = ("loss", "lr", "grad_norm", "samples_per_s", "mem_mb")
+FIXED = ("loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "mem_mb")
 
 
 def setup_run_logging(run_dir: Path, is_main: bool):
@@ -39,7 +39,9 @@ def format_step(rec: dict, total: int) -> str:
     parts = [k for k in rec if k not in FIXED and k != "step"]
     detail = f" ({' '.join(f'{k} {rec[k]:.4f}' for k in parts)})" if parts else ""
     return (f"step {rec['step']}/{total} | loss {rec['loss']:.4f}{detail} | lr {rec['lr']:.2e} | "
-            f"grad_norm {rec['grad_norm']:.3g} | {rec['samples_per_s']:.0f} samples/s | mem {rec['mem_mb']:.0f} MB")
+            f"grad_norm {rec['grad_norm']:.3g} | {rec['samples_per_s']:.0f} samples/s"
+            + (f" ({rec['tokens_per_s']:.0f} tok/s)" if "tokens_per_s" in rec else "")
+            + f" | mem {rec['mem_mb']:.0f} MB")
 
 
 class StepLog:

@@ -81,7 +81,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = (AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                                   use_buffers=True) if cfg.train.ema else None)
-        self.ddp = DDP(self.model) if self.dist.enabled else None
+        # Progressive unfreezing changes requires_grad mid-run: DDP must expect unused parameters.
+        self.ddp = (DDP(self.model, find_unused_parameters=hasattr(self.student, "on_step_start"))
+                    if self.dist.enabled else None)
         ev = get_evaluator(self.family)
         self.monitor = cfg.train.monitor or ev.monitor
         self.mode = ev.mode if cfg.train.monitor_mode == "auto" else cfg.train.monitor_mode
@@ -307,13 +309,17 @@ class Trainer:
                 rec = {k: float(np.mean(v)) for k, v in window.items()}
                 rec.update(step=step, lr=self.sched.get_last_lr()[0], samples_per_s=seen / max(dt, 1e-9),
                            mem_mb=memory_mb(self.device))
+                if self.data.meta.get("block_size"):  # language models: tokens per second too
+                    rec["tokens_per_s"] = rec["samples_per_s"] * self.data.meta["block_size"]
                 history.log_train(rec, self.writer)
                 window, t0, seen = {}, time.perf_counter(), 0
             if self.on_step:
                 self.on_step(step, self.total_steps, out)
             stop = False
             if step % eval_every == 0 or step == self.total_steps:
+                self.state["time"] += time.perf_counter() - t0
                 stop = self._eval_and_checkpoint(history)
+                t0, seen = time.perf_counter(), 0  # evaluation time is neither training time nor throughput
             elif step % ckpt_every == 0:
                 self._save_last()
             if stop:

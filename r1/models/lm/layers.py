@@ -1,0 +1,94 @@
+"""Pieces shared by the language models: KV cache, attention masks, rotary embeddings, MLPs.
+
+Tensor layout inside attention is (B, nh, T, hs): batch, heads, time, head size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class KVCache:
+    """Keys/values of every layer for the tokens seen so far, preallocated to `capacity` positions.
+
+    A layer writes its new (B, nh, t, hs) keys/values at `pos` with `update`; the model calls
+    `advance(t)` once all layers have written. `layers_run` counts, per generated token, how many
+    blocks actually ran (early exit skips blocks but still fills their keys/values).
+    """
+
+    def __init__(self, n_layer: int, capacity: int):
+        self.n_layer, self.capacity, self.pos = n_layer, capacity, 0
+        self.k: list[torch.Tensor | None] = [None] * n_layer
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = k.shape[2]
+        if self.pos + t > self.capacity:
+            raise ValueError(f"KV cache full: {self.pos} + {t} > {self.capacity}")
+        if self.k[layer] is None:
+            B, nh, _, hs = k.shape
+            self.k[layer] = k.new_zeros(B, nh, self.capacity, hs)
+            self.v[layer] = v.new_zeros(B, nh, self.capacity, hs)
+        self.k[layer][:, :, self.pos:self.pos + t] = k
+        self.v[layer][:, :, self.pos:self.pos + t] = v
+        return self.k[layer][:, :, :self.pos + t], self.v[layer][:, :, :self.pos + t]
+
+    def advance(self, t: int) -> None:
+        self.pos += t
+
+
+def causal_mask(q_start: int, t: int, kv_len: int, window: int = 0, device=None) -> torch.Tensor:
+    """Bool mask (t, kv_len): query at absolute position q_start+i may see key j iff
+    j <= q_start+i and, when `window` > 0, j > q_start+i-window (a sliding window of `window` keys)."""
+    qpos = torch.arange(q_start, q_start + t, device=device)[:, None]
+    kpos = torch.arange(kv_len, device=device)[None, :]
+    mask = kpos <= qpos
+    if window > 0:
+        mask &= kpos > qpos - window
+    return mask
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (rotate-half form) applied to (B, nh, T, hs) queries/keys."""
+
+    def __init__(self, head_size: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def cos_sin(self, start: int, t: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = torch.arange(start, start + t, device=self.inv_freq.device, dtype=torch.float32)
+        freqs = torch.outer(pos, self.inv_freq)  # (T, hs/2)
+        emb = torch.cat([freqs, freqs], dim=-1)  # (T, hs)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class MLP(nn.Module):
+    """Feed-forward block: `gelu` (Linear-GELU-Linear, 4x) or `swiglu` (gated, ~8/3 x, same params)."""
+
+    def __init__(self, dim: int, kind: str = "gelu", bias: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.kind = kind
+        if kind == "swiglu":
+            hidden = int(8 * dim / 3 + 7) // 8 * 8
+            self.up = nn.Linear(dim, 2 * hidden, bias=bias)  # value and gate in one matmul
+        else:
+            hidden = 4 * dim
+            self.up = nn.Linear(dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if self.kind == "swiglu":
+            a, g = h.chunk(2, dim=-1)
+            h = a * F.silu(g)
+        else:
+            h = F.gelu(h)
+        return self.drop(self.down(h))

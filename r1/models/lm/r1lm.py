@@ -1,0 +1,342 @@
+"""R1-LM: decoder-only pre-norm Transformer with gated global+local attention, dynamic depth
+(early exit) and cross-layer fusion.
+
+* Attention: one matmul gives queries, keys, values and per-head gate logits; two
+  `scaled_dot_product_attention` calls compute full causal and sliding-window causal attention
+  (`window` keys, itself included); y = g * global + (1 - g) * local with g = sigmoid(gate).
+* Dynamic depth: blocks in `exit_layers` are followed by an exit head (own LayerNorm, then the
+  shared, tied LM head), trained with the mean exit cross-entropy (`exit` loss), and a light exit
+  classifier (MLP on detached features: normed state, top probability, entropy, drift from the
+  previous exit) trained to predict that KL(final || exit) < exit_kl_tol (`conf` loss). At
+  inference a token whose confidence reaches the threshold stops: deeper blocks do not run for it,
+  its state is copied upward and only their keys/values are computed from it, so later tokens
+  still attend to it (the same rule in parallel evaluation and with the KV cache).
+* Cross-layer fusion: block j-2's output enters block j through a learned projection scaled by a
+  sigmoid gate computed from that output.
+* Weight tying, Xavier init, positions by RoPE (chosen by measurement over learned positions).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from r1.config import ModelConfig, opt
+from r1.errors import ConfigError
+from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, causal_mask
+from r1.registry import register_model
+
+
+@dataclass
+class R1LMConfig(ModelConfig):
+    n_layer: int = opt(4, "Transformer blocks.", min=1)
+    n_head: int = opt(4, "Attention heads.", min=1)
+    n_embd: int = opt(128, "Embedding (channel) size; divisible by n_head.", min=8)
+    block_size: int = opt(64, "Context length (tokens). 0: the data's block_size.", min=0)
+    window: int = opt(16, "Keys seen by the local (sliding-window) attention branch, the token itself included.", min=1)
+    pos: str = opt("rope", "Positional scheme.", choices=("rope", "learned"))
+    mlp: str = opt("gelu", "Feed-forward type (same parameter count).", choices=("gelu", "swiglu"))
+    dropout: float = opt(0.0, "Dropout on embeddings, attention output and MLP.", min=0.0, max=1.0)
+    fusion: bool = opt(True, "Cross-layer fusion: block j-2's output enters block j (needs n_layer >= 3).")
+    exit_layers: list[int] = opt([], "1-indexed blocks followed by an exit head. Empty: every block but the last.")
+    exit_weight: float = opt(0.3, "Weight of the mean exit-head cross-entropy (loss key `exit`). 0: no exit loss.", min=0.0)
+    exit_threshold: float = opt(0.5, "Default inference threshold on the exit confidence (above 1.0: never exit).",
+                                min=0.0, max=1.01)
+    exit_criterion: str = opt("learned", "Exit confidence: `learned` = a light classifier per exit head predicting "
+                                         "that exiting changes the prediction by less than exit_kl_tol; `maxprob` = "
+                                         "the exit head's top probability.", choices=("learned", "maxprob"))
+    exit_kl_tol: float = opt(0.04, "Exiting is `safe` (the classifier's target) when KL(final || exit) is below this.",
+                             min=0.0)
+    freeze_layers: int = opt(0, "Progressive unfreezing: lower blocks frozen at the start of training.", min=0)
+    unfreeze_share: float = opt(0.0, "Share of the steps over which the frozen blocks are released, top first.",
+                                min=0.0, max=1.0)
+
+    def validate(self, prefix: str) -> None:
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ConfigError(f"{prefix}.n_embd: {self.n_embd} must split into n_head={self.n_head} even head sizes")
+        bad = [j for j in self.exit_layers if not 1 <= j < self.n_layer]
+        if bad:
+            raise ConfigError(f"{prefix}.exit_layers: {bad} outside 1..{self.n_layer - 1}")
+
+
+@lru_cache(maxsize=64)
+def _mask(start: int, t: int, kv_len: int, window: int, device: torch.device) -> torch.Tensor:
+    return causal_mask(start, t, kv_len, window, device)
+
+
+class GatedAttention(nn.Module):
+    def __init__(self, cfg: R1LMConfig):
+        super().__init__()
+        self.n_head, self.window = cfg.n_head, cfg.window
+        # queries, keys, values and the per-head gate logits from one matmul: (C) -> (3C + nh)
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd + cfg.n_head, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, C = t.shape
+        return t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+
+    def fill_kv(self, x: torch.Tensor, rope, cache: KVCache, layer: int) -> None:
+        """Keys/values only (for tokens that exited before this layer)."""
+        C = x.shape[-1]
+        k, v = F.linear(x, self.qkv.weight[C:3 * C]).split(C, dim=-1)
+        if rope is not None:
+            k = apply_rotary(k.unflatten(-1, (self.n_head, -1)), *(r[:, None] for r in rope)).flatten(-2)
+        cache.update(layer, self._split(k), self._split(v))
+
+    def attend(self, q, k, v, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries (B, nh, T, hs) at positions start.. against keys/values (B, nh, L, hs) ->
+        (full causal, sliding-window causal) outputs, each (B, nh, T, hs)."""
+        T, L = q.shape[2], k.shape[2]
+        if T == 1:  # one new token (cached generation): it sees every key; the window is a slice, no mask
+            glob = F.scaled_dot_product_attention(q, k, v)
+            if L <= self.window:
+                return glob, glob
+            return glob, F.scaled_dot_product_attention(q, k[:, :, -self.window:], v[:, :, -self.window:])
+        if start == 0:
+            glob = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            glob = F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(start, T, L, 0, q.device))
+        if L <= self.window:  # every visible key is inside the window: local == global
+            return glob, glob
+        return glob, F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(start, T, L, self.window, q.device))
+
+    def forward(self, x: torch.Tensor, rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        qk, v, gate = self.qkv(x).split([2 * C, C, self.n_head], dim=-1)
+        if rope is not None:  # rotate queries and keys in one go: (B, T, 2, nh, hs)
+            qk = apply_rotary(qk.view(B, T, 2, self.n_head, -1), *(r[:, None, None] for r in rope))
+            qk = qk.view(B, T, 2 * C)
+        q, k = map(self._split, qk.split(C, dim=-1))
+        v = self._split(v)
+        start = 0
+        if cache is not None:
+            start = cache.pos
+            k, v = cache.update(layer, k, v)
+        glob, loc = self.attend(q, k, v, start)
+        g = torch.sigmoid(gate).transpose(1, 2).unsqueeze(-1)  # (B, T, nh) -> (B, nh, T, 1)
+        y = loc + g * (glob - loc)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
+        return self.drop(self.proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: R1LMConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.n_embd, bias=False)
+        self.attn = GatedAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.n_embd, bias=False)
+        self.mlp = MLP(cfg.n_embd, cfg.mlp, dropout=cfg.dropout)
+
+    def forward(self, x, rope, cache=None, layer=0):
+        x = x + self.attn(self.norm1(x), rope, cache, layer)
+        return x + self.mlp(self.norm2(x))
+
+    def fill_kv(self, x, rope, cache, layer):
+        self.attn.fill_kv(self.norm1(x), rope, cache, layer)
+
+
+class Fusion(nn.Module):
+    """cur + sigmoid(w . old + b) * P(old): the output of block j-2 entering block j.
+    Projection and gate share one matmul (C -> C + 1)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim + 1)
+
+    def forward(self, cur: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        p, g = self.proj(old).split([cur.shape[-1], 1], dim=-1)
+        return cur + torch.sigmoid(g) * p
+
+
+class R1LM(nn.Module):
+    """`model(idx[B, T])` -> logits (B, T, V) at full depth, or with early exit when
+    `exit_threshold` is given; `model(idx, targets[B, T])` -> {"lm", "exit"} losses
+    (targets of -100 are ignored)."""
+
+    def __init__(self, cfg: R1LMConfig):
+        super().__init__()
+        if cfg.num_classes <= 0:
+            raise ConfigError("model.num_classes: the vocabulary size is unknown (0); set it or use an lm data kind")
+        self.cfg = cfg
+        self.block_size, self.n_layer = cfg.block_size, cfg.n_layer
+        C = cfg.n_embd
+        self.tok_emb = nn.Embedding(cfg.num_classes, C)
+        self.pos_emb = nn.Embedding(cfg.block_size, C) if cfg.pos == "learned" else None
+        self.rotary = Rotary(C // cfg.n_head) if cfg.pos == "rope" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.fuse = nn.ModuleList(Fusion(C) for _ in range(cfg.n_layer - 2)) if cfg.fusion else nn.ModuleList()
+        exits = cfg.exit_layers or list(range(1, cfg.n_layer))
+        self.exit_layers = sorted(set(exits))
+        self.exit_set = frozenset(self.exit_layers)
+        self.exit_norms = nn.ModuleDict({str(j): nn.LayerNorm(C, bias=False) for j in self.exit_layers})
+        # light exit classifiers on detached features: they never change the language model itself
+        # features: normed state, top probability, entropy, KL to the previous exit head's prediction
+        self.exit_conf = nn.ModuleDict({str(j): nn.Sequential(nn.Linear(C + 3, 32), nn.GELU(), nn.Linear(32, 1))
+                                        for j in self.exit_layers})
+        self.norm_f = nn.LayerNorm(C, bias=False)
+        self.head = nn.Linear(C, cfg.num_classes, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying
+        self.grad_ckpt = False
+        self._frozen = 0
+        self.last_layers_run: torch.Tensor | None = None  # (B, T) blocks run per token, last call
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for f in self.fuse:  # fusion starts mostly closed (gate ~0.12), projection bias zero
+            with torch.no_grad():
+                f.proj.bias[-1] = -2.0
+        for b in self.blocks:  # residual branches scaled by depth keep the stream's variance steady
+            b.attn.proj.weight.data.div_(math.sqrt(2 * self.n_layer))
+            b.mlp.down.weight.data.div_(math.sqrt(2 * self.n_layer))
+        nn.init.normal_(self.tok_emb.weight, 0.0, 0.02)
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb.weight, 0.0, 0.02)
+
+    # ------------------------------------------------------------------ hooks for the trainer
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_ckpt = enable
+
+    def on_step_start(self, step: int, max_steps: int) -> None:
+        """Progressive unfreezing: blocks 1..freeze_layers start frozen and are released one by one,
+        top first, over the first `unfreeze_share` of the steps. The embedding (tied to the output
+        head) always trains."""
+        n, share = min(self.cfg.freeze_layers, self.n_layer), self.cfg.unfreeze_share
+        frac = step / max(1, max_steps)
+        frozen = 0 if n == 0 or share <= 0 or frac >= share else math.ceil(n * (1 - frac / share))
+        if frozen != self._frozen:
+            for j, block in enumerate(self.blocks):
+                block.requires_grad_(j >= frozen)
+            self._frozen = frozen
+
+    # ------------------------------------------------------------------ forward
+    def _exit(self, j: int, h: torch.Tensor, prev_logp: torch.Tensor | None):
+        """Exit head j on states h (B, T, C) -> (logits (B, T, V), confidence logit (B, T), log-probs)."""
+        hn = self.exit_norms[str(j)](h)
+        logits = self.head(hn)
+        logp = F.log_softmax(logits.detach().float(), dim=-1)
+        p = logp.exp()
+        top = logp.amax(-1, keepdim=True).exp()
+        ent = -(p * logp).sum(-1, keepdim=True) / math.log(logits.shape[-1])
+        drift = (p * (logp - prev_logp)).sum(-1, keepdim=True) if prev_logp is not None else torch.zeros_like(top)
+        feats = torch.cat([hn.detach(), top, ent, drift.clamp(max=10.0)], dim=-1).to(hn.dtype)
+        return logits, self.exit_conf[str(j)](feats).squeeze(-1), logp
+
+    def _confident(self, logits: torch.Tensor, conf: torch.Tensor, threshold: float) -> torch.Tensor:
+        if self.cfg.exit_criterion == "maxprob":
+            return F.softmax(logits.float(), dim=-1).amax(-1) >= threshold
+        return torch.sigmoid(conf.float()) >= threshold
+
+    def _run(self, idx, cache=None, exit_threshold=None, want_exits=False, last_only=False):
+        """Returns final logits (B, T|1, V), exit logits per exit layer (if `want_exits`) and the
+        number of blocks run per token (B, T)."""
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.pos_emb is not None:
+            if start + T > self.block_size:
+                raise ValueError(f"position {start + T} exceeds block_size {self.block_size} (learned positions)")
+            x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
+        rope = self.rotary.cos_sin(start, T, x.dtype) if self.rotary is not None else None
+        prev, cur = None, self.drop(x)
+        exits, done, frozen, taken, prev_logp = [], None, None, None, None
+        layers_run = torch.zeros(B, T, device=idx.device)
+        for j, block in enumerate(self.blocks, 1):
+            if done is not None and bool(done.all()):  # every token has exited
+                if cache is not None:  # nothing left to compute but the keys/values later tokens need
+                    block.fill_kv(frozen, rope, cache, j - 1)
+                prev, cur = cur, frozen
+                continue
+            u = self.fuse[j - 3](cur, prev) if (self.fuse and j >= 3) else cur
+            if done is not None:  # exited tokens keep their state; deeper blocks only read it
+                u = torch.where(done[..., None], frozen, u)
+            if self.grad_ckpt and self.training and u.requires_grad:
+                h = checkpoint(block, u, rope, cache, j - 1, use_reentrant=False)
+            else:
+                h = block(u, rope, cache, j - 1)
+            layers_run += 1 if done is None else (~done).float()
+            if done is not None:
+                h = torch.where(done[..., None], frozen, h)
+            prev, cur = cur, h
+            if j in self.exit_set and (want_exits or exit_threshold is not None):
+                lg, conf, prev_logp = self._exit(j, h, prev_logp)
+                if want_exits:
+                    exits.append((lg, conf))
+                if exit_threshold is not None:
+                    new = self._confident(lg, conf, exit_threshold)  # (B, T)
+                    if done is None:
+                        done, frozen, taken = new, h, lg
+                    else:
+                        new &= ~done
+                        done, frozen = done | new, torch.where(new[..., None], h, frozen)
+                        taken = torch.where(new[..., None], lg, taken)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            cur = cur[:, -1:]
+            if done is not None:
+                done, taken = done[:, -1:], taken[:, -1:]
+        logits = self.head(self.norm_f(cur))
+        if done is not None:
+            logits = torch.where(done[..., None], taken, logits)
+        return logits, exits, layers_run
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                exit_threshold: float | None = None):
+        want = targets is not None and self.cfg.exit_weight > 0
+        logits, exits, layers = self._run(idx, exit_threshold=exit_threshold, want_exits=want)
+        self.last_layers_run = layers
+        if targets is None:
+            return logits
+        flat = targets.flatten()
+        losses = {"lm": F.cross_entropy(logits.flatten(0, 1), flat, ignore_index=-100)}
+        if want:
+            ce = [F.cross_entropy(e.flatten(0, 1), flat, ignore_index=-100) for e, _ in exits]
+            losses["exit"] = self.cfg.exit_weight * torch.stack(ce).mean()
+            losses["conf"] = self.exit_classifier_loss(logits, exits, targets)
+        return losses
+
+    def exit_classifier_loss(self, final: torch.Tensor, exits: list, targets: torch.Tensor) -> torch.Tensor:
+        """BCE of each exit classifier against `safe` = KL(final || exit) < exit_kl_tol (all detached
+        but the classifier), over positions with a target."""
+        valid = (targets != -100).flatten()
+        logp_f = F.log_softmax(final.detach().float(), dim=-1)
+        out = []
+        for lg, conf in exits:
+            kl = (logp_f.exp() * (logp_f - F.log_softmax(lg.detach().float(), dim=-1))).sum(-1)
+            safe = (kl < self.cfg.exit_kl_tol).float()
+            out.append(F.binary_cross_entropy_with_logits(conf.flatten()[valid], safe.flatten()[valid]))
+        return torch.stack(out).mean()
+
+    @torch.no_grad()
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache, exit_threshold: float | None = None) -> torch.Tensor:
+        """Run new tokens idx (B, t) against `cache`; returns logits of the last position (B, V)."""
+        logits, _, layers = self._run(idx, cache, exit_threshold, last_only=True)
+        self.last_layers_run = layers
+        return logits[:, -1]
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.n_layer, self.block_size)
+
+
+@register_model("r1_lm", family="lm", config=R1LMConfig, flavors={
+    "tiny": {"n_layer": 3, "n_head": 2, "n_embd": 32, "block_size": 32, "window": 8},
+    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "window": 16},  # <= 0.85M params at 65 chars
+    "medium": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "window": 64},
+    "base": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024, "window": 256},  # seed's config
+})
+def r1_lm(cfg: R1LMConfig) -> nn.Module:
+    """R1-LM: gated global+local attention, early exit, cross-layer fusion, tied weights."""
+    return R1LM(cfg)

@@ -1,0 +1,82 @@
+"""Generation: the KV cache reproduces full recomputation; sampling filters; streaming."""
+import pytest
+import torch
+
+from r1.lm.generate import generate, generate_stream, sample_next, stream_text
+from r1.lm.tokenizer import CharTokenizer
+from r1.registry import build_model, list_models
+
+V = 37
+
+
+@pytest.mark.parametrize("name", list_models(family="lm"))
+def test_kv_cache_equals_full_recompute(name):
+    m = build_model(name, flavor="tiny", num_classes=V).eval()
+    prompt = torch.randint(0, V, (2, 5))
+    n = m.block_size - 5  # stays inside one window
+    a = generate(m, prompt, n, temperature=0.0, use_cache=True)
+    b = generate(m, prompt, n, temperature=0.0, use_cache=False)
+    assert torch.equal(a, b)
+    # logits too, not only argmax
+    cache = m.new_cache()
+    step = m.forward_cached(a[:, :10], cache)
+    for t in range(10, 20):
+        assert torch.allclose(step, m(a[:, :t])[:, -1], atol=1e-4)
+        step = m.forward_cached(a[:, t:t + 1], cache)
+
+
+def test_kv_cache_equals_full_recompute_with_early_exit():
+    m = build_model("r1_lm", flavor="tiny", num_classes=V).eval()
+    # the exit heads share the LM head; sharpen it so that some tokens exit and some do not
+    with torch.no_grad():
+        m.tok_emb.weight.mul_(40)
+    prompt = torch.randint(0, V, (1, 4))
+    thr = 0.5
+    stats_c, stats_f = {}, {}
+    a = generate(m, prompt, 24, temperature=0.0, use_cache=True, exit_threshold=thr, stats=stats_c)
+    b = generate(m, prompt, 24, temperature=0.0, use_cache=False, exit_threshold=thr, stats=stats_f)
+    assert torch.equal(a, b)
+    assert stats_c["layers"] == pytest.approx(stats_f["layers"])
+    assert stats_c["layers"] < stats_c["tokens"] * m.n_layer  # some blocks were skipped
+    # prefill + steps with exits equal the parallel early-exit forward at every position
+    cache = m.new_cache()
+    m.forward_cached(a[:, :6], cache, thr)
+    for t in range(6, 20):
+        step = m.forward_cached(a[:, t:t + 1], cache, thr)
+        assert torch.allclose(step, m(a[:, :t + 1], exit_threshold=thr)[:, -1], atol=1e-4)
+
+
+def test_generation_beyond_block_size():
+    m = build_model("gpt", flavor="tiny", num_classes=V).eval()
+    out = generate(m, torch.randint(0, V, (1, 3)), 3 * m.block_size, temperature=1.0, top_k=5)
+    assert out.shape == (1, 3 + 3 * m.block_size)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits, temperature=0.0).item() == 1
+    assert all(sample_next(logits, 1.0, top_k=1, generator=g).item() == 1 for _ in range(20))
+    assert all(sample_next(logits, 1.0, top_p=0.01, generator=g).item() == 1 for _ in range(20))
+    drawn = {sample_next(logits, 1.0, top_k=2, generator=g).item() for _ in range(200)}
+    assert drawn == {1, 3}
+    drawn = {sample_next(logits, 1.0, top_p=0.6, generator=g).item() for _ in range(200)}
+    assert drawn == {1, 3}  # p(1) ~ 0.49 < 0.6, so the second token is needed and the rest are cut
+
+
+def test_stream_text_pieces_concatenate():
+    tok = CharTokenizer("abcdefgh ")
+    m = build_model("r1_lm", flavor="tiny", num_classes=tok.vocab_size).eval()
+    pieces = list(stream_text(m, tok, "abc", 20, temperature=0.0))
+    ids = generate(m, torch.tensor([tok.encode("abc")]), 20, temperature=0.0)
+    assert len(pieces) == 20
+    assert "".join(pieces) == tok.decode(ids[0, 3:].tolist())
+
+
+def test_eos_stops_stream():
+    m = build_model("gpt", flavor="tiny", num_classes=V).eval()
+    prompt = torch.randint(0, V, (1, 3))
+    free = generate(m, prompt, 30, temperature=0.0)[0, 3:].tolist()
+    eos = free[5]
+    out = [t.item() for t in generate_stream(m, prompt, 30, temperature=0.0, eos_id=eos)]
+    assert out == free[: free.index(eos) + 1]  # stops right after the first end token
