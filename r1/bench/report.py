@@ -1,0 +1,37 @@
+"""Markdown tables for benchmark rows (the CLI prints them; benchmarks/RESULTS.md records them)."""
+from __future__ import annotations
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """`columns`: (key, header). Missing keys print as an empty cell."""
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(k, "")) for k, _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def latency_table(rows: list[dict]) -> str:
+    """Rows from `compare_runtimes` / `sweep_batch_sizes`; seconds shown as ms."""
+    shown = []
+    for r in rows:
+        if "unavailable" in r:
+            shown.append({"runtime": r["runtime"], "batch": "-", "p50": "unavailable: " + r["unavailable"]})
+            continue
+        shown.append({**r, "p50": r["p50"] * 1e3, "p95": r["p95"] * 1e3, "mean": r["mean"] * 1e3})
+    return markdown_table(shown, [("runtime", "runtime"), ("batch", "batch"), ("p50", "p50 ms"),
+                                  ("p95", "p95 ms"), ("mean", "mean ms"), ("throughput", "items/s"),
+                                  ("runs", "runs")])
+
+
+def load_table(rows: list[dict]) -> str:
+    shown = [{**r, "p50": r["p50"] * 1e3, "p95": r["p95"] * 1e3, "p99": r["p99"] * 1e3,
+              "status": ", ".join(f"{k}: {v}" for k, v in sorted(r["status"].items()))} for r in rows]
+    return markdown_table(shown, [("label", "server"), ("concurrency", "concurrency"), ("throughput", "req/s"),
+                                  ("p50", "p50 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"),
+                                  ("requests", "requests"), ("status", "status counts")])

@@ -1,0 +1,60 @@
+"""What `r1 export` runs: ONNX export, or ONNX then a TensorRT engine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from r1.errors import ConfigError
+
+
+def default_out(model: Path, suffix: str) -> Path:
+    base = model if model.is_dir() else model.parent
+    return base / f"model{suffix}"
+
+
+def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | None = None,
+               out: Path | None = None, nms: bool = False, fp16: bool = False, int8: bool = False,
+               max_batch: int = 32) -> dict:
+    from r1.export.onnx import export_onnx
+
+    if fmt not in ("onnx", "tensorrt"):
+        raise ConfigError(f"--format: {fmt!r} is not allowed; allowed: onnx, tensorrt")
+    options = {"nms": True} if nms else {}
+    if fmt == "onnx":
+        if model.suffix == ".onnx":
+            raise ConfigError(f"{model}: already ONNX; export takes a run dir or .safetensors")
+        return export_onnx(model, out or default_out(model, ".onnx"), dynamic_batch=dynamic_batch,
+                           opset=opset, options=options)
+
+    from r1.export.tensorrt import build_engine, require_tensorrt
+
+    require_tensorrt()  # fail before a slow ONNX export on machines without a GPU
+    if model.suffix == ".onnx":
+        onnx_path = model
+    else:
+        onnx_path = (out or default_out(model, ".engine")).with_suffix(".onnx")
+        export_onnx(model, onnx_path, dynamic_batch=True, opset=opset, options=options)
+    calibration = _calibration_batches(model) if int8 else None
+    return build_engine(onnx_path, out or onnx_path.with_suffix(".engine"), fp16=fp16, int8=int8,
+                        calibration=calibration, min_batch=1, opt_batch=max(1, max_batch // 4),
+                        max_batch=max_batch)
+
+
+def _calibration_batches(model: Path, batches: int = 16):
+    """Preprocessed val batches of the model's own data (from model.json) for INT8 calibration."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from r1.artifacts import read_info
+    from r1.config import DataConfig, from_dict
+    from r1.data import build_data
+
+    if model.suffix == ".onnx":
+        raise ConfigError("--int8 needs the run dir (its data calibrates the engine), not an .onnx")
+    info = read_info(model)
+    cfg = from_dict(DataConfig, info.get("data") or {}, "data")
+    bundle = build_data(cfg, seed=0)
+    loader = DataLoader(bundle.val or bundle.train, batch_size=cfg.eval_batch_size, collate_fn=bundle.collate)
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        yield np.ascontiguousarray(x.numpy(), np.float32)

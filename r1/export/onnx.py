@@ -1,0 +1,232 @@
+"""ONNX export with a dynamic batch dimension, R1 metadata, and an onnxruntime parity check.
+
+Each family plugs in through an `ExportHook`: which module to trace (e.g. a detector's raw head
+outputs instead of its Python post-processing), the names of the graph outputs, extra metadata,
+and how to turn the graph outputs back into what the family's `FamilyIO.postprocess` expects.
+
+Metadata written to `ModelProto.metadata_props` (all values are strings, JSON where structured):
+    r1.format      "r1-onnx/1"
+    r1.family      cls | det | lm | mm
+    r1.model       the model config (JSON), enough to rebuild the torch model
+    r1.meta        the data meta (JSON): classes, preprocess, ...
+    r1.data        the data config (JSON), so evaluation can rebuild the dataset
+    r1.classes     class names (JSON list), duplicated for non-R1 consumers
+    r1.preprocess  {"size": [H, W], "mean": [...], "std": [...]} (JSON)
+    r1.input       {"name": "images", "layout": "NCHW", "dtype": "float32", "shape": [-1, 3, H, W]}
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from r1.errors import ConfigError, R1Error, Unavailable
+
+log = logging.getLogger(__name__)
+FORMAT = "r1-onnx/1"
+INPUT_NAME = "images"
+
+
+@dataclass
+class ExportHook:
+    """How a family is exported. Defaults fit a model whose eval forward returns one tensor."""
+
+    output_names: Callable[[dict], list[str]] = lambda options: ["output"]
+    wrap: Callable[[nn.Module, dict], nn.Module] = lambda model, options: model
+    extra_meta: Callable[[nn.Module, dict, torch.Tensor], dict] = lambda model, options, example: {}
+    # (graph outputs as numpy arrays, full onnx metadata) -> what FamilyIO.postprocess takes
+    decode: Callable[[list[np.ndarray], dict], object] = lambda outputs, onnx_meta: outputs[0]
+    options: dict = field(default_factory=dict)  # accepted option names -> defaults
+
+
+_HOOKS: dict[str, ExportHook] = {}
+
+
+def register_export_hook(family: str, hook: ExportHook) -> None:
+    _HOOKS[family] = hook
+
+
+def get_export_hook(family: str) -> ExportHook:
+    if family not in _HOOKS:
+        raise Unavailable(f"ONNX export is not implemented for family {family!r}; "
+                          f"exportable families: {', '.join(sorted(_HOOKS))}")
+    return _HOOKS[family]
+
+
+# ---------------------------------------------------------------------------- classification
+register_export_hook("cls", ExportHook(output_names=lambda options: ["logits"]))
+
+
+# ---------------------------------------------------------------------------- detection
+class _DetRaw(nn.Module):
+    """Detector without its Python post-processing: images -> (cls logits (B, A, K), boxes (B, A, 4))."""
+
+    def __init__(self, det: nn.Module):
+        super().__init__()
+        self.det = det
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cls, deltas = self.det.forward_raw(images)
+        anchors, _ = self.det.anchors(images.shape[-2:], images.device)
+        return cls, self.det.coder.decode(deltas, anchors[None])
+
+
+def _det_wrap(model: nn.Module, options: dict) -> nn.Module:
+    if options.get("nms"):
+        raise Unavailable("--nms (NMS inside the ONNX graph) is not implemented yet; export raw outputs "
+                          "and let the Predictor run NMS")
+    return _DetRaw(model)
+
+
+def _det_meta(model: nn.Module, options: dict, example: torch.Tensor) -> dict:
+    _, per_level = model.anchors(tuple(example.shape[-2:]))
+    c = model.cfg
+    return {"r1.det": json.dumps({"per_level": per_level, "image_size": list(example.shape[-2:]),
+                                  "score_thresh": c.score_thresh, "topk": c.topk, "nms_iou": c.nms_iou,
+                                  "max_det": c.max_det})}
+
+
+def _det_decode(outputs: list[np.ndarray], onnx_meta: dict) -> list[dict]:
+    from r1.models.det.postprocess import postprocess
+
+    d = json.loads(onnx_meta["r1.det"])
+    return postprocess(torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1]), d["per_level"],
+                       tuple(d["image_size"]), d["score_thresh"], d["topk"], d["nms_iou"], d["max_det"])
+
+
+register_export_hook("det", ExportHook(output_names=lambda options: ["cls_logits", "boxes"], wrap=_det_wrap,
+                                       extra_meta=_det_meta, decode=_det_decode, options={"nms": False}))
+
+
+# ---------------------------------------------------------------------------- export
+def example_input(meta: dict, batch: int, seed: int = 0) -> torch.Tensor:
+    """A normalised-looking random image batch (B, 3, H, W) at the model's preprocessing size."""
+    if "preprocess" not in meta or "size" not in meta["preprocess"]:
+        raise ConfigError("model meta has no preprocess.size; cannot make an example input for export")
+    h, w = meta["preprocess"]["size"]
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, h, w, generator=g)
+
+
+def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch: bool = True,
+                opset: int | None = None, verify: bool = True, trace_batch: int = 2, verify_batch: int = 3,
+                atol: float = 1e-4, options: dict | None = None, meta: dict | None = None,
+                family: str | None = None) -> dict:
+    """Export a model (or a run dir / .safetensors) to `out`; returns a report dict.
+
+    The graph is traced at batch `trace_batch` (>= 2: the dynamo exporter specialises a batch
+    of 1) and, when `verify`, checked with onnxruntime at batch `verify_batch` against torch.
+    """
+    if isinstance(model, (str, Path)):
+        from r1.artifacts import load_model
+        model = load_model(model)
+    meta = meta if meta is not None else getattr(model, "r1_meta", None)
+    family = family or getattr(model, "r1_family", None)
+    if meta is None or family is None:
+        raise ConfigError("export needs the model's meta and family (load it with r1.load_model)")
+    hook = get_export_hook(family)
+    options = {**hook.options, **(options or {})}
+    unknown = set(options) - set(hook.options)
+    if unknown:
+        raise ConfigError(f"export option(s) {sorted(unknown)} not allowed for family {family!r}; "
+                          f"allowed: {sorted(hook.options) or 'none'}")
+    if trace_batch < 2 and dynamic_batch:
+        raise ConfigError("trace_batch must be >= 2 for a dynamic batch dimension")
+    net = hook.wrap(model.eval(), options).eval()
+    example = example_input(meta, trace_batch)
+    names = hook.output_names(options)
+    dyn = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        torch.onnx.export(net, (example,), str(out), input_names=[INPUT_NAME], output_names=names,
+                          dynamic_shapes=dyn, opset_version=opset, external_data=False, verbose=False)
+    seconds = time.perf_counter() - t0
+    props = _metadata(model, meta, family, dynamic_batch, example)
+    props.update(hook.extra_meta(model, options, example))
+    write_metadata(out, props)
+    report = {"path": str(out), "family": family, "export_seconds": round(seconds, 2),
+              "dynamic_batch": dynamic_batch, "trace_batch": trace_batch, "outputs": names}
+    if verify:
+        vb = verify_batch if dynamic_batch else trace_batch
+        report.update(verify_onnx(net, out, example_input(meta, vb, seed=1), atol=atol))
+    return report
+
+
+def _metadata(model: nn.Module, meta: dict, family: str, dynamic_batch: bool, example: torch.Tensor) -> dict:
+    from r1.config import to_dict
+
+    cfg = getattr(model, "r1_config", None)
+    shape = [-1 if dynamic_batch else example.shape[0], *example.shape[1:]]
+    return {"r1.format": FORMAT, "r1.family": family,
+            "r1.model": json.dumps(to_dict(cfg) if cfg is not None else {}),
+            "r1.meta": json.dumps(meta), "r1.data": json.dumps(getattr(model, "r1_data", None) or {}),
+            "r1.classes": json.dumps(meta.get("classes", [])),
+            "r1.preprocess": json.dumps(meta.get("preprocess", {})),
+            "r1.input": json.dumps({"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "shape": shape})}
+
+
+def write_metadata(path: str | Path, props: dict[str, str]) -> None:
+    """Replace the metadata_props of the .onnx at `path` with `props` (string values)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(path))
+
+
+_write_metadata = write_metadata  # r1.compress.quantize imports the old private name
+
+
+def read_onnx_meta(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an .onnx file as a dict (values as stored: strings)."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"model not found: {path}")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError and friends
+        raise ConfigError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
+    props = {e.key: e.value for e in proto.metadata_props}
+    if props.get("r1.format") != FORMAT:
+        raise ConfigError(f"{path}: no R1 metadata (r1.format={props.get('r1.format')!r}); "
+                          f"export it with `r1 export`")
+    return props
+
+
+def ort_session(path: str | Path, threads: int = 1, inter_threads: int = 1):
+    """An onnxruntime CPU session with explicit thread counts (the default uses every core)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = inter_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def verify_onnx(net: nn.Module, path: str | Path, x: torch.Tensor, atol: float = 1e-4) -> dict:
+    """Run torch and onnxruntime on `x`; raise if any output differs by more than `atol`."""
+    ref = net(x)
+    ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+    got = ort_session(path).run(None, {INPUT_NAME: x.numpy()})
+    diff = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref, got))
+    if not all(r.shape == g.shape for r, g in zip(ref, got)) or not diff <= atol:
+        raise R1Error(f"{path}: onnxruntime differs from torch at batch {x.shape[0]} "
+                          f"(max abs diff {diff:.3g} > {atol:g})")
+    return {"verify_batch": int(x.shape[0]), "max_abs_diff": diff}

@@ -1,0 +1,155 @@
+"""TensorRT engines built from R1's ONNX files, and a runner for them.
+
+Needs an NVIDIA GPU, CUDA-enabled torch and the `tensorrt` Python package (TensorRT >= 8.6 API:
+named I/O tensors, `execute_async_v3`). Everywhere else every entry point raises
+`r1.errors.Unavailable` (exit code 5) saying what is missing. Device buffers are torch CUDA
+tensors, so no pycuda is needed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from r1.errors import ConfigError, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+def require_tensorrt():
+    """Return the `tensorrt` module, or raise Unavailable with the reason."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise Unavailable("TensorRT needs an NVIDIA GPU with CUDA; none is available on this machine "
+                          "(use --format onnx / --runtime onnx)")
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise Unavailable("TensorRT is not installed: `pip install tensorrt` on a machine with an NVIDIA GPU") from None
+    return trt
+
+
+def _profile_shapes(input_shape: list[int], min_batch: int, opt_batch: int, max_batch: int):
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise ConfigError(f"TensorRT profile needs 1 <= min ({min_batch}) <= opt ({opt_batch}) <= max ({max_batch})")
+    rest = tuple(input_shape[1:])
+    return (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest)
+
+
+class _Calibrator:
+    """INT8 entropy calibrator over batches of preprocessed images (B, 3, H, W) float32."""
+
+    def __new__(cls, trt, batches: Iterable[np.ndarray], cache: Path):
+        import torch
+
+        class Calibrator(trt.IInt8EntropyCalibrator2):
+            def __init__(self):
+                super().__init__()
+                self.batches, self.cache, self.device = iter(batches), cache, None
+
+            def get_batch_size(self):
+                return 1 if self.device is None else int(self.device.shape[0])
+
+            def get_batch(self, names):
+                batch = next(self.batches, None)
+                if batch is None:
+                    return None
+                self.device = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).cuda()
+                return [int(self.device.data_ptr())]
+
+            def read_calibration_cache(self):
+                return self.cache.read_bytes() if self.cache.is_file() else None
+
+            def write_calibration_cache(self, data):
+                self.cache.write_bytes(bytes(data))
+
+        return Calibrator()
+
+
+def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, fp16: bool = False,
+                 int8: bool = False, calibration: Iterable[np.ndarray] | None = None, min_batch: int = 1,
+                 opt_batch: int = 8, max_batch: int = 32, workspace_gb: float = 2.0) -> dict:
+    """Build a serialized engine (`.engine` beside the ONNX file by default) with one optimization
+    profile over the batch dimension; R1's ONNX metadata is stored in a `.json` next to it."""
+    from r1.export.onnx import INPUT_NAME, read_onnx_meta
+
+    trt = require_tensorrt()
+    onnx_path = Path(onnx_path)
+    props = read_onnx_meta(onnx_path)
+    out = Path(out) if out else onnx_path.with_suffix(".engine")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # implicit in TensorRT >= 10
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ConfigError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    input_shape = json.loads(props["r1.input"])["shape"]
+    shapes = _profile_shapes(input_shape, min_batch, opt_batch, max_batch)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, *shapes)
+    config.add_optimization_profile(profile)
+    if fp16:
+        if not builder.platform_has_fast_fp16:
+            log.warning("this GPU has no fast FP16; building anyway")
+        config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        if calibration is None:
+            raise ConfigError("INT8 needs calibration batches (preprocessed images)")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_calibration_profile(profile)
+        config.int8_calibrator = _Calibrator(trt, calibration, out.with_suffix(".calib"))
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ConfigError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
+    out.write_bytes(bytes(serialized))
+    out.with_suffix(".json").write_text(json.dumps(props))
+    return {"path": str(out), "fp16": fp16, "int8": int8, "profile": [list(s) for s in shapes]}
+
+
+class TensorRTRunner:
+    """`runner(batch (B, 3, H, W) float32) -> list of output arrays`, B within the engine's profile."""
+
+    def __init__(self, engine_path: str | Path):
+        import torch
+
+        trt = require_tensorrt()
+        engine_path = Path(engine_path)
+        if not engine_path.is_file():
+            raise ConfigError(f"model not found: {engine_path}")
+        self.props = json.loads(engine_path.with_suffix(".json").read_text())
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise ConfigError(f"{engine_path}: not a TensorRT engine for this TensorRT version / GPU")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.max_batch = int(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0])
+        self.torch = torch
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).cuda()
+        self.context.set_input_shape(self.inputs[0], tuple(x.shape))
+        self.context.set_tensor_address(self.inputs[0], x.data_ptr())
+        outs = []
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            outs.append(torch.empty(shape, dtype=torch.float32, device="cuda"))
+            self.context.set_tensor_address(name, outs[-1].data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise ConfigError("TensorRT execution failed")
+        stream.synchronize()
+        return [o.cpu().numpy() for o in outs]

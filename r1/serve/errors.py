@@ -1,0 +1,82 @@
+"""JSON errors and the two pure-ASGI middlewares: the body size limit and request metrics."""
+from __future__ import annotations
+
+import time
+
+from fastapi.responses import JSONResponse
+
+ROUTES = ("/v1/predict", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+
+
+class ApiError(Exception):
+    """An error answered as `ErrorResponse` JSON with `status`."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int):
+        super().__init__(413, "body_too_large", f"request body over the limit of {limit} bytes")
+
+
+def error_response(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail, "status": status}, status_code=status, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """413 when Content-Length or the streamed body exceeds `max_bytes` (no full read first)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                return await error_response(400, "bad_request", "invalid Content-Length")(scope, receive, send)
+            if too_big:
+                err = BodyTooLarge(self.max_bytes)
+                return await error_response(413, err.code, err.detail)(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # raised inside the route: answered by the ApiError handler
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by route and status, and times it."""
+
+    def __init__(self, app, metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        status = {"code": 500}
+        t0 = time.perf_counter()
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.requests.labels(route, str(status["code"])).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)

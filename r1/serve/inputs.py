@@ -1,0 +1,167 @@
+"""Reading a predict request: content negotiation, base64, image decoding with a pixel limit.
+
+Every failure is an `ApiError` with a 4xx status: 415 unknown content type, 400 malformed JSON /
+base64 / multipart or an undecodable image, 413 an image over the pixel limit, 422 missing or
+wrongly typed fields (and text sent to an image model).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Request
+from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
+
+from r1.serve.errors import ApiError
+from r1.serve.schemas import ImageRequest, TextRequest
+
+TEXT_FAMILIES = ("lm",)
+OPENAPI_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "The image file."},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}}}},
+    "application/json": {"schema": {"oneOf": [ImageRequest.model_json_schema(), TextRequest.model_json_schema()]}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+}}}
+
+
+@dataclass
+class Job:
+    array: np.ndarray   # (1, C, H, W) float32, preprocessed
+    image: Image.Image  # decoded RGB (families may need its size to rescale outputs)
+    top_k: int
+
+
+def summarize_errors(errors) -> str:
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _parse_top_k(value, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(422, "invalid_request", "top_k: must be an integer") from None
+    if not 1 <= k <= 1000:
+        raise ApiError(422, "invalid_request", "top_k: must be between 1 and 1000")
+    return k
+
+
+async def read_image_request(request: Request, family: str, default_top_k: int) -> tuple[bytes, int]:
+    """-> (encoded image bytes, top_k) from a multipart, JSON or raw image/* body."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        return await _read_multipart(request, default_top_k)
+    if media == "application/json" or media.endswith("+json"):
+        return await _read_json(request, family, default_top_k)
+    if media.startswith("image/") or media == "application/octet-stream":
+        data = await request.body()
+        if not data:
+            raise ApiError(400, "empty_image", "request body is empty")
+        return data, _parse_top_k(request.query_params.get("top_k"), default_top_k)
+    raise ApiError(415, "unsupported_media_type",
+                   f"content type {media or '(none)'!r} not supported; send multipart/form-data with a "
+                   f"`file` field, application/json {{\"image\": base64}}, or an image/* body")
+
+
+async def _read_multipart(request: Request, default_top_k: int) -> tuple[bytes, int]:
+    from starlette.exceptions import HTTPException
+
+    try:
+        form = await request.form(max_files=4, max_fields=16, max_part_size=64 * 1024)
+    except ApiError:
+        raise
+    except HTTPException as err:  # starlette's MultiPartException -> 400
+        raise ApiError(400, "bad_multipart", str(err.detail)) from None
+    except Exception as err:  # anything python-multipart chokes on is the client's malformed body
+        raise ApiError(400, "bad_multipart", f"malformed multipart body ({type(err).__name__})") from None
+    try:
+        upload = form.get("file")
+        if upload is None:
+            raise ApiError(422, "missing_field", "file: field required (multipart field `file` with the image)")
+        if isinstance(upload, str):
+            raise ApiError(422, "invalid_request", "file: must be a file upload, not a text field")
+        data = await upload.read()
+        top_k = form.get("top_k")
+        if top_k is not None and not isinstance(top_k, str):
+            raise ApiError(422, "invalid_request", "top_k: must be a text field")
+    finally:
+        await form.close()
+    if not data:
+        raise ApiError(400, "empty_image", "file: the uploaded file is empty")
+    return data, _parse_top_k(top_k, default_top_k)
+
+
+async def _read_json(request: Request, family: str, default_top_k: int) -> tuple[bytes, int]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ApiError(400, "malformed_json", f"body is not valid JSON ({type(err).__name__})") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "body: must be a JSON object like {\"image\": \"<base64>\"}")
+    if "text" in body and "image" not in body:
+        if family not in TEXT_FAMILIES:
+            raise ApiError(422, "text_not_supported",
+                           f"this model (family {family!r}) takes images; {{\"text\": ...}} is for language models")
+        try:
+            TextRequest.model_validate(body)
+        except ValidationError as err:
+            raise ApiError(422, "invalid_request", summarize_errors(err.errors())) from None
+        raise ApiError(422, "text_not_supported", "text generation is not served yet")
+    try:
+        req = ImageRequest.model_validate(body)
+    except ValidationError as err:
+        code = "missing_field" if any(e["type"] == "missing" for e in err.errors()) else "invalid_request"
+        raise ApiError(422, code, summarize_errors(err.errors())) from None
+    try:
+        data = base64.b64decode(req.image, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_base64", "image: not valid base64 (standard alphabet, padded)") from None
+    if not data:
+        raise ApiError(400, "empty_image", "image: empty")
+    return data, req.top_k or default_top_k
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Encoded bytes -> RGB image. The size is checked from the header, before pixels are decoded."""
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise ApiError(413, "image_too_large", f"image over the pixel limit ({err})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise ApiError(400, "bad_image", "not a recognised image (PNG, JPEG, BMP, GIF, WebP, ...)") from None
+    try:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ApiError(413, "image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+        if w < 1 or h < 1:
+            raise ApiError(400, "bad_image", f"image has no pixels ({w}x{h})")
+        return im.convert("RGB")  # decodes: truncated / corrupt data fails here
+    except ApiError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ApiError(413, "image_too_large", str(err)) from None
+    except Exception as err:  # PIL raises many types for corrupt data; all are the client's input
+        raise ApiError(400, "bad_image", f"cannot decode image ({type(err).__name__}: {err})"[:300]) from None
+    finally:
+        im.close()
+
+
+def to_job(data: bytes, predictor, max_pixels: int, top_k: int) -> Job:
+    image = decode_image(data, max_pixels)
+    return Job(predictor.preprocess([image]), image, top_k)

@@ -1,0 +1,71 @@
+"""Serve-test helpers: a real uvicorn server on a free loopback port (in a thread), PNG bytes,
+and a fake predictor with a controllable delay."""
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import uvicorn
+from PIL import Image
+
+
+@contextmanager
+def running_server(app, startup_timeout: float = 30.0):
+    """Yield the base URL of `app` served on 127.0.0.1; stop (graceful shutdown) on exit."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+
+def png_bytes(size=(32, 32), mode="RGB", seed=0, fmt="PNG") -> bytes:
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    arr = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+class FakePredictor:
+    """Stands in for r1.export.Predictor: `delay` seconds per batch, records batch sizes, and
+    can block loading on an event (readiness tests)."""
+
+    family, runtime, input_shape = "cls", "fake", (3, 8, 8)
+
+    def __init__(self, delay: float = 0.0):
+        self.delay, self.batches = delay, []
+        self.meta = {"classes": ["a", "b"], "preprocess": {"size": [8, 8], "mean": [0.5] * 3, "std": [0.5] * 3}}
+
+    def preprocess(self, images):
+        return np.zeros((len(images), 3, 8, 8), np.float32)
+
+    def forward(self, batch):
+        self.batches.append(len(batch))
+        time.sleep(self.delay)
+        return np.tile(np.array([[2.0, 1.0]], np.float32), (len(batch), 1))
+
+    def postprocess(self, outputs, top_k=3, images=None):
+        from r1.predict import classification_records
+        return classification_records(outputs, self.meta, {"top_k": top_k})
+
+    def warmup(self, runs=1, batch_sizes=(1,)):
+        pass
