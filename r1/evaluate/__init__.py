@@ -34,7 +34,7 @@ def register_evaluator(family: str, monitor: str, mode: str):
 
 
 def get_evaluator(family: str) -> FamilyEval:
-    if not _EVALUATORS:
+    if family not in _EVALUATORS:  # import every evaluator module once (some may be imported already)
         for mod in pkgutil.iter_modules(__path__):
             importlib.import_module(f"{__name__}.{mod.name}")
     if family not in _EVALUATORS:
