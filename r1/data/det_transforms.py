@@ -1,0 +1,154 @@
+"""Detection transforms (torchvision.transforms.v2 + tv_tensors.BoundingBoxes), collate, preprocessing.
+
+A sample is `(image, target)`: image a uint8 `tv_tensors.Image` (3, H, W), target a dict with
+"boxes" (`BoundingBoxes`, XYXY, pixels) and "labels" (N,) int64. The pipeline ends with a
+normalised float image of a fixed size, so a batch is one tensor (B, 3, S, S).
+
+Evaluation / inference resize is deterministic and pads only right and bottom, so a box in the
+network input maps back to the original image by dividing by `scale` (sx, sy, sx, sy).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from r1.config import DataConfig, opt
+from r1.errors import ConfigError
+
+
+@dataclass
+class DetDataConfig(DataConfig):
+    """Fields every detection dataset shares: input size, normalisation, augmentation."""
+
+    batch_size: int = opt(16, "Global training batch (split across processes under torchrun).", min=1)
+    eval_batch_size: int = opt(16, "Batch size for evaluation.", min=1)
+    size: int = opt(320, "Network input is size x size pixels.", min=32)
+    letterbox: bool = opt(True, "Keep the aspect ratio and pad (right/bottom); false: stretch to size x size.")
+    mean: list[float] = opt([0.485, 0.456, 0.406], "Per-channel mean for normalisation (0-1 scale).")
+    std: list[float] = opt([0.229, 0.224, 0.225], "Per-channel std for normalisation (0-1 scale).")
+    hflip: float = opt(0.5, "Probability of a horizontal flip (training).", min=0.0, max=1.0)
+    scale_range: list[float] = opt([0.75, 1.25], "Multi-scale training: the image is resized to size * s, "
+                                   "s uniform in this range, then padded / cropped to size. [1, 1]: off.")
+    photometric: bool = opt(True, "Random brightness / contrast / saturation / hue / channel order (training).")
+    iou_crop: bool = opt(False, "SSD-style random IoU crop, applied to half of the training images.")
+    zoom_out: float = opt(1.0, "SSD-style zoom out up to this factor (canvas filled with the mean) on half "
+                          "of the training images. 1: off.", min=1.0)
+    min_box_size: float = opt(1.0, "Boxes narrower or shorter than this (pixels, after transforms) are dropped.",
+                              min=0.0)
+    classes: list[str] = opt([], "Class names in training-index order. Empty: taken from the data.")
+
+    def validate(self, prefix: str) -> None:
+        lo_hi = self.scale_range
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"{prefix}.scale_range: expected [lo, hi] with 0 < lo <= hi, got {lo_hi}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"{prefix}.mean/std: expected 3 numbers each (std > 0)")
+
+
+def resize_params(h: int, w: int, size: int, letterbox: bool, jitter: float = 1.0) -> tuple[int, int]:
+    """Output (height, width) of the resize step before padding / cropping to size x size."""
+    if not letterbox:
+        return max(1, round(size * jitter)), max(1, round(size * jitter))
+    r = size * jitter / max(h, w)
+    return max(1, round(h * r)), max(1, round(w * r))
+
+
+class FixedResize:
+    """Deterministic resize (letterbox or stretch) + right/bottom pad to size x size; records `scale`."""
+
+    def __init__(self, size: int, letterbox: bool):
+        self.size, self.letterbox = size, letterbox
+
+    def __call__(self, image, target):
+        h, w = image.shape[-2:]
+        nh, nw = resize_params(h, w, self.size, self.letterbox)
+        image, boxes = TF.resize(image, [nh, nw], antialias=True), TF.resize(target["boxes"], [nh, nw])
+        pad = [0, 0, self.size - nw, self.size - nh]  # left, top, right, bottom
+        image, boxes = TF.pad(image, pad, fill=0), TF.pad(boxes, pad)
+        return image, {**target, "boxes": boxes, "scale": torch.tensor([nw / w, nh / h], dtype=torch.float32)}
+
+
+class JitterResize:
+    """Multi-scale training: resize to size * s (s ~ U(lo, hi)); padding / cropping happens after."""
+
+    def __init__(self, size: int, letterbox: bool, lo: float, hi: float):
+        self.size, self.letterbox, self.lo, self.hi = size, letterbox, lo, hi
+
+    def __call__(self, image, target):
+        s = self.lo + (self.hi - self.lo) * float(torch.rand(()))
+        h, w = image.shape[-2:]
+        nh, nw = resize_params(h, w, self.size, self.letterbox, s)
+        image, boxes = TF.resize(image, [nh, nw], antialias=True), TF.resize(target["boxes"], [nh, nw])
+        return image, {**target, "boxes": boxes}
+
+
+class ToPlain:
+    """tv_tensors -> plain tensors for the model: boxes (N, 4) float32, labels (N,) int64."""
+
+    def __call__(self, image, target):
+        out = {**target, "boxes": target["boxes"].as_subclass(torch.Tensor).float(),
+               "labels": target["labels"].long()}
+        return image.as_subclass(torch.Tensor), out
+
+
+def build_transforms(cfg: DetDataConfig, train: bool) -> v2.Compose:
+    """`(uint8 Image, {"boxes": BoundingBoxes, "labels"})` -> `(float (3, S, S), {"boxes", "labels", ...})`."""
+    norm = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
+    if not train:
+        return v2.Compose([FixedResize(cfg.size, cfg.letterbox), *norm, ToPlain()])
+    fill = {tv_tensors.Image: [round(255 * m) for m in cfg.mean], "others": 0}
+    steps: list = []
+    if cfg.photometric:
+        steps.append(v2.RandomPhotometricDistort(p=0.5))
+    if cfg.zoom_out > 1.0:
+        steps.append(v2.RandomZoomOut(fill=fill, side_range=(1.0, cfg.zoom_out), p=0.5))
+    if cfg.iou_crop:
+        steps += [v2.RandomApply([v2.RandomIoUCrop()], p=0.5), v2.SanitizeBoundingBoxes(cfg.min_box_size)]
+    if cfg.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(cfg.hflip))
+    lo, hi = cfg.scale_range
+    steps += [JitterResize(cfg.size, cfg.letterbox, lo, hi), *norm,
+              v2.RandomCrop(cfg.size, pad_if_needed=True, fill=0),
+              v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(cfg.min_box_size), ToPlain()]
+    return v2.Compose(steps)
+
+
+def make_sample(image: torch.Tensor, boxes, labels) -> tuple:
+    """uint8 (3, H, W) image + (N, 4) boxes + (N,) labels -> the transforms' input sample."""
+    h, w = image.shape[-2:]
+    return tv_tensors.Image(image), {
+        "boxes": tv_tensors.BoundingBoxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                          format="XYXY", canvas_size=(h, w)),
+        "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1)}
+
+
+def det_collate(items: list):
+    """Items the dataset could load -> (images (B, 3, S, S), [target dicts]); None if none could."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    return torch.stack([im for im, _ in items]), [t for _, t in items]
+
+
+def preprocess_meta(cfg: DetDataConfig) -> dict:
+    return {"size": [cfg.size, cfg.size], "mean": list(cfg.mean), "std": list(cfg.std),
+            "letterbox": cfg.letterbox}
+
+
+def preprocess(image: torch.Tensor, pre: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference preprocessing from `meta["preprocess"]`: uint8 (3, H, W) -> (float (3, S, S), scale (2,)).
+
+    Boxes predicted on the output map back to the original image by `boxes / scale.repeat(2)`.
+    """
+    cfg = DetDataConfig(size=pre["size"][0], letterbox=pre["letterbox"], mean=pre["mean"], std=pre["std"])
+    img, target = build_transforms(cfg, train=False)(*make_sample(image, torch.zeros(0, 4), []))
+    return img, target["scale"]
+
+
+def unscale(boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Network-input pixels -> original image pixels (the eval resize pads right/bottom only)."""
+    return boxes / scale.to(boxes).repeat(2)

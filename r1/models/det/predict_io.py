@@ -1,0 +1,95 @@
+"""Inference on image files for detection: preprocessing, records in original pixels, drawing.
+
+Registered with `r1.predict` (what `r1 predict` runs) when the det family is imported. This module
+must not import `r1.evaluate.*`: the evaluator registry loads its modules lazily.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from r1.data.det_transforms import preprocess, resize_params, unscale
+from r1.errors import DataError
+
+
+def pil_to_uint8(im) -> torch.Tensor:
+    """PIL image -> uint8 (3, H, W) RGB tensor."""
+    return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+def draw_detections(image: torch.Tensor, pred: dict, classes: list[str], path: str | Path,
+                    score_thresh: float = 0.3) -> Path:
+    """Draw boxes with "class score" labels on a uint8 (3, H, W) image and save it as PNG."""
+    from PIL import Image
+    from torchvision.utils import draw_bounding_boxes
+
+    keep = pred["scores"] >= score_thresh
+    labels = [f"{classes[int(c)]} {float(s):.2f}" for c, s in zip(pred["labels"][keep], pred["scores"][keep])]
+    drawn = draw_bounding_boxes(image, pred["boxes"][keep].float(), labels, width=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(drawn.permute(1, 2, 0).numpy())).save(path)
+    return path
+
+
+@torch.no_grad()
+def predict_files(model, paths: list[str | Path], meta: dict, device=torch.device("cpu"),
+                  batch_size: int = 8) -> list[tuple[torch.Tensor, dict]]:
+    """Image files -> [(uint8 image (3, H, W), detections in that image's pixels)].
+
+    Preprocessing follows `meta["preprocess"]`. DataError names a file that cannot be read.
+    """
+    from PIL import Image
+
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                images.append(pil_to_uint8(im))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise DataError(f"{p}: cannot read image ({err})") from None
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i:i + batch_size]
+        inputs, scales = zip(*(preprocess(im, meta["preprocess"]) for im in chunk))
+        for im, pred, scale in zip(chunk, model(torch.stack(inputs).to(device)), scales):
+            pred = {k: v.cpu() for k, v in pred.items()}
+            out.append((im, {**pred, "boxes": unscale(pred["boxes"], scale)}))
+    return out
+
+
+# ----------------------------------------------------------------------------- r1.predict hooks
+def predict_preprocess(images: list, meta: dict) -> torch.Tensor:
+    """PIL images -> (B, 3, S, S) batch, exactly as evaluation preprocesses (letterbox or stretch)."""
+    return torch.stack([preprocess(pil_to_uint8(im), meta["preprocess"])[0] for im in images])
+
+
+def predict_records(outputs: list[dict], meta: dict, options: dict) -> list[dict]:
+    """Detections -> JSON-safe records in each original image's pixels (options["images"]: PIL images)."""
+    pre, classes, records = meta["preprocess"], meta["classes"], []
+    for pred, im in zip(outputs, options["images"]):
+        nh, nw = resize_params(im.height, im.width, pre["size"][0], pre["letterbox"])
+        boxes = unscale(pred["boxes"].detach().cpu().float(), torch.tensor([nw / im.width, nh / im.height]))
+        labels = [int(v) for v in pred["labels"]]
+        records.append({"boxes": [[round(v, 2) for v in b] for b in boxes.tolist()],
+                        "scores": [round(float(s), 4) for s in pred["scores"]],
+                        "class_ids": labels, "labels": [classes[i] for i in labels]})
+    return records
+
+
+def predict_draw(image, record: dict, meta: dict, path) -> None:
+    """Draw one `predict_records` record on its PIL image, saved as PNG at `path`."""
+    pred = {"boxes": torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4),
+            "scores": torch.tensor(record["scores"]), "labels": torch.tensor(record["class_ids"], dtype=torch.int64)}
+    draw_detections(pil_to_uint8(image), pred, meta["classes"], path)
+
+
+try:
+    from r1.predict import FamilyIO, register_io
+except ImportError:  # the prediction front-end is not needed by the models themselves
+    FamilyIO = register_io = None
+if register_io is not None:
+    register_io("det", FamilyIO(predict_preprocess, predict_records, predict_draw))
