@@ -96,13 +96,21 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
 def predict(model: Path = typer.Argument(..., help="Run dir or model.safetensors"),
             images: list[Path] = typer.Argument(..., help="Image files"),
             out: Optional[Path] = typer.Option(None, help="Directory for annotated PNGs (detection)"),
-            top_k: int = typer.Option(3, help="Classes shown per image (classification)")):
+            top_k: int = typer.Option(3, help="Classes shown per image (classification)"),
+            coco_json: Optional[Path] = typer.Option(None, "--coco-json",
+                                                     help="Detection: also write COCO results (image ids 1..N)")):
     """Predict on image files; prints one JSON object per image."""
     from r1.predict import predict_files
 
     _console_logging()
+    records = []
     for record in predict_files(model, images, out_dir=out, top_k=top_k):
         typer.echo(json.dumps(record))
+        records.append(record)
+    if coco_json is not None:
+        from r1.predict import write_coco_records
+        write_coco_records(model, records, coco_json)
+        typer.echo(f"COCO results: {coco_json}", err=True)
 
 
 @app.command()

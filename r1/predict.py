@@ -90,3 +90,17 @@ def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, to
                 io.draw(image, rec, meta, target)
                 rec = {**rec, "drawn": str(target)}
             yield {"file": str(path), **rec}
+
+
+def write_coco_records(model_path, records: list[dict], path: Path) -> Path:
+    """Detection records of `predict_files` -> COCO results JSON; images are numbered 1..N in order."""
+    from r1.artifacts import read_info
+    from r1.evaluate.detection import write_coco_results
+
+    info = read_info(model_path)
+    if info["family"] != "det":
+        raise ConfigError(f"--coco-json: only detection models write COCO results; this one is {info['family']!r}")
+    preds = [{"boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
+              "scores": torch.tensor(r["scores"], dtype=torch.float32),
+              "labels": torch.tensor(r["class_ids"], dtype=torch.int64)} for r in records]
+    return write_coco_results(preds, list(range(1, len(records) + 1)), info["meta"], path)
