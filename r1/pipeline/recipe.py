@@ -41,6 +41,7 @@ class PruneStage:
     target: float = opt(0.4, "Stop once parameters are reduced by this fraction.", min=0.0, max=0.95)
     step: float = opt(0.05, "Fraction of each group's original channels removed per step.", min=0.01, max=0.5)
     finetune_steps: int = opt(40, "Optimizer steps of fine-tuning after each pruning step.", min=0)
+    final_steps: int = opt(200, "Fine-tuning steps after the last pruning step (recovers accuracy).", min=0)
     overrides: list[str] = opt([], "Overrides for the fine-tuning runs (e.g. optim.lr=1e-3).")
 
 

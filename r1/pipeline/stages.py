@@ -45,16 +45,17 @@ def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_di
             break
         info = read_info(current)
         step_dir = out_dir / f"round{rnd:02d}"
+        last = 1 - count_params(pruned) / start >= stage.target
+        steps = max(stage.finetune_steps, stage.final_steps) if last else stage.finetune_steps
         save_artifact(pruned, step_dir / "pruned", info["meta"], info["data"])
         m = pruned.r1_config
         overrides = [f"model.exp_channels={m.exp_channels}", f"model.last_channels={m.last_channels}",
                      f"model.head_dim={m.head_dim}", f"train.init_from={step_dir / 'pruned'}",
-                     f"train.max_steps={stage.finetune_steps}", "train.eval_every=0", "distill.teacher=",
+                     f"train.max_steps={steps}", "train.eval_every=0",
                      f"run.dir={step_dir / 'finetune'}", *recipe.overrides, *stage.overrides]
         log.info("prune round %d: %d -> %d params (%.1f%% below the source), fine-tuning %d steps", rnd,
-                 count_params(model), count_params(pruned), 100 * (1 - count_params(pruned) / start),
-                 stage.finetune_steps)
-        if stage.finetune_steps:
+                 count_params(model), count_params(pruned), 100 * (1 - count_params(pruned) / start), steps)
+        if steps:  # fine-tuning keeps the source's distillation teacher, if it had one
             ft = step_dir / "finetune"
             fit(load_config(base_cfg, overrides), resume=(ft / "checkpoints" / "last.pt").is_file())
             current = ft
