@@ -1,7 +1,9 @@
 """INT8 quantization through onnxruntime.
 
 * static: QDQ graph, per-channel int8 weights, uint8 activations whose ranges are calibrated on
-  training batches; the first conv and the last linear layer can stay in float. This is what conv
+  training batches; the first conv and the last linear layer can stay in float. `reduce_range`
+  (7-bit weights) avoids the int16 saturation of u8 x s8 products on CPUs without VNNI (AVX2):
+  on the digits student it took int8 accuracy from 0.9556 to 0.9741 (= fp32). This is what conv
   nets need: PyTorch's eager `quantize_dynamic` only touches `nn.Linear`.
 * dynamic: int8 weights of MatMul/Gemm with activations quantized on the fly (Linear-heavy models).
 
@@ -65,8 +67,12 @@ def _float_nodes(path: Path, keep_float: list[str]) -> list[str]:
     return names
 
 
+# Only the weight-heavy ops: quantizing hard-swish / SE multiplies too cost 1.5 points on the digits student.
+QUANT_OPS = ["Conv", "Gemm", "MatMul"]
+
+
 def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = None, calib_batches: int = 8,
-                  keep_float: list[str] | None = None, per_channel: bool = True) -> Path:
+                  keep_float: list[str] | None = None, per_channel: bool = True, reduce_range: bool = True) -> Path:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -84,14 +90,16 @@ def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = No
         excluded = _float_nodes(prepared, keep_float or [])
         quantize_static(str(prepared), str(out), _Calibration(input_name, data_cfg, calib_batches),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8, nodes_to_exclude=excluded)
+                        activation_type=QuantType.QUInt8, nodes_to_exclude=excluded,
+                        op_types_to_quantize=QUANT_OPS, reduce_range=reduce_range)
         log.info("static int8: %s, kept in float: %s", out, excluded or "none")
     else:
         raise ConfigError(f"quantize.method: {method!r} is not allowed; allowed: static, dynamic")
     prepared.unlink(missing_ok=True)
     _compact(out)
     _write_metadata(out, {**props, "r1.quantized": json.dumps({"method": method, "per_channel": per_channel,
-                                                               "keep_float": keep_float or []})})
+                                                               "keep_float": keep_float or [],
+                                                               "reduce_range": reduce_range})})
     return out
 
 
@@ -107,7 +115,7 @@ def _compact(path: Path) -> None:
 
 
 def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static", calib_batches: int = 8,
-                      keep_float: list[str] | None = None, per_channel: bool = True) -> Path:
+                      keep_float: list[str] | None = None, per_channel: bool = True, reduce_range: bool = True) -> Path:
     """Run dir / .safetensors / fp32 .onnx -> `out_dir/model.onnx` (int8)."""
     from r1.artifacts import read_info
     from r1.export.onnx import export_onnx
@@ -124,4 +132,5 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
         export_onnx(source, fp32)
         data_cfg = read_info(source).get("data", {})
     with torch.no_grad():
-        return quantize_onnx(fp32, out_dir / "model.onnx", method, data_cfg, calib_batches, keep_float, per_channel)
+        return quantize_onnx(fp32, out_dir / "model.onnx", method, data_cfg, calib_batches, keep_float, per_channel,
+                             reduce_range)

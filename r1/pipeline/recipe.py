@@ -55,6 +55,7 @@ class QuantizeStage:
     calib_batches: int = opt(8, "Training batches used to calibrate activation ranges (static).", min=1)
     keep_float: list[str] = opt(["first", "last"], "Layers kept in float: first and/or last.")
     per_channel: bool = opt(True, "Per-channel weight scales (static).")
+    reduce_range: bool = opt(True, "7-bit weights: avoids u8 x s8 saturation on CPUs without VNNI (static).")
 
 
 @dataclass

@@ -87,7 +87,8 @@ def run_quantize(recipe: Recipe, stage: QuantizeStage, outputs: dict[str, str], 
 
     source = outputs[stage.source]
     out = quantize_artifact(source, out_dir, method=stage.method, calib_batches=stage.calib_batches,
-                            keep_float=stage.keep_float, per_channel=stage.per_channel)
+                            keep_float=stage.keep_float, per_channel=stage.per_channel,
+                            reduce_range=stage.reduce_range)
     _keep_data_config(source, out_dir)
     return str(out)
 
