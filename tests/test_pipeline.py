@@ -81,3 +81,32 @@ def test_failed_stage_is_named(tmp_path):
     with pytest.raises(StageFailed, match="pipeline stopped at stage 'broken' \\(train\\): data.root") as err:
         run_pipeline(_recipe(tmp_path, stages))
     assert err.value.exit_code == 3
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(recipe):
+    plan = load_recipe(recipe)
+    assert plan.stages[-1].kind == "bench" and plan.stages[-1].rows
+
+
+@pytest.mark.integration
+def test_detection_chain_runs_end_to_end(tmp_path):
+    """recipes/det-digits.yaml's stages on a few steps: det KD, backbone pruning, export, int8, report."""
+    det = str(ROOT / "configs/det/digits.yaml")
+    stages = [
+        {"name": "teacher", "kind": "train", "config": det},
+        {"name": "student_kd", "kind": "train", "config": det,
+         "overrides": ["model.flavor=tiny", "distill.teacher=@teacher"]},
+        {"name": "pruned", "kind": "prune", "source": "student_kd", "target": 0.2, "step": 0.2, "finetune_steps": 2,
+         "final_steps": 2},
+        {"name": "int8", "kind": "quantize", "source": "pruned", "calib_batches": 2},
+        {"name": "report", "kind": "bench", "rows": ["teacher", "pruned", "int8"], "runs": 20,
+         "throughput_batch": 4, "threads": 1},
+    ]
+    small = ["run.threads=1", "train.max_steps=2", "train.eval_every=2", "data.num_train=32", "data.num_val=8",
+             "data.num_test=8", "data.batch_size=8", "model.flavor=tiny"]
+    run_pipeline(_recipe(tmp_path, stages, overrides=small))
+    rows = {r["name"]: r for r in json.loads((tmp_path / "run/report.json").read_text())["rows"]}
+    assert rows["int8"]["metric_name"] == "test/mAP" and rows["int8"]["runtime"] == "onnxruntime"
+    assert rows["pruned"]["params"] < rows["teacher"]["params"]
+    assert "kd " in (tmp_path / "run/student_kd/log.txt").read_text()

@@ -1,6 +1,7 @@
 """Structured pruning that physically removes channels, ranked by L1 norm.
 
-Prunable groups of the R1 MobileNetV3 (the classifier, and the backbone the detector shares):
+Prunable groups of the R1 MobileNetV3 (the classifier, and the backbone R1-Det shares; for the
+detector only the expansion channels, which never reach the FPN):
   * the expansion channels inside each inverted residual (expand conv + BN -> depthwise conv + BN
     -> SE reduce inputs / SE expand outputs -> project conv inputs). They never reach a residual
     add, so pruning them cannot break a skip connection; the SE bottleneck is pinned.
@@ -33,10 +34,15 @@ def _groups(model: nn.Module) -> dict[str, int]:
     for i, block in enumerate(model.backbone.blocks):
         if isinstance(block, InvertedResidual) and _has_expand(block):
             out[f"block{i}"] = block.block[0][0].out_channels
-    out["last"] = model.backbone.blocks[-1][0].out_channels
-    if isinstance(getattr(model, "head", None), nn.Sequential) and isinstance(model.head[0], nn.Linear):
+    if _is_classifier(model):  # a detector's last conv feeds the FPN: its channels stay
+        out["last"] = model.backbone.blocks[-1][0].out_channels
         out["head"] = model.head[0].out_features
     return out
+
+
+def _is_classifier(model: nn.Module) -> bool:
+    head = getattr(model, "head", None)
+    return isinstance(head, nn.Sequential) and isinstance(head[0], nn.Linear)
 
 
 def _has_expand(block: InvertedResidual) -> bool:
@@ -131,8 +137,12 @@ def apply_plan(model: nn.Module, plan: dict[str, torch.Tensor]) -> nn.Module:
     if "head" in plan:
         _slice_out(pruned.head[0], plan["head"])
         _slice_in(pruned.head[3], plan["head"])
-    cfg = dataclasses.replace(model.r1_config, exp_channels=exp, last_channels=len(plan.get("last", [])),
-                              head_dim=len(plan["head"]) if "head" in plan else model.r1_config.head_dim)
+    changes = {"exp_channels": exp}
+    if "last" in plan:
+        changes["last_channels"] = len(plan["last"])
+    if "head" in plan:
+        changes["head_dim"] = len(plan["head"])
+    cfg = dataclasses.replace(model.r1_config, **changes)
     rebuilt = build_model(cfg)  # proves the config alone describes the pruned model
     rebuilt.load_state_dict(pruned.state_dict())
     return rebuilt.train(model.training)

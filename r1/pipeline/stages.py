@@ -49,8 +49,8 @@ def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_di
         steps = max(stage.finetune_steps, stage.final_steps) if last else stage.finetune_steps
         save_artifact(pruned, step_dir / "pruned", info["meta"], info["data"])
         m = pruned.r1_config
-        overrides = [f"model.exp_channels={m.exp_channels}", f"model.last_channels={m.last_channels}",
-                     f"model.head_dim={m.head_dim}", f"train.init_from={step_dir / 'pruned'}",
+        shape = [f"model.{k}={getattr(m, k)}" for k in ("exp_channels", "last_channels", "head_dim") if hasattr(m, k)]
+        overrides = [*shape, f"train.init_from={step_dir / 'pruned'}",
                      f"train.max_steps={steps}", "train.eval_every=0",
                      f"run.dir={step_dir / 'finetune'}", *recipe.overrides, *stage.overrides]
         log.info("prune round %d: %d -> %d params (%.1f%% below the source), fine-tuning %d steps", rnd,

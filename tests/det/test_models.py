@@ -106,3 +106,18 @@ def test_r1_det_exports_with_dynamic_shapes():
     x = torch.randn(3, 3, 96, 160)
     for a, b in zip(ep.module()(x), model.forward_decoded(x)):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def test_r1_det_prunes_expansion_channels_and_rebuilds_from_config():
+    from r1.compress.prune import count_params, prune_l1
+    from r1.registry import build_model as build
+
+    model = build("r1_det", flavor="tiny", num_classes=3).eval()
+    pruned = prune_l1(model, 0.3).eval()
+    assert count_params(pruned) < 0.9 * count_params(model)
+    assert pruned.r1_config.exp_channels and build(pruned.r1_config).load_state_dict(pruned.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        cls_a, box_a = model.forward_raw(x)
+        cls_b, box_b = pruned.forward_raw(x)
+    assert cls_a.shape == cls_b.shape and box_a.shape == box_b.shape

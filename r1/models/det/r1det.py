@@ -29,6 +29,7 @@ from r1.registry import register_model
 class R1DetConfig(ModelConfig):
     arch: str = opt("small", "Backbone block table (MobileNetV3 paper).", choices=("small", "large"))
     width: float = opt(1.0, "Backbone width multiplier.", min=0.1, max=4.0)
+    exp_channels: list[int] = opt([], "Backbone expansion channels per block (set by pruning). Empty: table x width.")
     levels: list[int] = opt([3, 4, 5], "Pyramid levels, stride 2**l, contiguous within 2..7 "
                             "(2: small objects; 6, 7: extra stride-2 convs for large ones).")
     fpn_channels: int = opt(64, "Channels of every pyramid level and of the head.", min=8)
@@ -111,7 +112,7 @@ class R1Det(nn.Module):
             raise ConfigError("model.num_classes: 0 means 'from the data'; set it (>= 1) before building")
         self.cfg = cfg
         self.input_size = cfg.input_size
-        self.backbone = MobileNetV3Backbone(cfg.arch, cfg.width, 2, 3)
+        self.backbone = MobileNetV3Backbone(cfg.arch, cfg.width, 2, 3, cfg.exp_channels)
         # feature_info: (channels, stride) per stage end; the arch decides which strides exist.
         by_stride = {s: (i, ch) for i, (ch, s) in enumerate(self.backbone.feature_info)}
         self.in_levels = [lv for lv in cfg.levels if lv <= 5]
