@@ -159,3 +159,20 @@ def test_qat_run_saves_a_plain_loadable_model(tmp_path):
     fit(cfg)
     model = r1.load_model(tmp_path / "qat")
     assert type(model).__name__ == "R1MobileNetV3"
+
+
+def test_lm_distillation_masks_ignored_positions():
+    from r1.compress.distill import Distiller
+    from r1.config import DistillConfig
+
+    torch.manual_seed(0)
+    student = build_model("gpt", flavor="tiny", num_classes=11, block_size=8)
+    teacher = build_model("gpt", flavor="tiny", num_classes=11, block_size=8)
+    wrap = Distiller(student, teacher, "lm", DistillConfig(teacher="x", temperature=2.0, alpha=0.5)).train()
+    x = torch.randint(0, 11, (2, 8))
+    y = torch.roll(x, -1, 1)
+    y[:, :4] = -100  # e.g. prompt tokens
+    out = wrap(x, y)
+    keep = y != -100
+    expected = 0.5 * kd_loss(student(x)[keep], teacher(x)[keep], 2.0)
+    assert set(out) == {"lm", "kd"} and out["kd"].item() == pytest.approx(expected.item(), rel=1e-4)

@@ -66,6 +66,20 @@ def _det_kd(student, teacher, images, targets):
     return task, s["cls"], t_cls, s["matched"] >= 0
 
 
+@register_kd("lm")
+def _lm_kd(student, teacher, idx, targets):
+    """KD on next-token logits of the positions that carry a target (response tokens when masked).
+    Costs a second student pass: the lm models return either losses or logits, not both."""
+    task = student(idx, targets)
+    s_logits = student(idx)
+    with torch.no_grad():
+        t_logits = teacher(idx)
+    if t_logits.shape != s_logits.shape:
+        raise ConfigError(f"distill: teacher logits {tuple(t_logits.shape[1:])} differ from the student's "
+                          f"{tuple(s_logits.shape[1:])}; teacher and student need the same tokenizer")
+    return task, s_logits, t_logits, targets != -100
+
+
 class Distiller(nn.Module):
     """`model(x, targets)` -> student's task losses x (1 - alpha) + {"kd": ...}; `model(x)` -> student(x)."""
 
