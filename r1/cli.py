@@ -150,6 +150,7 @@ def models(pattern: str = typer.Argument("*", help="Glob over model names"),
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:
         typer.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+    typer.echo("(counted with 10 output classes / a vocabulary of 10; the data sets the real number)")
 
 
 @app.command()
