@@ -139,11 +139,14 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-@register_model("r1_mobilenetv3", family="cls", config=MobileNetV3Config, flavors={
+FLAVORS = {  # shared with the slimmable variant
     "tiny": {"arch": "small", "width": 0.5, "head_dim": 256},
     "small": {"arch": "small", "width": 1.0, "head_dim": 1024},
     "base": {"arch": "large", "width": 1.0, "head_dim": 1280},
-})
+}
+
+
+@register_model("r1_mobilenetv3", family="cls", config=MobileNetV3Config, flavors=FLAVORS)
 def r1_mobilenetv3(cfg: MobileNetV3Config) -> nn.Module:
     """R1 MobileNetV3 classifier (the R1 student)."""
     return R1MobileNetV3(cfg)
