@@ -88,7 +88,7 @@ class Trainer:
         self.monitor = cfg.train.monitor or ev.monitor
         self.mode = ev.mode if cfg.train.monitor_mode == "auto" else cfg.train.monitor_mode
         self.state = {"step": 0, "epoch": 0, "pos": 0, "best": None, "bad_evals": 0,
-                      "nonfinite_streak": 0, "nonfinite_total": 0, "time": 0.0}
+                      "nonfinite_streak": 0, "nonfinite_total": 0, "time": 0.0, "cpu": 0.0}
         if resume:
             self._load_state()
 
@@ -295,6 +295,7 @@ class Trainer:
         ckpt_every = cfg.train.ckpt_every or eval_every
         self.model.train()
         window, t0, seen = {}, time.perf_counter(), 0
+        c0 = time.process_time()
         while self.state["step"] < self.total_steps:
             out = self.train_step(batches)
             if out is None:
@@ -306,6 +307,7 @@ class Trainer:
             if step % cfg.train.log_every == 0 or step == self.total_steps:
                 dt = time.perf_counter() - t0
                 self.state["time"] += dt
+                self.state["cpu"] = self.state.get("cpu", 0.0) + time.process_time() - c0
                 rec = {k: float(np.mean(v)) for k, v in window.items()}
                 rec.update(step=step, lr=self.sched.get_last_lr()[0], samples_per_s=seen / max(dt, 1e-9),
                            mem_mb=memory_mb(self.device))
@@ -313,13 +315,16 @@ class Trainer:
                     rec["tokens_per_s"] = rec["samples_per_s"] * self.data.meta["block_size"]
                 history.log_train(rec, self.writer)
                 window, t0, seen = {}, time.perf_counter(), 0
+                c0 = time.process_time()
             if self.on_step:
                 self.on_step(step, self.total_steps, out)
             stop = False
             if step % eval_every == 0 or step == self.total_steps:
                 self.state["time"] += time.perf_counter() - t0
+                self.state["cpu"] = self.state.get("cpu", 0.0) + time.process_time() - c0
                 stop = self._eval_and_checkpoint(history)
-                t0, seen = time.perf_counter(), 0  # evaluation time is neither training time nor throughput
+                # evaluation time is neither training time nor throughput
+                t0, seen, c0 = time.perf_counter(), 0, time.process_time()
             elif step % ckpt_every == 0:
                 self._save_last()
             if stop:
@@ -335,6 +340,7 @@ class Trainer:
             metrics.update(self._evaluate("val"))
             metrics.update(self._evaluate("test", out_dir=self.dir))
             metrics.update({"train/steps": self.state["step"], "train/time_s": round(self.state["time"], 2),
+                            "train/cpu_s": round(self.state.get("cpu", 0.0), 2),
                             "train/nonfinite_skipped": self.state["nonfinite_total"]})
             metrics.update({f"data/{k}": v for k, v in self.data.stats.items()})
             final = self.eval_model()
