@@ -1,9 +1,11 @@
 """Does distillation help the R1 student? Plain vs KD student on the digits over several seeds.
 
-    .venv/bin/python benchmarks/kd_seeds.py [--seeds 0 1 2] [--out benchmarks/results/kd_seeds.json]
+    .venv/bin/python benchmarks/kd_seeds.py [--seeds 0 1 2] [--kd T=4,alpha=0.5 T=4,alpha=0.9] [--reuse]
 
 One ResNet teacher per seed, then the R1 MobileNetV3 tiny student trained plainly and with KD from
-that teacher, same config, data, budget, seed and threads. Prints a markdown table (mean +- std).
+that teacher (one run per `--kd` setting), same config, data, budget, seed and threads; the teacher
+is built outside the student's random stream, so each KD run is paired with the plain run of its
+seed. Prints a markdown table (mean +- std) and writes benchmarks/results/kd_seeds.json.
 """
 from __future__ import annotations
 
@@ -28,28 +30,42 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--dir", default="runs/bench_kd")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/kd_seeds.json"))
+    ap.add_argument("--kd", nargs="+", default=["T=4,alpha=0.5"], help="KD settings, each T=..,alpha=..")
+    ap.add_argument("--reuse", action="store_true", help="keep finished runs (metrics.json present)")
     ap.add_argument("overrides", nargs="*", help="extra k=v for every run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    settings = {f"kd {kd}": dict(x.split("=") for x in kd.split(",")) for kd in args.kd}
+    keys = ["teacher", "student", *settings]
+
+    def run(config: str, overrides: list[str], out: Path) -> dict:
+        if args.reuse and (out / "metrics.json").is_file():
+            return json.loads((out / "metrics.json").read_text())
+        return fit(load_config(ROOT / config, overrides + [f"run.dir={out}"]))
+
     rows = []
     for seed in args.seeds:
         common = [f"run.seed={seed}", f"run.threads={args.threads}", *args.overrides]
         base = Path(args.dir) / f"seed{seed}"
         t0 = time.time()
-        teacher = fit(load_config(ROOT / "configs/cls/digits-teacher.yaml", common + [f"run.dir={base / 'teacher'}"]))
-        plain = fit(load_config(ROOT / "configs/cls/digits.yaml", common + [f"run.dir={base / 'student'}"]))
-        kd = fit(load_config(ROOT / "configs/cls/digits.yaml",
-                             common + [f"run.dir={base / 'student_kd'}", f"distill.teacher={base / 'teacher'}"]))
-        rows.append({"seed": seed, "teacher": teacher["test/accuracy"], "student": plain["test/accuracy"],
-                     "student_kd": kd["test/accuracy"], "seconds": round(time.time() - t0, 1)})
-        print(json.dumps(rows[-1]), flush=True)
+        row = {"seed": seed}
+        row["teacher"] = run("configs/cls/digits-teacher.yaml", common, base / "teacher")["test/accuracy"]
+        row["student"] = run("configs/cls/digits.yaml", common, base / "student")["test/accuracy"]
+        for key, kd in settings.items():
+            extra = [f"distill.teacher={base / 'teacher'}", f"distill.temperature={kd['T']}",
+                     f"distill.alpha={kd['alpha']}"]
+            tag = f"student_kd_T{kd['T']}_a{kd['alpha']}"
+            row[key] = run("configs/cls/digits.yaml", common + extra, base / tag)["test/accuracy"]
+        row["seconds"] = round(time.time() - t0, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     summary = {k: {"mean": statistics.mean(r[k] for r in rows), "std": statistics.pstdev(r[k] for r in rows)}
-               for k in ("teacher", "student", "student_kd")}
+               for k in keys}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, "summary": summary, "overrides": args.overrides}, indent=2))
     print("| model | " + " | ".join(f"seed {r['seed']}" for r in rows) + " | mean +- std |")
     print("|---|" + "---|" * (len(rows) + 1))
-    for k in ("teacher", "student", "student_kd"):
+    for k in keys:
         s = summary[k]
         print(f"| {k} | " + " | ".join(f"{r[k]:.4f}" for r in rows) + f" | {s['mean']:.4f} +- {s['std']:.4f} |")
 

@@ -111,7 +111,8 @@ def wrap_for_distillation(cfg: DistillConfig):
     from r1.artifacts import load_model
 
     def wrap(student: nn.Module, data) -> nn.Module:
-        teacher = load_model(cfg.teacher)
+        with torch.random.fork_rng(devices=[]):  # building the teacher must not shift the student's
+            teacher = load_model(cfg.teacher)     # random stream: plain and KD runs stay paired by seed
         if teacher.r1_meta.get("num_classes") != data.meta.get("num_classes"):
             raise ConfigError(f"distill.teacher: {cfg.teacher} predicts {teacher.r1_meta.get('num_classes')} "
                               f"classes, the data has {data.meta.get('num_classes')}")

@@ -76,7 +76,8 @@ def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = No
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from r1.export.onnx import _write_metadata, ort_session, read_onnx_meta
+    from r1.export.compact import compact_onnx
+    from r1.export.onnx import ort_session, read_onnx_meta, write_metadata
 
     props = read_onnx_meta(fp32)
     prepared = out.with_name("prepared.onnx")
@@ -96,22 +97,11 @@ def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = No
     else:
         raise ConfigError(f"quantize.method: {method!r} is not allowed; allowed: static, dynamic")
     prepared.unlink(missing_ok=True)
-    _compact(out)
-    _write_metadata(out, {**props, "r1.quantized": json.dumps({"method": method, "per_channel": per_channel,
+    compact_onnx(out)
+    write_metadata(out, {**props, "r1.quantized": json.dumps({"method": method, "per_channel": per_channel,
                                                                "keep_float": keep_float or [],
                                                                "reduce_range": reduce_range})})
     return out
-
-
-def _compact(path: Path) -> None:
-    """Drop what inference does not need (shape annotations, long node names): ~6% of a small int8 file."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.graph.value_info[:]
-    for i, node in enumerate(proto.graph.node):
-        node.name, node.doc_string = f"n{i}", ""
-    onnx.save(proto, str(path))
 
 
 def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static", calib_batches: int = 8,
