@@ -1,13 +1,20 @@
 """Serving benchmark: dynamic batching vs --max-batch 1 vs in-process batched, one model, one run.
 
-    python benchmarks/serve_bench.py [--model runs/digits] [--runtime torch|onnx] [--concurrency 32]
-                                     [--duration 10] [--threads 1]
+    python benchmarks/serve_bench.py [--model cls-tiny|det-small|RUN_DIR|MODEL.onnx] [--runtime torch|onnx]
+                                     [--concurrency 32] [--duration 10] [--threads 1]
+                                     [--inference process|thread|process,thread] [--skip-single]
 
-Without --model it uses the classification tiny model (R1 MobileNetV3 tiny, 32x32 digits input,
-random weights: speed does not depend on them). Starts `r1 serve` twice on loopback (dynamic
-batching, then --max-batch 1), drives each with the async load tool at the given concurrency,
-and measures the same runtime in-process at batch = max-batch. Writes
-benchmarks/results/serve_bench.json and prints a markdown table.
+Models: `cls-tiny` (default; R1 MobileNetV3 tiny, 32x32 digits input, random weights: speed does
+not depend on them), `det-small` (r1_det small at 128x128, 10 classes: `runs/det_digits_small` when
+that trained run exists, else random weights, with which no box passes the score threshold and
+the NMS cost is understated; the table says which), or any run dir / .onnx. Requests carry a
+random PNG at the model's input size (`--image-size` to change it).
+
+Starts `r1 serve` twice per inference mode on loopback (dynamic batching, then --max-batch 1;
+`process`: the model in a worker process, the default; `thread`: in the server), drives each with the
+async load tool at the given concurrency, and measures the same runtime in-process at batch =
+max-batch: `run()` alone, and decode + `predict()` (what the server does per image). Writes
+benchmarks/results/<out>.json and .md and prints a markdown table.
 """
 from __future__ import annotations
 
@@ -36,6 +43,8 @@ from r1.bench.load import run_load, sample_png, wait_ready  # noqa: E402
 from r1.bench.report import markdown_table  # noqa: E402
 from r1.export.runtime import Predictor  # noqa: E402
 
+TRAINED_DET = ROOT / "runs/det_digits_small"
+
 
 def tiny_digits_model(out: Path) -> Path:
     from r1.artifacts import save_artifact
@@ -49,48 +58,77 @@ def tiny_digits_model(out: Path) -> Path:
     return out
 
 
+def small_det_model(out: Path) -> Path:
+    """r1_det small, random weights, 128x128 input, 10 classes (the det_digits setting)."""
+    from r1.artifacts import save_artifact
+    from r1.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("r1_det", flavor="small", num_classes=10, input_size=128).eval()
+    meta = {"classes": [str(i) for i in range(10)], "num_classes": 10,
+            "preprocess": {"size": [128, 128], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                           "letterbox": True}}
+    save_artifact(model, out, meta)
+    return out
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """-> (path, description) for a builtin name or a path."""
+    tmp = Path(tempfile.mkdtemp(prefix="r1-bench-"))
+    if name == "cls-tiny":
+        return str(tiny_digits_model(tmp / "tiny")), "r1_mobilenetv3 tiny (random weights), 32x32"
+    if name == "det-small":
+        if (TRAINED_DET / "model.safetensors").is_file():
+            return str(TRAINED_DET), f"r1_det small, trained ({TRAINED_DET.relative_to(ROOT)}), 128x128"
+        return str(small_det_model(tmp / "det")), "r1_det small (random weights: no boxes pass the threshold), 128x128"
+    return name, name
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def serve_and_load(model: str, runtime: str, max_batch: int, args) -> dict:
+def serve_and_load(model: str, runtime: str, max_batch: int, image: bytes, args, inference: str) -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "r1.cli", "serve", model, "--port", str(port), "--runtime", runtime,
            "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads),
-           "--max-queue", str(max(256, 4 * args.concurrency))]
+           "--max-queue", str(max(256, 4 * args.concurrency)), "--inference", inference]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, timeout=180)
-        run_load(url, args.concurrency, 2.0, 10_000)  # warm connections and the server's code paths
-        res = run_load(url, args.concurrency, args.duration, args.max_requests, image=sample_png(32))
+        run_load(url, args.concurrency, min(2.0, args.duration), 10_000, image=image)  # warm connections
+        res = run_load(url, args.concurrency, args.duration, args.max_requests, image=image)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {"setup": f"server, max-batch {max_batch}", "max_batch": max_batch, **res}
+    return {"setup": f"server ({inference}), max-batch {max_batch}", "max_batch": max_batch, **res}
 
 
-def in_process(model: str, runtime: str, batch: int, args) -> list[dict]:
+def in_process(model: str, runtime: str, batch: int, image_size: int, args) -> list[dict]:
     p = Predictor.load(model, runtime=runtime, threads=args.threads)
     x = np.random.default_rng(0).standard_normal((batch, *p.input_shape)).astype(np.float32)
     raw = measure_latency(p.run, x, runs=args.runs, warmup=5)
-    images = [Image.open(io.BytesIO(sample_png(32, seed=i))).convert("RGB") for i in range(batch)]
-    full = measure_latency(lambda ims: p.predict(ims), images, runs=args.runs, warmup=5)
-    return [{"setup": f"in-process run(), batch {batch}", "throughput": raw["throughput"], "p50": raw["p50"],
-             "p95": raw["p95"], "p99": raw["p99"], "runs": raw["runs"]},
-            {"setup": f"in-process predict() (pre+post), batch {batch}", "throughput": full["throughput"],
-             "p50": full["p50"], "p95": full["p95"], "p99": full["p99"], "runs": full["runs"]}]
+    blobs = [sample_png(image_size, seed=i) for i in range(batch)]
+
+    def decode_predict(data: list[bytes]):
+        return p.predict([Image.open(io.BytesIO(b)).convert("RGB") for b in data])
+
+    full = measure_latency(decode_predict, blobs, runs=args.runs, warmup=5)
+    keys = ("throughput", "p50", "p95", "p99", "runs")
+    return [{"setup": f"in-process run(), batch {batch}", **{k: raw[k] for k in keys}},
+            {"setup": f"in-process decode + predict(), batch {batch}", **{k: full[k] for k in keys}}]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="run dir / .safetensors / .onnx (default: tiny digits model)")
+    ap.add_argument("--model", default="cls-tiny", help="cls-tiny, det-small, or a run dir / .onnx")
     ap.add_argument("--runtime", default="torch", choices=("torch", "onnx"))
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10.0)
@@ -98,28 +136,41 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--inference", default="process",
+                    help="process, thread, or both comma-separated (side by side in one run)")
+    ap.add_argument("--image-size", type=int, help="side of the request PNG (default: the model's input)")
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--skip-single", action="store_true", help="skip the --max-batch 1 server")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serve_bench.json")
     args = ap.parse_args()
+    modes = [m for m in args.inference.split(",") if m]
+    if not modes or set(modes) - {"process", "thread"}:
+        ap.error(f"--inference: expected process and/or thread, got {args.inference!r}")
     torch.set_num_threads(args.threads)
-    model = args.model or str(tiny_digits_model(Path(tempfile.mkdtemp(prefix="r1-bench-")) / "tiny"))
+    model, described = resolve_model(args.model)
     if args.runtime == "onnx" and not model.endswith(".onnx"):
         from r1.export.onnx import export_onnx
         onnx_path = Path(tempfile.mkdtemp(prefix="r1-bench-")) / "model.onnx"
         export_onnx(model, onnx_path)
         model = str(onnx_path)
+    image_size = args.image_size or Predictor.load(model, runtime=args.runtime).input_shape[1]
+    image = sample_png(image_size)
 
     load_before = os.getloadavg()
-    rows = in_process(model, args.runtime, args.max_batch, args)
-    dynamic = serve_and_load(model, args.runtime, args.max_batch, args)
-    single = serve_and_load(model, args.runtime, 1, args)
-    rows += [dynamic, single]
-    summary = {"dynamic_vs_max_batch_1": dynamic["throughput"] / max(single["throughput"], 1e-9),
-               "dynamic_vs_in_process_run": dynamic["throughput"] / rows[0]["throughput"],
-               "dynamic_vs_in_process_predict": dynamic["throughput"] / rows[1]["throughput"]}
-    result = {"model": args.model or "r1_mobilenetv3 tiny (random weights), 32x32", "runtime": args.runtime,
+    rows = in_process(model, args.runtime, args.max_batch, image_size, args)
+    summary = {}
+    for mode in modes:
+        dynamic = serve_and_load(model, args.runtime, args.max_batch, image, args, mode)
+        rows.append(dynamic)
+        summary[f"{mode}: dynamic_vs_in_process_run"] = dynamic["throughput"] / rows[0]["throughput"]
+        summary[f"{mode}: dynamic_vs_in_process_predict"] = dynamic["throughput"] / rows[1]["throughput"]
+        if not args.skip_single:
+            single = serve_and_load(model, args.runtime, 1, image, args, mode)
+            rows.append(single)
+            summary[f"{mode}: dynamic_vs_max_batch_1"] = dynamic["throughput"] / max(single["throughput"], 1e-9)
+    result = {"model": described, "runtime": args.runtime, "inference": modes,
               "concurrency": args.concurrency, "duration_s": args.duration, "threads": args.threads,
-              "max_wait_ms": args.max_wait_ms, "rows": rows, "summary": summary,
+              "max_wait_ms": args.max_wait_ms, "image_size": image_size, "rows": rows, "summary": summary,
               "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                           "python": platform.python_version(), "torch": torch.__version__},
               "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
@@ -128,8 +179,10 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2))
     shown = [{**r, "p50": r["p50"] * 1e3, "p95": r["p95"] * 1e3, "p99": r["p99"] * 1e3} for r in rows]
     text = "\n".join([
-        f"`{result['command']}` ({result['time']}, runtime {args.runtime}, concurrency {args.concurrency}, "
-        f"{args.threads} inference thread(s), load average {load_before[0]:.1f} on {os.cpu_count()} CPUs)", "",
+        f"`{result['command']}` ({result['time']}, {described}, runtime {args.runtime}, concurrency "
+        f"{args.concurrency}, {args.threads} inference thread(s), {image_size}x{image_size} PNG requests, "
+        f"load average {load_before[0]:.1f} before / {result['machine']['loadavg_after'][0]:.1f} after "
+        f"on {os.cpu_count()} CPUs)", "",
         markdown_table(shown, [("setup", "setup"), ("throughput", "items/s"), ("p50", "p50 ms"),
                                ("p95", "p95 ms"), ("p99", "p99 ms"), ("requests", "requests")]), "",
         *[f"- {k}: {v:.2f}x" for k, v in summary.items()]])

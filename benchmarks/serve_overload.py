@@ -28,8 +28,17 @@ from serve_bench import free_port, tiny_digits_model  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+    """Resident memory of `pid` and its descendants (the server and its inference process)."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(rss_mib(int(c)) for c in f.read().split())
+    except (OSError, StopIteration):  # exited meanwhile
+        pass
+    return total
 
 
 def main() -> None:
@@ -74,7 +83,8 @@ def main() -> None:
         print(f"concurrency {r['concurrency']}: {r['requests']} requests, status {r['status']}, "
               f"200/s {r['throughput']:.1f}, p50 of 200s {r['p50'] * 1e3:.1f} ms, "
               f"p50 of the others (503) {r['p50_failed'] * 1e3:.1f} ms")
-    print(f"server RSS before {before:.0f} MiB, peak {max(samples):.0f} MiB; exit code {rc}; wrote {args.out}")
+    print(f"server + inference process RSS before {before:.0f} MiB, peak {max(samples):.0f} MiB; "
+          f"exit code {rc}; wrote {args.out}")
 
 
 if __name__ == "__main__":

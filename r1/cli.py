@@ -194,7 +194,8 @@ def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensor
                                                   help="Dynamic batch dimension"),
                opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's)"),
                out: Optional[Path] = typer.Option(None, help="Output file (default: beside the model)"),
-               nms: bool = typer.Option(False, "--nms", help="Detection: NMS inside the graph"),
+               nms: bool = typer.Option(False, "--nms", help="Detection: NMS inside the graph; outputs boxes, scores, "
+                                        "labels, num_dets (fixed size, padded; see the r1.det metadata)"),
                fp16: bool = typer.Option(False, help="TensorRT: FP16 kernels"),
                int8: bool = typer.Option(False, help="TensorRT: INT8 (calibrated on the model's val data)"),
                max_batch: int = typer.Option(32, help="TensorRT: profile max batch (min 1, opt max/4)")):
@@ -215,15 +216,21 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors
               max_queue: int = typer.Option(256, help="Queued requests beyond this get 503 + Retry-After"),
               timeout_ms: float = typer.Option(30000.0, help="Per-request limit (queue + inference): 504"),
               threads: int = typer.Option(1, help="Inference threads"),
+              inference: str = typer.Option("process", help="process: the model in a worker process (the "
+                                            "event loop keeps its own GIL); thread: in the server process"),
               max_body_mb: float = typer.Option(8.0, help="Request body limit, MiB: 413"),
-              max_pixels: int = typer.Option(4096 * 4096, help="Decoded image pixel limit: 413")):
+              max_pixels: int = typer.Option(4096 * 4096, help="Decoded image pixel limit: 413"),
+              max_new_tokens: int = typer.Option(256, help="Language models: most tokens per request: 422"),
+              max_text_chars: int = typer.Option(8192, help="Language models: longest prompt, characters: 422"),
+              access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request")):
     """HTTP inference server: POST /v1/predict, GET /healthz /readyz /metrics /docs."""
     from r1.serve.app import ServeConfig, check_model, serve
 
     _console_logging()
     cfg = ServeConfig(model=str(model), runtime=runtime, host=host, port=port, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_ms=timeout_ms, threads=threads,
-                      max_body_bytes=int(max_body_mb * (1 << 20)), max_pixels=max_pixels)
+                      inference=inference, max_body_bytes=int(max_body_mb * (1 << 20)), max_pixels=max_pixels,
+                      max_new_tokens=max_new_tokens, max_text_chars=max_text_chars, access_log=access_log)
     check_model(cfg)
     serve(cfg)
 

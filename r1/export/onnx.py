@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from r1.errors import ConfigError, R1Error, Unavailable
+from r1.export.compact import compact_onnx
 
 log = logging.getLogger(__name__)
 FORMAT = "r1-onnx/1"
@@ -44,6 +45,10 @@ class ExportHook:
     # (graph outputs as numpy arrays, full onnx metadata) -> what FamilyIO.postprocess takes
     decode: Callable[[list[np.ndarray], dict], object] = lambda outputs, onnx_meta: outputs[0]
     options: dict = field(default_factory=dict)  # accepted option names -> defaults
+    # options -> torch.onnx custom_translation_table (custom ops in the wrapped module)
+    translations: Callable[[dict], dict] = lambda options: {}
+    # (options, torch outputs, onnxruntime outputs) -> max abs difference (inf: no match)
+    compare: Callable[[dict, list[np.ndarray], list[np.ndarray]], float] | None = None
 
 
 _HOOKS: dict[str, ExportHook] = {}
@@ -80,29 +85,59 @@ class _DetRaw(nn.Module):
 
 def _det_wrap(model: nn.Module, options: dict) -> nn.Module:
     if options.get("nms"):
-        raise Unavailable("--nms (NMS inside the ONNX graph) is not implemented yet; export raw outputs "
-                          "and let the Predictor run NMS")
+        from r1.export.det_nms import DetWithNMS
+        return DetWithNMS(model)
     return _DetRaw(model)
+
+
+def _det_outputs(options: dict) -> list[str]:
+    from r1.export.det_nms import OUTPUTS
+    return OUTPUTS if options.get("nms") else ["cls_logits", "boxes"]
 
 
 def _det_meta(model: nn.Module, options: dict, example: torch.Tensor) -> dict:
     _, per_level = model.anchors(tuple(example.shape[-2:]))
     c = model.cfg
-    return {"r1.det": json.dumps({"per_level": per_level, "image_size": list(example.shape[-2:]),
-                                  "score_thresh": c.score_thresh, "topk": c.topk, "nms_iou": c.nms_iou,
-                                  "max_det": c.max_det})}
+    d = {"per_level": per_level, "image_size": list(example.shape[-2:]), "score_thresh": c.score_thresh,
+         "topk": c.topk, "nms_iou": c.nms_iou, "max_det": c.max_det, "nms": bool(options.get("nms"))}
+    if d["nms"]:
+        from r1.export.det_nms import CONTRACT
+        d["outputs"] = CONTRACT
+    return {"r1.det": json.dumps(d)}
 
 
 def _det_decode(outputs: list[np.ndarray], onnx_meta: dict) -> list[dict]:
     from r1.models.det.postprocess import postprocess
 
     d = json.loads(onnx_meta["r1.det"])
+    if d.get("nms"):  # final detections straight from the graph
+        from r1.export.det_nms import unpad
+        return unpad(outputs)
     return postprocess(torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1]), d["per_level"],
                        tuple(d["image_size"]), d["score_thresh"], d["topk"], d["nms_iou"], d["max_det"])
 
 
-register_export_hook("det", ExportHook(output_names=lambda options: ["cls_logits", "boxes"], wrap=_det_wrap,
-                                       extra_meta=_det_meta, decode=_det_decode, options={"nms": False}))
+def _det_translations(options: dict) -> dict:
+    from r1.export.det_nms import translations
+    return translations() if options.get("nms") else {}
+
+
+def _det_compare(options: dict, ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    """Logits and scores absolutely; box coordinates relative to their size above 1 px (a trained
+    detector's raw boxes reach hundreds of pixels, where float32 rounding alone is ~1e-4)."""
+    if options.get("nms"):
+        from r1.export.det_nms import match_detections, unpad
+        return match_detections(unpad(ref), unpad(got), relative_boxes=True)
+    if _max_abs_diff(ref, got) == float("inf"):
+        return float("inf")
+    (ref_cls, ref_boxes), (got_cls, got_boxes) = ref, got
+    box_diff = np.abs(ref_boxes.astype(np.float64) - got_boxes) / np.maximum(1.0, np.abs(ref_boxes))
+    return max(_max_abs_diff([ref_cls], [got_cls]), float(box_diff.max(initial=0.0)))
+
+
+register_export_hook("det", ExportHook(output_names=_det_outputs, wrap=_det_wrap, extra_meta=_det_meta,
+                                       decode=_det_decode, options={"nms": False},
+                                       translations=_det_translations, compare=_det_compare))
 
 
 # ---------------------------------------------------------------------------- export
@@ -148,8 +183,10 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     t0 = time.perf_counter()
     with torch.no_grad():
         torch.onnx.export(net, (example,), str(out), input_names=[INPUT_NAME], output_names=names,
-                          dynamic_shapes=dyn, opset_version=opset, external_data=False, verbose=False)
+                          dynamic_shapes=dyn, opset_version=opset, external_data=False, verbose=False,
+                          custom_translation_table=hook.translations(options) or None)
     seconds = time.perf_counter() - t0
+    compact_onnx(out)
     props = _metadata(model, meta, family, dynamic_batch, example)
     props.update(hook.extra_meta(model, options, example))
     write_metadata(out, props)
@@ -157,7 +194,8 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
               "dynamic_batch": dynamic_batch, "trace_batch": trace_batch, "outputs": names}
     if verify:
         vb = verify_batch if dynamic_batch else trace_batch
-        report.update(verify_onnx(net, out, example_input(meta, vb, seed=1), atol=atol))
+        compare = None if hook.compare is None else (lambda ref, got: hook.compare(options, ref, got))
+        report.update(verify_onnx(net, out, example_input(meta, vb, seed=1), atol=atol, compare=compare))
     return report
 
 
@@ -186,7 +224,6 @@ def write_metadata(path: str | Path, props: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-_write_metadata = write_metadata  # r1.compress.quantize imports the old private name
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, str]:
@@ -219,14 +256,22 @@ def ort_session(path: str | Path, threads: int = 1, inter_threads: int = 1):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def _max_abs_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    if len(ref) != len(got) or any(r.shape != g.shape for r, g in zip(ref, got)):
+        return float("inf")
+    return max((float(np.abs(r.astype(np.float64) - g).max()) for r, g in zip(ref, got) if r.size), default=0.0)
+
+
 @torch.no_grad()
-def verify_onnx(net: nn.Module, path: str | Path, x: torch.Tensor, atol: float = 1e-4) -> dict:
-    """Run torch and onnxruntime on `x`; raise if any output differs by more than `atol`."""
+def verify_onnx(net: nn.Module, path: str | Path, x: torch.Tensor, atol: float = 1e-4,
+                compare: Callable[[list[np.ndarray], list[np.ndarray]], float] | None = None) -> dict:
+    """Run torch and onnxruntime on `x`; raise if `compare(torch outputs, onnxruntime outputs)`
+    (default: the max abs difference of every output) exceeds `atol`."""
     ref = net(x)
-    ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+    ref = [t.numpy() for t in ([ref] if isinstance(ref, torch.Tensor) else ref)]
     got = ort_session(path).run(None, {INPUT_NAME: x.numpy()})
-    diff = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref, got))
-    if not all(r.shape == g.shape for r, g in zip(ref, got)) or not diff <= atol:
+    diff = (compare or _max_abs_diff)(ref, got)
+    if not diff <= atol:
         raise R1Error(f"{path}: onnxruntime differs from torch at batch {x.shape[0]} "
                           f"(max abs diff {diff:.3g} > {atol:g})")
     return {"verify_batch": int(x.shape[0]), "max_abs_diff": diff}

@@ -1,6 +1,7 @@
 """The one Predictor: pre-process -> run -> post-process, over torch eager, onnxruntime or TensorRT.
 
     p = Predictor.load("runs/digits", runtime="torch", threads=1)      # or "model.onnx"
+    # a language-model run dir gives an r1.export.text.TextPredictor (text in, text out)
     records = p.predict([PIL images])        # the family's records, identical for every runtime
     logits = p.run(batch)                    # raw: (B, 3, H, W) float32 -> first output, numpy
 
@@ -61,6 +62,9 @@ class Predictor:
         if threads < 1:
             raise ConfigError(f"threads: must be >= 1, got {threads}")
         kind = infer_runtime(path)
+        if kind == "torch" and _family(path) == "lm":  # text in, text out: its own predictor
+            from r1.export.text import TextPredictor
+            return TextPredictor.load(path, runtime, threads)
         if runtime == "torch":
             if kind != "torch":
                 raise ConfigError(f"{path}: the torch runtime needs a run dir or .safetensors, not {Path(path).suffix}")
@@ -155,6 +159,8 @@ class Predictor:
         return out if self._decode is None else self._decode(out, self.props)
 
     def postprocess(self, outputs: object, top_k: int = 3, images: list | None = None) -> list[dict]:
+        """`images`: the input images, or anything with their `width` and `height` (detections are
+        rescaled to each image's pixels; post-processing reads nothing else of them)."""
         return self.io.postprocess(outputs, self.meta, {"top_k": top_k, "images": images})
 
     def predict(self, images: list[Image.Image], top_k: int = 3) -> list[dict]:
@@ -175,6 +181,11 @@ class Predictor:
             x = np.zeros((b, *self.input_shape), np.float32)
             for _ in range(runs):
                 self.forward(x)
+
+
+def _family(path) -> str:
+    from r1.artifacts import read_info
+    return read_info(path)["family"]
 
 
 def _concat(parts: list):

@@ -1,9 +1,11 @@
 """The R1 HTTP service: `create_app(ServeConfig(...))` -> FastAPI app.
 
-The lifespan starts loading + warming the model in a thread, so `/healthz` answers at once and
-`/readyz` says 503 until the model is warm; then a `DynamicBatcher` serves `/v1/predict`.
+The lifespan starts loading + warming the model (in a worker process by default, or a thread),
+so `/healthz` answers at once and `/readyz` says 503 until the model is warm; then a
+`DynamicBatcher` serves `/v1/predict`. The event loop only parses requests into tasks
+(`r1.serve.work`); decoding, preprocessing, the model and post-processing run in the worker.
 Shutdown (uvicorn stops accepting, waits for open requests, then the lifespan exits) drains the
-batcher. Every error is a JSON `ErrorResponse`; bad input is a 4xx, never a 500.
+batcher, then stops the worker. Every error is a JSON `ErrorResponse`; bad input is a 4xx, never a 500.
 """
 from __future__ import annotations
 
@@ -14,18 +16,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from r1.serve import inputs
 from r1.serve.batcher import Closed, DynamicBatcher, QueueFull
-from r1.serve.errors import ApiError, BodyLimitMiddleware, MetricsMiddleware, error_response
+from r1.serve.errors import ApiError, BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
 from r1.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from r1.serve.schemas import ERRORS, Health, PredictResponse, Ready
+from r1.serve.work import TEXT_FAMILIES, ImageTask, prepare_image, run_tasks
+from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +43,41 @@ class ServeConfig:
     max_queue: int = 256            # waiting requests beyond this get 503 + Retry-After
     timeout_ms: float = 30000.0     # per request, queue + inference; then 504
     threads: int = 1                # inference threads (torch intra-op / onnxruntime intra-op)
+    inference: str = "process"      # process: the model in a worker process; thread: in this one
+    access_log: bool = False        # uvicorn's per-request log line
+    # Uploads of at most this many bytes are decoded by the server process (it unloads the
+    # worker), and their pixels sent on when at most this many; 0: the worker decodes everything.
+    prepare_max_bytes: int = 64 << 10
+    prepare_max_pixels: int = 512 * 512
     max_body_bytes: int = 8 << 20   # 413 above this
     max_pixels: int = 4096 * 4096   # decoded image size limit (decompression bombs): 413
     top_k: int = 3                  # default classes per classification record
+    max_new_tokens: int = 256       # language models: the most tokens one request may ask for
+    max_text_chars: int = 8192      # language models: the longest prompt, characters
     warmup_runs: int = 2
     retry_after_s: int = 1
 
     def validate(self) -> None:
         from r1.errors import ConfigError
+        from r1.serve.schemas import MAX_NEW_TOKENS, MAX_TEXT_CHARS
 
-        for name in ("max_batch", "max_queue", "threads", "max_body_bytes", "max_pixels", "top_k"):
+        for name in ("max_batch", "max_queue", "threads", "max_body_bytes", "max_pixels", "top_k",
+                     "max_new_tokens", "max_text_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.timeout_ms <= 0:
             raise ConfigError("--max-wait-ms must be >= 0 and --timeout-ms > 0")
+        if self.inference not in ("process", "thread"):
+            raise ConfigError(f"--inference: {self.inference!r} is not allowed; allowed: process, thread")
+        if self.max_new_tokens > MAX_NEW_TOKENS or self.max_text_chars > MAX_TEXT_CHARS:
+            raise ConfigError(f"--max-new-tokens / --max-text-chars: at most {MAX_NEW_TOKENS} / {MAX_TEXT_CHARS}")
 
 
 class _State:
     def __init__(self, cfg: ServeConfig):
         self.cfg, self.metrics = cfg, Metrics()
-        self.predictor = None
+        self.info: dict = {}  # family, runtime, load_seconds of the loaded model
+        self.worker: InferenceProcess | None = None
         self.batcher: DynamicBatcher | None = None
         self.ready, self.load_error, self.load_seconds = False, None, None
 
@@ -72,20 +89,23 @@ def _default_loader(cfg: ServeConfig):
 
 
 def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None = None) -> FastAPI:
-    """`loader(cfg) -> Predictor` (default: `Predictor.load`); tests inject slow or fake ones."""
+    """`loader(cfg) -> Predictor` (default: `Predictor.load`); tests inject slow or fake ones.
+    With `cfg.inference == "process"` the loader runs in the worker process: it must be picklable."""
     cfg.validate()
     st = _State(cfg)
     loader = loader or _default_loader
 
-    def run_batch(jobs: list[inputs.Job]) -> list[dict]:
-        p = st.predictor
-        batch = np.concatenate([j.array for j in jobs])  # (B, C, H, W)
-        k = max(j.top_k for j in jobs)
-        records = p.postprocess(p.forward(batch), top_k=k, images=[j.image for j in jobs])
-        for rec, job in zip(records, jobs):
-            if "top" in rec:
-                rec["top"] = rec["top"][:job.top_k]
-        return records
+    def worker_died(err: WorkerDied) -> None:
+        st.ready, st.load_error = False, str(err)
+        st.metrics.ready.set(0)
+        log.error("%s; /readyz now answers 503", err)
+
+    def run_in_worker(tasks: list) -> list[tuple]:
+        try:
+            return st.worker.call(tasks)
+        except WorkerDied as err:
+            worker_died(err)
+            raise
 
     def on_batch(size: int, waits: list[float], seconds: float) -> None:
         st.metrics.batch_size.observe(size)
@@ -93,26 +113,29 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         for w in waits:
             st.metrics.queue_wait.observe(w)
 
-    def load_and_warm():
-        t0 = time.perf_counter()
-        p = loader(cfg)
-        p.warmup(cfg.warmup_runs, tuple(sorted({1, cfg.max_batch})))
-        return p, time.perf_counter() - t0
-
     async def load() -> None:
         try:
-            st.predictor, st.load_seconds = await asyncio.to_thread(load_and_warm)
+            if cfg.inference == "process":
+                st.worker = InferenceProcess(loader, cfg)
+                st.info = await asyncio.to_thread(st.worker.wait_ready)
+                run_batch = run_in_worker
+            else:
+                predictor, seconds = await asyncio.to_thread(load_and_warm, loader, cfg)
+                st.info = describe(predictor, seconds)
+                run_batch = lambda tasks: run_tasks(predictor, tasks, cfg.max_pixels)  # noqa: E731
         except Exception as err:  # reported by /readyz; the process stays up for /healthz
             st.load_error = f"{type(err).__name__}: {err}"
             log.error("model load failed: %s", st.load_error)
             return
+        st.load_seconds = st.info["load_seconds"]
         st.batcher = DynamicBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
                                     on_batch=on_batch, on_depth=st.metrics.queue_depth.set)
         st.batcher.start()
         st.metrics.model_load_seconds.set(st.load_seconds)
         st.metrics.ready.set(1)
         st.ready = True
-        log.info("ready: %s (%s) loaded and warmed in %.2fs", cfg.model, cfg.runtime, st.load_seconds)
+        log.info("ready: %s (%s, inference in a %s) loaded and warmed in %.2fs", cfg.model, cfg.runtime,
+                 cfg.inference, st.load_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -121,22 +144,26 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             yield
         finally:
             st.ready = False
-            if not task.done():
+            loading = not task.done()
+            if loading:
                 task.cancel()
             if st.batcher is not None:
                 await st.batcher.close(drain=True)
+            if st.worker is not None:  # after the drain: the worker finishes what it was given
+                await asyncio.to_thread(st.worker.close, 0.0 if loading else 10.0)
 
     app = FastAPI(title="R1 model server", version="1", lifespan=lifespan,
                   description="Dynamic-batching inference for R1 models (`r1 serve`).")
     app.state.r1 = st
-    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=st.metrics)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, err: ApiError):
+    def api_error(err: ApiError) -> JSONResponse:
         if err.status in (503, 504, 413):
             st.metrics.rejected.labels(err.code).inc()
         return error_response(err.status, err.code, err.detail, err.headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError):
+        return api_error(err)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
@@ -159,9 +186,10 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     @app.get("/readyz", response_model=Ready, summary="Model loaded and warm (503 until then)",
              responses={503: {"model": Ready}})
     async def readyz():
-        p = st.predictor
+        if st.ready and st.worker is not None and not st.worker.proc.is_alive():  # died while idle
+            worker_died(WorkerDied(f"inference process exited (exit code {st.worker.proc.exitcode})"))
         body = Ready(ready=st.ready, model=cfg.model, runtime=cfg.runtime,
-                     family=getattr(p, "family", None), load_seconds=st.load_seconds,
+                     family=st.info.get("family"), load_seconds=st.load_seconds,
                      detail=st.load_error or (None if st.ready else "loading"))
         return JSONResponse(body.model_dump(), status_code=200 if st.ready else 503)
 
@@ -170,7 +198,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         return Response(st.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=inputs.OPENAPI_BODY,
-              summary="Predict on one image (multipart `file`, JSON base64 `image`, or a raw image/* body)")
+              summary="Predict on one image (multipart `file`, JSON base64 `image`, or a raw image/* body), "
+                      "or generate text (language models: JSON `{\"text\": ...}`)")
     async def predict(request: Request):
         t0 = time.perf_counter()
         retry = {"Retry-After": str(cfg.retry_after_s)}
@@ -178,22 +207,36 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             raise ApiError(503, "not_ready", st.load_error or "model is loading; retry later", retry)
         if st.batcher.depth >= cfg.max_queue:  # refuse before reading the body
             raise ApiError(503, "overloaded", f"queue full ({cfg.max_queue} waiting); retry later", retry)
-        data, top_k = await inputs.read_image_request(request, st.predictor.family, cfg.top_k)
-        decode = lambda: inputs.to_job(data, st.predictor, cfg.max_pixels, top_k)  # noqa: E731
-        job = decode() if len(data) <= 64 * 1024 else await run_in_threadpool(decode)
+        family = st.info["family"]
+        if family in TEXT_FAMILIES:
+            task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
+        else:
+            data, top_k = await inputs.read_image_request(request, family, cfg.top_k)
+            if len(data) <= cfg.prepare_max_bytes:  # cheap enough here, and it unloads the worker
+                task = prepare_image(data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
+            else:
+                task = ImageTask(top_k, data=data)
         try:
-            record = await st.batcher.submit(job, timeout=cfg.timeout_ms / 1000.0)
+            result = await st.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0)
         except QueueFull as err:
             raise ApiError(503, "overloaded", f"{err}; retry later", retry) from None
         except Closed as err:
             raise ApiError(503, "shutting_down", str(err), retry) from None
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"no result within {cfg.timeout_ms:g} ms") from None
+        except WorkerDied as err:
+            raise ApiError(503, "worker_died", f"{err}; the server must be restarted", retry) from None
+        if result[0] != "ok":
+            raise ApiError(*result[1:])
         # A Response skips FastAPI's re-validation of the body (the schema still documents it in
         # /docs): a measurable share of the per-request CPU at small models.
-        return JSONResponse({"model": cfg.model, "family": st.predictor.family, "runtime": st.predictor.runtime,
-                             "latency_ms": round((time.perf_counter() - t0) * 1000, 3), "result": record})
+        return JSONResponse({"model": cfg.model, "family": family, "runtime": st.info["runtime"],
+                             "latency_ms": round((time.perf_counter() - t0) * 1000, 3), "result": result[1]})
 
+    # outermost first: metrics, body limit, then POST /v1/predict past FastAPI's routing
+    app.add_middleware(DirectRoute, path="/v1/predict", method="POST", handler=predict, on_error=api_error)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=st.metrics)
     return app
 
 
@@ -213,12 +256,14 @@ def check_model(cfg: ServeConfig) -> None:
         read_onnx_meta(cfg.model)
     else:
         from r1.artifacts import read_info
-        read_info(cfg.model)
+        if read_info(cfg.model)["family"] in TEXT_FAMILIES and cfg.runtime != "torch":
+            raise ConfigError(f"--runtime {cfg.runtime}: language models are served with the torch runtime only")
 
 
 def serve(cfg: ServeConfig, log_level: str = "info") -> None:
     """Run the app with uvicorn (blocking) on cfg.host:cfg.port."""
     import uvicorn
 
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level=log_level,
+    # Access logs cost ~0.1 ms of event-loop CPU per request: off unless asked for.
+    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level=log_level, access_log=cfg.access_log,
                 timeout_graceful_shutdown=max(5, int(cfg.timeout_ms / 1000) + 1))

@@ -1,9 +1,16 @@
-"""JSON errors and the two pure-ASGI middlewares: the body size limit and request metrics."""
+"""JSON errors and the pure-ASGI middlewares: the body size limit, request metrics, and the
+direct route that serves the hot endpoint without FastAPI's per-request machinery."""
 from __future__ import annotations
 
+import logging
 import time
+from typing import Awaitable, Callable
 
 from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger(__name__)
 
 ROUTES = ("/v1/predict", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 
@@ -80,3 +87,30 @@ class MetricsMiddleware:
         finally:
             self.metrics.requests.labels(route, str(status["code"])).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
+
+
+class DirectRoute:
+    """Sends `method path` straight to `handler(Request) -> Response`; everything else to `app`.
+
+    FastAPI's routing, dependency solving and exception middleware cost a large share of the
+    event loop's CPU per request at small models (with the access log, about half of ~0.8 ms);
+    the same handler stays registered as a FastAPI route so that /docs and /openapi.json
+    describe it. `ApiError`s become
+    `on_error(err)`; anything else a 500 JSON body."""
+
+    def __init__(self, app, path: str, method: str, handler: Callable[[Request], Awaitable[Response]],
+                 on_error: Callable[[ApiError], Response]):
+        self.app, self.path, self.method = app, path, method
+        self.handler, self.on_error = handler, on_error
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
+            return await self.app(scope, receive, send)
+        try:
+            response = await self.handler(Request(scope, receive))
+        except ApiError as err:
+            response = self.on_error(err)
+        except Exception as err:  # a bug, not the client's input
+            log.exception("internal error on %s", self.path)
+            response = error_response(500, "internal_error", f"{type(err).__name__} (see the server log)")
+        await response(scope, receive, send)

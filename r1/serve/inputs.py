@@ -1,8 +1,9 @@
-"""Reading a predict request: content negotiation, base64, image decoding with a pixel limit.
+"""Reading a predict request: content negotiation, base64, image decoding with a pixel limit,
+text prompts for language models.
 
 Every failure is an `ApiError` with a 4xx status: 415 unknown content type, 400 malformed JSON /
-base64 / multipart or an undecodable image, 413 an image over the pixel limit, 422 missing or
-wrongly typed fields (and text sent to an image model).
+base64 / multipart or an undecodable image, 413 an image over the pixel limit, 422 missing,
+wrongly typed or out-of-range fields (and text sent to an image model, or an image to an LM).
 """
 from __future__ import annotations
 
@@ -10,17 +11,13 @@ import base64
 import binascii
 import io
 import json
-from dataclasses import dataclass
-
-import numpy as np
 from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
 from r1.serve.errors import ApiError
 from r1.serve.schemas import ImageRequest, TextRequest
-
-TEXT_FAMILIES = ("lm",)
+from r1.serve.work import TEXT_FAMILIES, TextTask
 OPENAPI_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary", "description": "The image file."},
@@ -28,13 +25,6 @@ OPENAPI_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"oneOf": [ImageRequest.model_json_schema(), TextRequest.model_json_schema()]}},
     "image/*": {"schema": {"type": "string", "format": "binary"}},
 }}}
-
-
-@dataclass
-class Job:
-    array: np.ndarray   # (1, C, H, W) float32, preprocessed
-    image: Image.Image  # decoded RGB (families may need its size to rescale outputs)
-    top_k: int
 
 
 def summarize_errors(errors) -> str:
@@ -106,23 +96,22 @@ async def _read_multipart(request: Request, default_top_k: int) -> tuple[bytes, 
     return data, _parse_top_k(top_k, default_top_k)
 
 
-async def _read_json(request: Request, family: str, default_top_k: int) -> tuple[bytes, int]:
+async def _json_object(request: Request, example: str) -> dict:
     raw = await request.body()
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise ApiError(400, "malformed_json", f"body is not valid JSON ({type(err).__name__})") from None
     if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "body: must be a JSON object like {\"image\": \"<base64>\"}")
+        raise ApiError(422, "invalid_request", f"body: must be a JSON object like {example}")
+    return body
+
+
+async def _read_json(request: Request, family: str, default_top_k: int) -> tuple[bytes, int]:
+    body = await _json_object(request, '{"image": "<base64>"}')
     if "text" in body and "image" not in body:
-        if family not in TEXT_FAMILIES:
-            raise ApiError(422, "text_not_supported",
-                           f"this model (family {family!r}) takes images; {{\"text\": ...}} is for language models")
-        try:
-            TextRequest.model_validate(body)
-        except ValidationError as err:
-            raise ApiError(422, "invalid_request", summarize_errors(err.errors())) from None
-        raise ApiError(422, "text_not_supported", "text generation is not served yet")
+        raise ApiError(422, "text_not_supported",
+                       f"this model (family {family!r}) takes images; {{\"text\": ...}} is for language models")
     try:
         req = ImageRequest.model_validate(body)
     except ValidationError as err:
@@ -162,6 +151,25 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         im.close()
 
 
-def to_job(data: bytes, predictor, max_pixels: int, top_k: int) -> Job:
-    image = decode_image(data, max_pixels)
-    return Job(predictor.preprocess([image]), image, top_k)
+async def read_text_request(request: Request, max_text_chars: int, max_new_tokens: int) -> TextTask:
+    """-> the prompt and sampling settings of a JSON `TextRequest` body (language models)."""
+    media = _media_type(request)
+    if not (media == "application/json" or media.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type",
+                       f"content type {media or '(none)'!r} not supported; this is a language model: send "
+                       f"application/json {{\"text\": \"...\", \"max_new_tokens\": N}}")
+    body = await _json_object(request, '{"text": "..."}')
+    if "image" in body and "text" not in body:
+        raise ApiError(422, "image_not_supported", "this model is a language model; send {\"text\": ...}")
+    try:
+        req = TextRequest.model_validate(body)
+    except ValidationError as err:
+        code = "missing_field" if any(e["type"] == "missing" for e in err.errors()) else "invalid_request"
+        raise ApiError(422, code, summarize_errors(err.errors())) from None
+    if len(req.text) > max_text_chars:
+        raise ApiError(422, "text_too_long", f"text: {len(req.text)} characters; this server takes at most "
+                                             f"{max_text_chars}")
+    if req.max_new_tokens > max_new_tokens:
+        raise ApiError(422, "invalid_request", f"max_new_tokens: at most {max_new_tokens} on this server, "
+                                               f"got {req.max_new_tokens}")
+    return TextTask(req.text, req.max_new_tokens, req.temperature, req.top_k, req.top_p, req.seed, req.chat)

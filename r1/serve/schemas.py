@@ -1,7 +1,7 @@
 """Request and response bodies of the R1 server (they appear in /docs and /openapi.json)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,11 +14,26 @@ class ImageRequest(BaseModel):
     top_k: Optional[int] = Field(None, ge=1, le=1000, description="Classes listed per image (classification).")
 
 
-class TextRequest(BaseModel):
-    """Reserved for language models; image models answer 422."""
+# Hard limits of the text schema; a server may set lower ones (`r1 serve --max-new-tokens`).
+MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096
 
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(..., description="Prompt text.")
+
+class TextRequest(BaseModel):
+    """Language models: a prompt and sampling settings. Image models answer 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS,
+                      description="Prompt text (the server's --max-text-chars may be lower).")
+    max_new_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS,
+                                description="Tokens to generate (the server's --max-new-tokens may be lower).")
+    temperature: float = Field(0.8, ge=0.0, le=10.0, description="Sampling temperature; 0 is greedy.")
+    top_k: int = Field(0, ge=0, le=1_000_000, description="Sample among the k most likely tokens; 0: all.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: the smallest set with this mass.")
+    seed: Optional[int] = Field(None, ge=0, le=2 ** 63 - 1,
+                                description="Sampling seed (same seed, prompt and settings: same text). "
+                                            "Omitted: a random one, returned in the response.")
+    chat: Optional[bool] = Field(None, description="Wrap the prompt in the model's chat template "
+                                                   "(default: when the model has one).")
 
 
 class ClassScore(BaseModel):
@@ -31,11 +46,25 @@ class Classification(ClassScore):
     top: list[ClassScore] = Field(..., description="The top-k classes, best first.")
 
 
-class Detection(BaseModel):
-    box: list[float] = Field(..., description="x1, y1, x2, y2 in input pixels.")
-    label: str
-    class_id: int
-    score: float
+class Detections(BaseModel):
+    """Detection record: parallel lists, one entry per detected object, best score first."""
+
+    boxes: list[list[float]] = Field(..., description="[x1, y1, x2, y2] in the uploaded image's pixels.")
+    scores: list[float] = Field(..., description="Class scores in [0, 1].")
+    class_ids: list[int] = Field(..., description="0-based class indices.")
+    labels: list[str] = Field(..., description="Class names.")
+
+
+class Generation(BaseModel):
+    """Language-model record."""
+
+    text: str = Field(..., description="The generated continuation (the prompt is not repeated).")
+    prompt_tokens: int = Field(..., description="Tokens in the prompt.")
+    context_tokens: int = Field(..., description="Prompt tokens the model saw (at most its context length).")
+    generated_tokens: int = Field(..., description="Tokens generated.")
+    finish_reason: Literal["length", "eos"] = Field(..., description="`length`: max_new_tokens reached; "
+                                                                       "`eos`: the model ended the text.")
+    seed: int = Field(..., description="The sampling seed used.")
 
 
 class PredictResponse(BaseModel):
@@ -43,8 +72,8 @@ class PredictResponse(BaseModel):
     family: str = Field(..., description="cls | det | lm | mm")
     runtime: str = Field(..., description="torch | onnx | tensorrt")
     latency_ms: float = Field(..., description="Server-side time from request to response, ms.")
-    result: Classification | dict[str, Any] = Field(
-        ..., description="The family's record: for `cls` a `Classification`; other families their own record.")
+    result: Union[Classification, Detections, Generation] = Field(
+        ..., description="The family's record: `Classification` (cls), `Detections` (det), `Generation` (lm).")
 
 
 class ErrorResponse(BaseModel):
@@ -69,8 +98,9 @@ class Ready(BaseModel):
 ERRORS = {code: {"model": ErrorResponse, "description": d} for code, d in {
     400: "Malformed JSON, bad base64, or an image that cannot be decoded.",
     413: "Body over the size limit, or an image over the pixel limit.",
-    415: "Content type other than multipart/form-data, application/json, image/*.",
-    422: "A required field is missing or has the wrong type.",
+    415: "Content type other than multipart/form-data, application/json, image/* (language models: JSON only).",
+    422: "A required field is missing, has the wrong type or is out of range; text sent to an image model "
+         "or an image to a language model.",
     503: "Not ready yet, queue full (see Retry-After), or shutting down.",
     504: "The request waited longer than the server's timeout.",
 }.items()}

@@ -1,8 +1,9 @@
 """Serve-test helpers: a real uvicorn server on a free loopback port (in a thread), PNG bytes,
-and a fake predictor with a controllable delay."""
+a fake predictor with a controllable delay, and a picklable loader of it (for the worker process)."""
 from __future__ import annotations
 
 import io
+import os
 import socket
 import threading
 import time
@@ -69,3 +70,18 @@ class FakePredictor:
 
     def warmup(self, runs=1, batch_sizes=(1,)):
         pass
+
+
+class FakeLoader:
+    """A picklable loader (it runs in the worker process): waits for `wait_file` to exist, fails
+    with `fail` when set, else returns a FakePredictor(delay)."""
+
+    def __init__(self, delay: float = 0.0, wait_file: str | None = None, fail: str | None = None):
+        self.delay, self.wait_file, self.fail = delay, wait_file, fail
+
+    def __call__(self, cfg):
+        while self.wait_file and not os.path.exists(self.wait_file):
+            time.sleep(0.02)
+        if self.fail:
+            raise RuntimeError(self.fail)
+        return FakePredictor(self.delay)

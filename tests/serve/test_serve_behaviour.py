@@ -23,6 +23,7 @@ def _post(url):
 
 
 def _cfg(**kw):
+    kw.setdefault("inference", "thread")  # the fake's batch log stays readable in this process
     return ServeConfig(model="fake", runtime="fake", warmup_runs=0, **kw)
 
 

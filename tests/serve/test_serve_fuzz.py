@@ -11,21 +11,21 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from r1.bench.load import wait_ready
 from r1.serve import ServeConfig, create_app
-from tests.serve.helpers import FakePredictor, png_bytes, running_server
+from tests.serve.helpers import FakeLoader, png_bytes, running_server
 
 CLIENT = httpx.Client(timeout=30.0)
 
 
 @pytest.fixture(scope="module")
 def server():
+    # the default worker process: images are decoded (and refused) there
     app = create_app(ServeConfig(model="fake", runtime="fake", warmup_runs=0, max_body_bytes=64 * 1024,
-                                 max_pixels=100_000), loader=lambda cfg: FakePredictor())
+                                 max_pixels=100_000), loader=FakeLoader())
     with running_server(app) as (url, _):
         spec = CLIENT.get(url + "/openapi.json").json()
-        for _ in range(100):
-            if CLIENT.get(url + "/readyz").status_code == 200:
-                break
+        wait_ready(url, timeout=60)
         yield url, spec
 
 

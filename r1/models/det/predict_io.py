@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.ops import clip_boxes_to_image
 
 from r1.data.det_transforms import preprocess, resize_params, unscale
 from r1.errors import DataError
@@ -68,14 +69,19 @@ def predict_preprocess(images: list, meta: dict) -> torch.Tensor:
 
 
 def predict_records(outputs: list[dict], meta: dict, options: dict) -> list[dict]:
-    """Detections -> JSON-safe records in each original image's pixels (options["images"]: PIL images)."""
+    """Detections -> JSON-safe records in each original image's pixels, clipped to the image
+    (options["images"]: the PIL images)."""
     pre, classes, records = meta["preprocess"], meta["classes"], []
     for pred, im in zip(outputs, options["images"]):
         nh, nw = resize_params(im.height, im.width, pre["size"][0], pre["letterbox"])
         boxes = unscale(pred["boxes"].detach().cpu().float(), torch.tensor([nw / im.width, nh / im.height]))
-        labels = [int(v) for v in pred["labels"]]
-        records.append({"boxes": [[round(v, 2) for v in b] for b in boxes.tolist()],
-                        "scores": [round(float(s), 4) for s in pred["scores"]],
+        boxes = clip_boxes_to_image(boxes, (im.height, im.width))  # letterbox padding is not the image
+        # Rounded in numpy and listed once: per-element Python (a 0-d tensor or a round() call
+        # per number) cost ~1 ms per image of 100 boxes, a tenth of the detector's own time.
+        labels = pred["labels"].tolist()
+        scores = pred["scores"].detach().cpu().double().numpy()
+        records.append({"boxes": np.round(boxes.double().numpy(), 2).tolist(),
+                        "scores": np.round(scores, 4).tolist(),
                         "class_ids": labels, "labels": [classes[i] for i in labels]})
     return records
 

@@ -1,0 +1,91 @@
+"""The Predictor of the language-model family: prompt text -> generated text, with the KV cache.
+
+    p = TextPredictor.load("runs/r1lm")          # Predictor.load dispatches here for lm run dirs
+    p.generate("To be", max_new_tokens=40, temperature=0.0)
+    # {"text": ..., "prompt_tokens": 5, "context_tokens": 5, "generated_tokens": 40,
+    #  "finish_reason": "length", "seed": ...}
+
+Generation is `r1.lm.generate.generate_stream` (KV cache, early exit at the model's configured
+threshold); only the torch runtime exists for language models.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from r1.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+class TextPredictor:
+    """A loaded language model and its tokenizer. Not thread-safe: one call at a time."""
+
+    family, runtime = "lm", "torch"
+
+    def __init__(self, model, tokenizer, source: str = ""):
+        self.model, self.tokenizer, self.source = model, tokenizer, source
+        self.meta = model.r1_meta
+        self.load_seconds = 0.0
+        self.max_batch = None
+
+    @classmethod
+    def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "TextPredictor":
+        from r1.lm.generate import load_lm
+
+        if runtime not in (None, "torch"):
+            raise ConfigError(f"--runtime {runtime}: language models run with the torch runtime only "
+                              f"(generation uses a KV cache; there is no ONNX export for the lm family)")
+        if threads < 1:
+            raise ConfigError(f"threads: must be >= 1, got {threads}")
+        t0 = time.perf_counter()
+        torch.set_num_threads(threads)
+        model, tokenizer = load_lm(path)
+        p = cls(model, tokenizer, str(path))
+        p.load_seconds = time.perf_counter() - t0
+        return p
+
+    @property
+    def block_size(self) -> int:
+        return int(self.model.block_size)
+
+    def encode(self, text: str, chat: bool | None = None) -> list[int]:
+        """Prompt text (wrapped in the chat template where the model has one and `chat` allows)
+        -> token ids. DataError when nothing of it is in the vocabulary."""
+        from r1.lm.generate import prompt_text
+
+        ids = self.tokenizer.encode(prompt_text(self.meta, text, chat))
+        if not ids:
+            raise DataError("text: none of its characters are in the model's vocabulary")
+        return ids
+
+    @torch.inference_mode()
+    def generate(self, text: str, max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, chat: bool | None = None) -> dict:
+        """One prompt -> the generated continuation and its token counts (see the module doc)."""
+        from r1.lm.generate import default_exit_threshold, generate_stream
+
+        ids = self.encode(text, chat)
+        seed = random.randrange(2 ** 63) if seed is None else int(seed)
+        eos = self.tokenizer.token_to_id("<|endoftext|>")
+        out: list[int] = []
+        for nxt in generate_stream(self.model, torch.tensor([ids]), max_new_tokens, temperature=temperature,
+                                   top_k=top_k, top_p=top_p, use_cache=True,
+                                   exit_threshold=default_exit_threshold(self.model), eos_id=eos,
+                                   generator=torch.Generator().manual_seed(seed)):
+            out.append(int(nxt[0, 0]))
+        finish = "eos" if eos is not None and out and out[-1] == eos else "length"
+        return {"text": self.tokenizer.decode(out), "prompt_tokens": len(ids),
+                "context_tokens": min(len(ids), self.block_size), "generated_tokens": len(out),
+                "finish_reason": finish, "seed": seed}
+
+    def warmup(self, runs: int = 1, batch_sizes: tuple[int, ...] = ()) -> None:
+        """A few short generations (the first calls allocate)."""
+        from r1.lm.generate import generate
+
+        for _ in range(max(1, runs)):
+            generate(self.model, torch.zeros((1, 1), dtype=torch.long), 4, temperature=0.0)
