@@ -149,6 +149,13 @@ class TrainConfig:
     patience: int = opt(0, "Early stopping: evaluations without improvement before stopping. 0: off.", min=0)
     max_nonfinite: int = opt(5, "Abort after this many non-finite losses in a row (each such step is skipped).", min=1)
     init_from: str = opt("", "Run directory or .safetensors whose weights initialise the model (no training state).")
+    ewc_from: str = opt("", "Continual learning: a run dir (or its ewc.safetensors) of an earlier stage trained with "
+                            "ewc_samples > 0; adds the loss `ewc` = ewc_lambda/2 * sum F_i (theta_i - theta*_i)^2. "
+                            "Empty: no penalty.")
+    ewc_lambda: float = opt(1.0, "EWC strength lambda (Fisher of per-sample mean losses).", min=0.0)
+    ewc_samples: int = opt(0, "After training, estimate the diagonal Fisher on this many training samples (one "
+                              "backward each) and save it with the weights as ewc.safetensors, for a later stage's "
+                              "ewc_from (summed with this stage's own ewc_from Fisher). 0: none.", min=0)
 
 
 @dataclass

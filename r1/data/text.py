@@ -6,6 +6,10 @@ Kinds (the `data.name`):
   * `instruct`: instruction/response JSONL (or the embedded pairs) with a chat template; targets
     are -100 everywhere but on the response (and its end-of-text token).
 
+`objective: mlm` turns the corpus kinds into masked-LM samples (r1.lm.masking: y = the original
+token at masked positions, -100 elsewhere); `replay_labels` makes the inputs {"idx": x, "domain":
+0 or 1 for replayed} for the contrastive term (r1.lm.contrastive).
+
 Every kind returns samples (x[T], y[T]) int64 and a meta holding `vocab_size` (= `num_classes`,
 what `model.num_classes: 0` takes), `block_size` and the tokenizer itself (`tokenizer`: a
 JSON-safe dict, see `r1.lm.tokenizer`), so the tokenizer travels with the model.
@@ -26,6 +30,7 @@ from r1.data import DataBundle, register_data
 from r1.data.text_store import WindowDataset, cache_key, cache_root, write_tokens
 from r1.errors import ConfigError, DataError
 from r1.lm.clean import clean_docs
+from r1.lm.masking import MASK, MaskedLMDataset
 from r1.lm.replay import ReplayMixDataset, ReservoirBuffer
 from r1.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer, tokenizer_from_dict
 
@@ -57,6 +62,13 @@ class LMDataConfig(DataConfig):
                           "whose training windows are replayed. Empty: none.")
     replay_ratio: float = opt(0.25, "Share of training samples drawn from the replay buffer.", min=0.0, max=1.0)
     replay_size: int = opt(2000, "Replay buffer capacity (windows kept by reservoir sampling).", min=1)
+    replay_labels: bool = opt(False, "Mark each training sample as current (0) or replayed (1): inputs become "
+                                     "{idx, domain}, for the model's contrastive term (model.contrastive_weight).")
+    objective: str = opt("causal", "causal: next-token windows; mlm: masked-LM windows (mask_prob of the tokens "
+                                   "chosen, 80% -> <|mask|>, 10% random, 10% kept; targets only there) for a "
+                                   "bidirectional model, which takes this objective unless model.objective says "
+                                   "otherwise. <|mask|> is added to the specials.", choices=("causal", "mlm"))
+    mask_prob: float = opt(0.15, "Share of the tokens chosen for prediction (objective=mlm).", min=0.01, max=1.0)
     test_from: str = opt("", "Use this corpus's validation split as the `test` split (e.g. the stage-1 corpus, "
                              "to measure forgetting). Empty: no test split.")
     earlier_split: str = opt("tail", "How the replay / test_from corpus was split in its own stage, so its "
@@ -199,8 +211,10 @@ def lm_meta(cfg: LMDataConfig, info: dict, task: str = "lm") -> dict:
     tok = info["tokenizer"]
     eot = tokenizer_from_dict(tok).token_to_id(EOT)
     return {"task": task, "vocab_size": info["vocab_size"], "num_classes": info["vocab_size"],
-            "block_size": cfg.block_size, "tokenizer": tok, "eos_id": eot,
-            "chars_per_token": info["chars_per_token"], "source": info["source"],
+            "block_size": cfg.block_size, "tokenizer": tok, "eos_id": eot, "objective": cfg.objective,
+            # bits per character only mean something for next-token prediction
+            "chars_per_token": info["chars_per_token"] if cfg.objective == "causal" else 0.0,
+            "source": info["source"],
             "train_tokens": info["train_tokens"], "val_tokens": info["val_tokens"],
             "cleaning": {k: v for k, v in info["cleaning"].items() if k != "removed_examples"}}
 
@@ -218,11 +232,31 @@ def with_replay_and_test(cfg: LMDataConfig, train, info: dict, seed: int):
         old = WindowDataset(r_info["train"], tok.vocab_size, cfg.block_size, cfg.block_size)
         buf = ReservoirBuffer(cfg.replay_size, seed).extend(old[i] for i in range(len(old)))
         log.info("replay: %d of %d windows of %s, ratio %.2f", len(buf.items), buf.seen, cfg.replay, cfg.replay_ratio)
-        train = ReplayMixDataset(train, buf.items, cfg.replay_ratio, seed)
+        train = ReplayMixDataset(train, buf.items, cfg.replay_ratio, seed, labels=cfg.replay_labels)
+    elif cfg.replay_labels:
+        raise ConfigError("data.replay_labels: needs a replay corpus (data.replay) and data.replay_ratio > 0")
     return train, test
 
 
+def with_mlm_specials(cfg: LMDataConfig) -> LMDataConfig:
+    if cfg.objective == "mlm" and MASK not in cfg.specials:
+        return dataclasses.replace(cfg, specials=[*cfg.specials, MASK])
+    return cfg
+
+
+def masked_lm(cfg: LMDataConfig, info: dict, seed: int, train, val, test):
+    """objective=mlm: the splits as masked-LM samples (fixed masks for val/test)."""
+    mask_id = tokenizer_from_dict(info["tokenizer"]).token_to_id(MASK)
+    if mask_id is None:
+        raise DataError(f"data.objective=mlm: the tokenizer has no {MASK} token (data.tokenizer_from="
+                        f"{cfg.tokenizer_from or '-'}); add it to data.specials where the tokenizer is built")
+    wrap = lambda ds, fixed: None if ds is None else MaskedLMDataset(ds, mask_id, info["vocab_size"],
+                                                                     cfg.mask_prob, seed, fixed)
+    return wrap(train, False), wrap(val, True), wrap(test, True)
+
+
 def corpus_bundle(cfg: LMDataConfig, spec: str, seed: int, read_kw: dict | None = None) -> DataBundle:
+    cfg = with_mlm_specials(cfg)
     info = prepare_corpus(cfg, spec, read_kw)
     if info["val_tokens"] <= cfg.block_size:
         raise DataError(f"{spec}: validation split has {info['val_tokens']} tokens, fewer than block_size+1 "
@@ -230,6 +264,8 @@ def corpus_bundle(cfg: LMDataConfig, spec: str, seed: int, read_kw: dict | None 
     train = WindowDataset(info["train"], info["vocab_size"], cfg.block_size, cfg.train_stride)
     val = WindowDataset(info["val"], info["vocab_size"], cfg.block_size, cfg.block_size)
     train, test = with_replay_and_test(cfg, train, info, seed)
+    if cfg.objective == "mlm":
+        train, val, test = masked_lm(cfg, info, seed, train, val, test)
     return DataBundle(train, val, test, "lm", lm_meta(cfg, info))
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from r1.config import opt
 from r1.data import DataBundle, register_data
 from r1.data.text import EOT, LMDataConfig, _read_jsonl, lm_meta, with_replay_and_test
-from r1.errors import DataError
+from r1.errors import ConfigError, DataError
 from r1.lm.clean import clean_docs
 from r1.lm.tokenizer import CharTokenizer, BPETokenizer, load_tokenizer
 
@@ -84,6 +84,8 @@ def read_pairs(cfg: InstructDataConfig) -> list[tuple[str, str]]:
 @register_data("instruct", config=InstructDataConfig)
 def instruct_data(cfg: InstructDataConfig, seed: int) -> DataBundle:
     """Instruction tuning: chat-templated pairs, response-only loss."""
+    if cfg.objective != "causal":
+        raise ConfigError("data.objective: instruction data is causal only (the response follows the prompt)")
     pairs = read_pairs(cfg)
     texts = [f"{a}\n{b}" for a, b in pairs]
     kept, report = clean_docs(texts, cfg.dedup, cfg.dedup_threshold, cfg.shingle, cfg.min_chars, cfg.max_chars)

@@ -25,8 +25,8 @@ def fit_exit_classifiers(model, dataset, steps: int = 200, batch_size: int = 32,
         for _ in range(steps):
             idx = torch.randint(0, len(dataset), (batch_size,), generator=g)
             x, y = (torch.stack(t) for t in zip(*[dataset[int(i)] for i in idx]))
-            final, exits, _ = model._run(x, want_exits=True)
-            loss = model.exit_classifier_loss(final, exits, y)
+            final, states, _, _ = model._run(x, want_states=True)
+            loss = model.exit_losses(states, final, y)[1]
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 from typing import Any, Iterable
 
+import torch
 from torch.utils.data import Dataset
 
 
@@ -39,16 +40,19 @@ def _mix(i: int, seed: int) -> int:
 
 class ReplayMixDataset(Dataset):
     """Item i is, with probability `ratio` (fixed per index), an item of the replay buffer instead
-    of `current[i]`. Both must yield the same item shapes."""
+    of `current[i]`. Both must yield the same (inputs, target) shapes. With `labels`, the inputs
+    become {"idx": inputs, "domain": 0 (current) or 1 (replayed)}."""
 
-    def __init__(self, current: Dataset, replay: list, ratio: float, seed: int = 0):
-        self.current, self.replay, self.ratio, self.seed = current, replay, ratio, seed
+    def __init__(self, current: Dataset, replay: list, ratio: float, seed: int = 0, labels: bool = False):
+        self.current, self.replay, self.ratio, self.seed, self.labels = current, replay, ratio, seed, labels
 
     def __len__(self) -> int:
         return len(self.current)
 
     def __getitem__(self, i: int):
         h = _mix(i, self.seed)
-        if self.replay and (h & 0xFFFF) < self.ratio * 0x10000:
-            return self.replay[(h >> 16) % len(self.replay)]
-        return self.current[i]
+        replayed = bool(self.replay) and (h & 0xFFFF) < self.ratio * 0x10000
+        item = self.replay[(h >> 16) % len(self.replay)] if replayed else self.current[i]
+        if not self.labels:
+            return item
+        return {"idx": item[0], "domain": torch.tensor(int(replayed))}, item[1]

@@ -10,6 +10,7 @@ import torch
 
 from r1.artifacts import load_any
 from r1.bench.latency import measure_latency
+from r1.errors import ConfigError
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact
 from r1.pipeline.recipe import BenchStage
@@ -33,23 +34,33 @@ def count_params(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def example_batch(meta: dict, n: int, g: torch.Generator) -> torch.Tensor:
+    """n random model inputs: images (n, 3, H, W), or token ids (n, block_size) for language models."""
+    if "preprocess" in meta:
+        h, w = meta["preprocess"]["size"]
+        return torch.randn(n, 3, h, w, generator=g)
+    return torch.randint(0, meta["vocab_size"], (n, meta["block_size"]), generator=g)
+
+
 def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
     model = load_any(path, threads=threads)
     family, meta = model.r1_family, model.r1_meta
-    h, w = meta["preprocess"]["size"]
     g = torch.Generator().manual_seed(0)
-    one = torch.randn(1, 3, h, w, generator=g)
-    many = torch.randn(stage.throughput_batch, 3, h, w, generator=g)
+    one = example_batch(meta, 1, g)
+    many = example_batch(meta, stage.throughput_batch, g)
     with torch.no_grad():
         lat = measure_latency(model, one, runs=stage.runs, warmup=5)
         thr = measure_latency(model, many, runs=max(5, stage.runs // 4), warmup=2)
     monitor = get_evaluator(family).monitor
-    metrics = evaluate_artifact(path, "test")
+    try:
+        split, metrics = "test", evaluate_artifact(path, "test")
+    except ConfigError:  # no test split (e.g. a first language-model stage): its validation split
+        split, metrics = "val", evaluate_artifact(path, "val")
     return {"name": name, "runtime": "onnxruntime" if path.suffix == ".onnx" else "torch",
             "params": count_params(model), "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3),
             "latency_ms_p50": round(lat["p50"] * 1e3, 3), "latency_ms_p95": round(lat["p95"] * 1e3, 3),
             f"throughput_bs{stage.throughput_batch}": round(thr["throughput"], 1),
-            "metric_name": f"test/{monitor}", "metric": metrics.get(f"test/{monitor}"), "threads": threads}
+            "metric_name": f"{split}/{monitor}", "metric": metrics.get(f"{split}/{monitor}"), "threads": threads}
 
 
 def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> dict:

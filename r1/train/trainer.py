@@ -32,6 +32,7 @@ from r1.evaluate import evaluate, get_evaluator
 from r1.registry import build_model, get_entry
 from r1.train import distributed as D
 from r1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from r1.train.ewc import FILE as EWC_FILE, EWCPenalty, estimate_fisher, save_ewc
 from r1.train.hardware import memory_mb, pick_device, resolve_amp, set_threads
 from r1.train.logs import StepLog, setup_run_logging
 from r1.train.optim import build_optimizer, build_scheduler
@@ -47,9 +48,9 @@ def seed_everything(seed: int) -> None:
 
 
 def fill_from_meta(model_cfg, meta: dict):
-    """Model fields left at 0 (e.g. num_classes, vocab_size) take the data meta's value of that name."""
+    """Model fields left at 0 or "" (e.g. num_classes, an lm objective) take the data meta's value of that name."""
     fills = {f.name: meta[f.name] for f in dataclasses.fields(model_cfg)
-             if f.name in meta and getattr(model_cfg, f.name) == 0 and isinstance(meta[f.name], int)}
+             if f.name in meta and getattr(model_cfg, f.name) in (0, "") and isinstance(meta[f.name], (int, str))}
     return dataclasses.replace(model_cfg, **fills)
 
 
@@ -71,6 +72,8 @@ class Trainer:
             wrap_model = wrap_for_distillation(cfg.distill)
         self.model = self._build_model(wrap_model)
         self.student = getattr(self.model, "student", self.model)  # what is evaluated and saved
+        self.ewc = (EWCPenalty.from_run(cfg.train.ewc_from, self.student, cfg.train.ewc_lambda)
+                    if cfg.train.ewc_from else None)
         self.micro_bs = self._micro_batch_size()
         self.train_loader = self._loader(self.data.train, train=True)
         self.steps_per_epoch = max(1, len(self.train_loader.sampler) // (self.micro_bs * cfg.train.accum_steps))
@@ -190,6 +193,8 @@ class Trainer:
                     else contextlib.nullcontext())
         with ctx, autocast:
             losses = net(inputs, targets)
+            if self.ewc is not None:
+                losses["ewc"] = self.ewc()
             total = sum(losses.values())
             self.scaler.scale(total / self.cfg.train.accum_steps).backward()
         return {k: v.detach().float() for k, v in losses.items()}
@@ -348,6 +353,10 @@ class Trainer:
                 from r1.compress.qat import strip_qat
                 final = strip_qat(copy.deepcopy(final))
             save_artifact(final, self.dir, self.data.meta, to_dict(self.cfg.data))
+            if self.cfg.train.ewc_samples:  # for a later stage's train.ewc_from
+                fisher = estimate_fisher(final, self.data.train, self.data.collate, self.cfg.train.ewc_samples,
+                                         lambda b: _to(b, self.device), self.cfg.run.seed)
+                save_ewc(self.dir / EWC_FILE, final, fisher, previous=self.ewc)
             (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             history.write({"step": self.state["step"], "final": True, **metrics})
             log.info("done | %s | artifacts in %s", " ".join(f"{k} {v:.4g}" for k, v in metrics.items()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from r1.config import ModelConfig, opt
 from r1.errors import ConfigError
-from r1.models.lm.layers import MLP, KVCache, causal_mask
+from r1.models.lm.layers import MLP, KVCache, causal_mask, split_inputs
 from r1.registry import register_model
 
 
@@ -27,6 +27,8 @@ class GPTConfig(ModelConfig):
     block_size: int = opt(64, "Context length (tokens). 0: the data's block_size.", min=0)
     dropout: float = opt(0.0, "Dropout on embeddings, attention output and MLP.", min=0.0, max=1.0)
     bias: bool = opt(False, "Biases in Linear and LayerNorm layers (nanoGPT's default is False).")
+    objective: str = opt("", "causal: next-token prediction; mlm: masked tokens, bidirectional attention (no "
+                             "generation). Empty: the data's objective.", choices=("", "causal", "mlm"))
 
     def validate(self, prefix: str) -> None:
         if self.n_embd % self.n_head:
@@ -36,7 +38,7 @@ class GPTConfig(ModelConfig):
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.causal = cfg.n_head, cfg.objective != "mlm"
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
@@ -50,7 +52,7 @@ class CausalSelfAttention(nn.Module):
             start = cache.pos
             k, v = cache.update(layer, k, v)
         if start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         elif T == 1:  # one new token sees every cached key: no mask
             y = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -115,7 +117,8 @@ class GPT(nn.Module):
             cache.advance(T)
         return self.ln_f(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx, targets: torch.Tensor | None = None):
+        idx, _ = split_inputs(idx)
         logits = self.head(self._hidden(idx))  # (B, T, V)
         if targets is None:
             return logits
@@ -124,6 +127,8 @@ class GPT(nn.Module):
     @torch.no_grad()
     def forward_cached(self, idx: torch.Tensor, cache: KVCache, exit_threshold: float | None = None) -> torch.Tensor:
         """Run new tokens idx (B, t) against `cache`; returns logits of the last position (B, V)."""
+        if not self.blocks[0].attn.causal:
+            raise ValueError("a masked-LM model (objective: mlm) does not generate text left to right")
         h = self._hidden(idx, cache)
         return self.head(h[:, -1])
 

@@ -49,6 +49,20 @@ def causal_mask(q_start: int, t: int, kv_len: int, window: int = 0, device=None)
     return mask
 
 
+def band_mask(t: int, window: int, device=None) -> torch.Tensor:
+    """Bool mask (t, t) of bidirectional sliding-window attention: i may see j iff |i - j| < window."""
+    pos = torch.arange(t, device=device)
+    return (pos[:, None] - pos[None, :]).abs() < window
+
+
+def split_inputs(inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Model inputs are token ids (B, T), or {"idx": ids, "domain": (B,) source labels} when the
+    data marks replayed samples (`data.replay_labels`). -> (ids, domain or None)."""
+    if isinstance(inputs, dict):
+        return inputs["idx"], inputs.get("domain")
+    return inputs, None
+
+
 class Rotary(nn.Module):
     """Rotary position embedding (rotate-half form) applied to (B, nh, T, hs) queries/keys."""
 
@@ -58,15 +72,16 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def cos_sin(self, start: int, t: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (cos, signed sin), each (T, hs): the second half-dims' sines negated in the first half."""
         pos = torch.arange(start, start + t, device=self.inv_freq.device, dtype=torch.float32)
         freqs = torch.outer(pos, self.inv_freq)  # (T, hs/2)
-        emb = torch.cat([freqs, freqs], dim=-1)  # (T, hs)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        return torch.cat([freqs, freqs], -1).cos().to(dtype), torch.cat([-freqs.sin(), freqs.sin()], -1).to(dtype)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE, x * cos + [-x2, x1] * sin, written as x * cos + roll(x, hs/2) * signed sin
+    (one op instead of chunk + neg + cat)."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * ssin
 
 
 class MLP(nn.Module):

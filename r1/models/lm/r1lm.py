@@ -4,16 +4,20 @@
 * Attention: one matmul gives queries, keys, values and per-head gate logits; two
   `scaled_dot_product_attention` calls compute full causal and sliding-window causal attention
   (`window` keys, itself included); y = g * global + (1 - g) * local with g = sigmoid(gate).
+  With `objective: mlm` (masked-LM pretraining) both are bidirectional, the local one a band
+  |i - j| < window.
 * Dynamic depth: blocks in `exit_layers` are followed by an exit head (own LayerNorm, then the
   shared, tied LM head), trained with the mean exit cross-entropy (`exit` loss), and a light exit
   classifier (MLP on detached features: normed state, top probability, entropy, drift from the
-  previous exit) trained to predict that KL(final || exit) < exit_kl_tol (`conf` loss). At
+  previous exit) trained to predict that KL(final || exit) < exit_kl_tol (`conf` loss); in
+  training all exit heads run as one batched computation after the last block. At
   inference a token whose confidence reaches the threshold stops: deeper blocks do not run for it,
   its state is copied upward and only their keys/values are computed from it, so later tokens
   still attend to it (the same rule in parallel evaluation and with the KV cache).
 * Cross-layer fusion: block j-2's output enters block j through a learned projection scaled by a
   sigmoid gate computed from that output.
 * Weight tying, Xavier init, positions by RoPE (chosen by measurement over learned positions).
+* Optional `contrastive` loss for domain adaptation (r1.lm.contrastive) on mean-pooled final states.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from torch.utils.checkpoint import checkpoint
 
 from r1.config import ModelConfig, opt
 from r1.errors import ConfigError
-from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, causal_mask
+from r1.lm.contrastive import domain_contrastive, mean_pool
+from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, band_mask, causal_mask, split_inputs
 from r1.registry import register_model
 
 
@@ -55,6 +60,14 @@ class R1LMConfig(ModelConfig):
     freeze_layers: int = opt(0, "Progressive unfreezing: lower blocks frozen at the start of training.", min=0)
     unfreeze_share: float = opt(0.0, "Share of the steps over which the frozen blocks are released, top first.",
                                 min=0.0, max=1.0)
+    objective: str = opt("", "causal: next-token prediction, causal attention; mlm: masked-token prediction, "
+                             "bidirectional attention (the local branch sees |i - j| < window; no generation). "
+                             "Empty: the data's objective (data.objective).", choices=("", "causal", "mlm"))
+    contrastive_weight: float = opt(0.0, "Domain adaptation: weight of the `contrastive` loss, a supervised InfoNCE "
+                                         "between mean-pooled sequence embeddings of current-stage and replayed "
+                                         "general samples (needs data.replay and data.replay_labels=true). 0: off.",
+                                    min=0.0)
+    contrastive_temp: float = opt(0.1, "Temperature of the contrastive loss.", min=1e-3)
 
     def validate(self, prefix: str) -> None:
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
@@ -64,15 +77,24 @@ class R1LMConfig(ModelConfig):
             raise ConfigError(f"{prefix}.exit_layers: {bad} outside 1..{self.n_layer - 1}")
 
 
+CONF_STRIDE = 4  # exit classifiers train on every 4th position: plenty for 4k parameters, a quarter of the cost
+
+
 @lru_cache(maxsize=64)
 def _mask(start: int, t: int, kv_len: int, window: int, device: torch.device) -> torch.Tensor:
     return causal_mask(start, t, kv_len, window, device)
+
+
+@lru_cache(maxsize=16)
+def _band(t: int, window: int, device: torch.device) -> torch.Tensor:
+    return band_mask(t, window, device)
 
 
 class GatedAttention(nn.Module):
     def __init__(self, cfg: R1LMConfig):
         super().__init__()
         self.n_head, self.window = cfg.n_head, cfg.window
+        self.causal = cfg.objective != "mlm"
         # queries, keys, values and the per-head gate logits from one matmul: (C) -> (3C + nh)
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd + cfg.n_head, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
@@ -94,6 +116,11 @@ class GatedAttention(nn.Module):
         """Queries (B, nh, T, hs) at positions start.. against keys/values (B, nh, L, hs) ->
         (full causal, sliding-window causal) outputs, each (B, nh, T, hs)."""
         T, L = q.shape[2], k.shape[2]
+        if not self.causal:  # masked LM: every key; the local branch a band |i - j| < window
+            glob = F.scaled_dot_product_attention(q, k, v)
+            if L <= self.window:
+                return glob, glob
+            return glob, F.scaled_dot_product_attention(q, k, v, attn_mask=_band(L, self.window, q.device))
         if T == 1:  # one new token (cached generation): it sees every key; the window is a slice, no mask
             glob = F.scaled_dot_product_attention(q, k, v)
             if L <= self.window:
@@ -121,7 +148,7 @@ class GatedAttention(nn.Module):
             k, v = cache.update(layer, k, v)
         glob, loc = self.attend(q, k, v, start)
         g = torch.sigmoid(gate).transpose(1, 2).unsqueeze(-1)  # (B, T, nh) -> (B, nh, T, 1)
-        y = loc + g * (glob - loc)
+        y = torch.lerp(loc, glob, g)  # g * glob + (1 - g) * loc
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.drop(self.proj(y))
 
@@ -222,26 +249,55 @@ class R1LM(nn.Module):
             self._frozen = frozen
 
     # ------------------------------------------------------------------ forward
+    @staticmethod
+    def _conf_features(hn: torch.Tensor, logp: torch.Tensor, prev_logp: torch.Tensor) -> torch.Tensor:
+        """Exit-classifier input from normed states hn (..., C) and detached exit log-probs (..., V):
+        [hn, top probability, normalised entropy, KL drift from the previous exit head] (..., C + 3)."""
+        p = logp.exp()
+        top = logp.amax(-1, keepdim=True).exp()
+        ent = -(p * logp).sum(-1, keepdim=True) / math.log(logp.shape[-1])
+        drift = (p * (logp - prev_logp)).sum(-1, keepdim=True).clamp(max=10.0)
+        return torch.cat([hn.detach(), top, ent, drift], dim=-1).to(hn.dtype)
+
     def _exit(self, j: int, h: torch.Tensor, prev_logp: torch.Tensor | None):
         """Exit head j on states h (B, T, C) -> (logits (B, T, V), confidence logit (B, T), log-probs)."""
         hn = self.exit_norms[str(j)](h)
         logits = self.head(hn)
         logp = F.log_softmax(logits.detach().float(), dim=-1)
-        p = logp.exp()
-        top = logp.amax(-1, keepdim=True).exp()
-        ent = -(p * logp).sum(-1, keepdim=True) / math.log(logits.shape[-1])
-        drift = (p * (logp - prev_logp)).sum(-1, keepdim=True) if prev_logp is not None else torch.zeros_like(top)
-        feats = torch.cat([hn.detach(), top, ent, drift.clamp(max=10.0)], dim=-1).to(hn.dtype)
+        feats = self._conf_features(hn, logp, logp if prev_logp is None else prev_logp)  # first head: no drift
         return logits, self.exit_conf[str(j)](feats).squeeze(-1), logp
+
+    def exit_losses(self, states: list[torch.Tensor], final: torch.Tensor,
+                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training losses of all exit heads at once, from their blocks' outputs `states` (E x (B, T, C))
+        and the final logits (B, T, V): (mean exit cross-entropy, exit-classifier BCE). The classifiers
+        learn `safe` = KL(final || exit) < exit_kl_tol on every CONF_STRIDE-th position (detached inputs:
+        they never change the language model)."""
+        E = len(states)
+        H = torch.stack(states)  # (E, B, T, C)
+        w = torch.stack([self.exit_norms[str(j)].weight for j in self.exit_layers])[:, None, None]  # (E, 1, 1, C)
+        hn = F.layer_norm(H, H.shape[-1:], eps=self.exit_norms[str(self.exit_layers[0])].eps) * w
+        logp = F.log_softmax(self.head(hn).float(), dim=-1)  # (E, B, T, V)
+        ce = F.nll_loss(logp.flatten(0, 2), targets.expand(E, -1, -1).flatten(), ignore_index=-100)
+        sub = slice(None, None, CONF_STRIDE)
+        lp = logp[:, :, sub].detach()  # (E, B, T', V)
+        feats = self._conf_features(hn[:, :, sub], lp, torch.cat([lp[:1], lp[:-1]]))
+        conf = torch.stack([self.exit_conf[str(j)](feats[e]).squeeze(-1) for e, j in enumerate(self.exit_layers)])
+        logp_f = F.log_softmax(final[:, sub].detach().float(), dim=-1)  # (B, T', V)
+        safe = ((logp_f.exp() * (logp_f - lp)).sum(-1) < self.cfg.exit_kl_tol).float()  # (E, B, T')
+        valid = targets[:, sub] != -100
+        if not valid.any():  # e.g. short responses: no sampled position carries a target
+            return ce, conf.sum() * 0.0
+        return ce, F.binary_cross_entropy_with_logits(conf[:, valid], safe[:, valid])
 
     def _confident(self, logits: torch.Tensor, conf: torch.Tensor, threshold: float) -> torch.Tensor:
         if self.cfg.exit_criterion == "maxprob":
             return F.softmax(logits.float(), dim=-1).amax(-1) >= threshold
         return torch.sigmoid(conf.float()) >= threshold
 
-    def _run(self, idx, cache=None, exit_threshold=None, want_exits=False, last_only=False):
-        """Returns final logits (B, T|1, V), exit logits per exit layer (if `want_exits`) and the
-        number of blocks run per token (B, T)."""
+    def _run(self, idx, cache=None, exit_threshold=None, want_states=False, last_only=False):
+        """Returns final logits (B, T|1, V), the outputs of the exit blocks (if `want_states`), the
+        number of blocks run per token (B, T) and the final normalised states (B, T|1, C)."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         x = self.tok_emb(idx)  # (B, T, C)
@@ -251,7 +307,7 @@ class R1LM(nn.Module):
             x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
         rope = self.rotary.cos_sin(start, T, x.dtype) if self.rotary is not None else None
         prev, cur = None, self.drop(x)
-        exits, done, frozen, taken, prev_logp = [], None, None, None, None
+        states, done, frozen, taken, prev_logp = [], None, None, None, None
         layers_run = torch.zeros(B, T, device=idx.device)
         for j, block in enumerate(self.blocks, 1):
             if done is not None and bool(done.all()):  # every token has exited
@@ -270,60 +326,59 @@ class R1LM(nn.Module):
             if done is not None:
                 h = torch.where(done[..., None], frozen, h)
             prev, cur = cur, h
-            if j in self.exit_set and (want_exits or exit_threshold is not None):
+            if j in self.exit_set and want_states:
+                states.append(h)
+            if j in self.exit_set and exit_threshold is not None:
                 lg, conf, prev_logp = self._exit(j, h, prev_logp)
-                if want_exits:
-                    exits.append((lg, conf))
-                if exit_threshold is not None:
-                    new = self._confident(lg, conf, exit_threshold)  # (B, T)
-                    if done is None:
-                        done, frozen, taken = new, h, lg
-                    else:
-                        new &= ~done
-                        done, frozen = done | new, torch.where(new[..., None], h, frozen)
-                        taken = torch.where(new[..., None], lg, taken)
+                new = self._confident(lg, conf, exit_threshold)  # (B, T)
+                if done is None:
+                    done, frozen, taken = new, h, lg
+                else:
+                    new &= ~done
+                    done, frozen = done | new, torch.where(new[..., None], h, frozen)
+                    taken = torch.where(new[..., None], lg, taken)
         if cache is not None:
             cache.advance(T)
         if last_only:
             cur = cur[:, -1:]
             if done is not None:
                 done, taken = done[:, -1:], taken[:, -1:]
-        logits = self.head(self.norm_f(cur))
+        hidden = self.norm_f(cur)
+        logits = self.head(hidden)
         if done is not None:
             logits = torch.where(done[..., None], taken, logits)
-        return logits, exits, layers_run
+        return logits, states, layers_run, hidden
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                exit_threshold: float | None = None):
-        want = targets is not None and self.cfg.exit_weight > 0
-        logits, exits, layers = self._run(idx, exit_threshold=exit_threshold, want_exits=want)
+    def forward(self, idx, targets: torch.Tensor | None = None, exit_threshold: float | None = None):
+        """`idx`: ids (B, T) or {"idx", "domain"} (see `split_inputs`). With `objective: mlm` the
+        targets are the tokens at the masked positions themselves (-100 elsewhere), not the next ones."""
+        idx, domain = split_inputs(idx)
+        want = targets is not None and self.cfg.exit_weight > 0 and bool(self.exit_layers)
+        logits, states, layers, hidden = self._run(idx, exit_threshold=exit_threshold, want_states=want)
         self.last_layers_run = layers
         if targets is None:
             return logits
         flat = targets.flatten()
         losses = {"lm": F.cross_entropy(logits.flatten(0, 1), flat, ignore_index=-100)}
         if want:
-            ce = [F.cross_entropy(e.flatten(0, 1), flat, ignore_index=-100) for e, _ in exits]
-            losses["exit"] = self.cfg.exit_weight * torch.stack(ce).mean()
-            losses["conf"] = self.exit_classifier_loss(logits, exits, targets)
+            ce, conf = self.exit_losses(states, logits, targets)
+            losses["exit"] = self.cfg.exit_weight * ce
+            losses["conf"] = conf
+        if self.cfg.contrastive_weight > 0:
+            if domain is None:
+                raise ConfigError("model.contrastive_weight: the batch does not say which samples are replayed; "
+                                  "set data.replay and data.replay_labels=true")
+            z = mean_pool(hidden, targets)  # (B, C)
+            losses["contrastive"] = self.cfg.contrastive_weight * domain_contrastive(z, domain,
+                                                                                     self.cfg.contrastive_temp)
         return losses
-
-    def exit_classifier_loss(self, final: torch.Tensor, exits: list, targets: torch.Tensor) -> torch.Tensor:
-        """BCE of each exit classifier against `safe` = KL(final || exit) < exit_kl_tol (all detached
-        but the classifier), over positions with a target."""
-        valid = (targets != -100).flatten()
-        logp_f = F.log_softmax(final.detach().float(), dim=-1)
-        out = []
-        for lg, conf in exits:
-            kl = (logp_f.exp() * (logp_f - F.log_softmax(lg.detach().float(), dim=-1))).sum(-1)
-            safe = (kl < self.cfg.exit_kl_tol).float()
-            out.append(F.binary_cross_entropy_with_logits(conf.flatten()[valid], safe.flatten()[valid]))
-        return torch.stack(out).mean()
 
     @torch.no_grad()
     def forward_cached(self, idx: torch.Tensor, cache: KVCache, exit_threshold: float | None = None) -> torch.Tensor:
         """Run new tokens idx (B, t) against `cache`; returns logits of the last position (B, V)."""
-        logits, _, layers = self._run(idx, cache, exit_threshold, last_only=True)
+        if self.cfg.objective == "mlm":
+            raise ValueError("a masked-LM model (objective: mlm) does not generate text left to right")
+        logits, _, layers, _ = self._run(idx, cache, exit_threshold, last_only=True)
         self.last_layers_run = layers
         return logits[:, -1]
 
