@@ -77,7 +77,7 @@ def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = No
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from r1.export.compact import compact_onnx
-    from r1.export.onnx import ort_session, read_onnx_meta, write_metadata
+    from r1.export.onnx import ort_session, read_onnx_meta
 
     props = read_onnx_meta(fp32)
     prepared = out.with_name("prepared.onnx")
@@ -97,10 +97,9 @@ def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = No
     else:
         raise ConfigError(f"quantize.method: {method!r} is not allowed; allowed: static, dynamic")
     prepared.unlink(missing_ok=True)
-    compact_onnx(out)
-    write_metadata(out, {**props, "r1.quantized": json.dumps({"method": method, "per_channel": per_channel,
-                                                               "keep_float": keep_float or [],
-                                                               "reduce_range": reduce_range})})
+    compact_onnx(out, {**props, "r1.quantized": json.dumps({"method": method, "per_channel": per_channel,
+                                                             "keep_float": keep_float or [],
+                                                             "reduce_range": reduce_range})})
     return out
 
 

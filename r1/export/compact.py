@@ -47,11 +47,17 @@ def compact_graph(graph) -> None:
         node.output[:] = [rename(x) for x in node.output]
 
 
-def compact_onnx(path: str | Path) -> None:
-    """Compact the .onnx at `path` in place (model-level metadata_props are kept)."""
+def compact_onnx(path: str | Path, props: dict[str, str] | None = None) -> None:
+    """Compact the .onnx at `path` in place, in one load and save. `props`: replace the model-level
+    metadata_props with these (string values); None keeps them."""
     import onnx
 
     proto = onnx.load(str(path))
     compact_graph(proto.graph)
     proto.doc_string = ""
+    if props is not None:
+        del proto.metadata_props[:]
+        for k, v in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
     onnx.save(proto, str(path))

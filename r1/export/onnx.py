@@ -186,10 +186,9 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
                           dynamic_shapes=dyn, opset_version=opset, external_data=False, verbose=False,
                           custom_translation_table=hook.translations(options) or None)
     seconds = time.perf_counter() - t0
-    compact_onnx(out)
     props = _metadata(model, meta, family, dynamic_batch, example)
     props.update(hook.extra_meta(model, options, example))
-    write_metadata(out, props)
+    compact_onnx(out, props)
     report = {"path": str(out), "family": family, "export_seconds": round(seconds, 2),
               "dynamic_batch": dynamic_batch, "trace_batch": trace_batch, "outputs": names}
     if verify:
@@ -210,20 +209,6 @@ def _metadata(model: nn.Module, meta: dict, family: str, dynamic_batch: bool, ex
             "r1.classes": json.dumps(meta.get("classes", [])),
             "r1.preprocess": json.dumps(meta.get("preprocess", {})),
             "r1.input": json.dumps({"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "shape": shape})}
-
-
-def write_metadata(path: str | Path, props: dict[str, str]) -> None:
-    """Replace the metadata_props of the .onnx at `path` with `props` (string values)."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for k, v in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(proto, str(path))
-
-
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, str]:
