@@ -3,8 +3,9 @@
 1. Train both configs through the one trainer (or reuse finished run dirs with --reuse).
 2. Training throughput: both models step on the same batches, interleaved in chunks, timed by
    process CPU time and wall time (CPU time is robust to other jobs sharing the cores).
-3. Early exit: validation loss at full depth vs with early exit (default threshold and two others),
-   blocks run per token, in parallel evaluation and in cached generation.
+3. Early exit: validation loss at full depth vs with early exit (the default thresholds, calibrated
+   after training, and two fixed ones), blocks run per token, in parallel evaluation and in cached
+   generation; the calibration checked out of sample (calibrated on odd, measured on even windows).
 4. Generation: 256 new tokens with and without the KV cache.
 Writes a JSON file and prints a markdown table.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from r1.lm.early_exit import exit_sweep, fit_exit_classifiers
+from r1.lm.early_exit import calibrate_exits, exit_sweep, fit_exit_classifiers
 from r1.lm.generate import default_exit_threshold, generate
 
 
@@ -56,6 +57,18 @@ def generation_speed(model, prompt: torch.Tensor, n_new: int = 256, exit_thresho
         out[key] = {"s": dt, "tok_s": n_new / dt, "layers_per_token": stats["layers"] / stats["tokens"]}
     out["speedup"] = out["no_cache"]["s"] / out["cache"]["s"]
     return out
+
+
+def exit_holdout(model, val) -> dict:
+    """The exit calibration checked out of sample: a copy calibrated (exit_calibrate budget) on the odd
+    validation windows, measured on the even ones."""
+    import copy
+    from torch.utils.data import DataLoader, Subset
+    twin = copy.deepcopy(model)
+    cal = calibrate_exits(twin, DataLoader(Subset(val, range(1, len(val), 2)), batch_size=256),
+                          model.cfg.exit_calibrate or 0.015)
+    even = DataLoader(Subset(val, range(0, len(val), 2)), batch_size=256)
+    return {"calibrated_on_odd_windows": cal, "measured_on_even_windows": exit_sweep(twin, even, [cal["thresholds"]])[0]}
 
 
 def ablate(data_path: str, variants: list[str], steps: int = 400, lr: float = 2e-3, seed: int = 1337,
@@ -153,13 +166,16 @@ def main(argv=None) -> dict:
     if args.fit_exits or getattr(r1, "_exit_conf_missing", False):
         losses = fit_exit_classifiers(r1, data.train, steps=150)
         res["exit_classifier_fit"] = {"steps": 150, "first_loss": losses[0], "last_loss": losses[-1]}
+        r1.calibrate(torch.utils.data.DataLoader(data.val, batch_size=256))  # thresholds of the refitted classifiers
     batches = [tuple(torch.stack(t) for t in zip(*[data.train[i * 997 + j] for j in range(12)])) for i in range(8)]
     fresh = {k: type(m)(m.cfg) for k, m in models.items()}
     res["train_throughput"] = train_throughput(fresh, batches)
     res["tok_s_ratio_cpu"] = res["train_throughput"]["r1"]["tok_s_cpu"] / res["train_throughput"]["baseline"]["tok_s_cpu"]
     res["tok_s_ratio_wall"] = res["train_throughput"]["r1"]["tok_s_wall"] / res["train_throughput"]["baseline"]["tok_s_wall"]
     loader = torch.utils.data.DataLoader(data.val, batch_size=256)
-    res["early_exit"] = exit_sweep(r1, loader, [default_exit_threshold(r1), 0.6, 0.4])
+    res["exit_holdout"] = exit_holdout(r1, data.val)
+    res["exit_thresholds"] = default_exit_threshold(r1)
+    res["early_exit"] = exit_sweep(r1, loader, [default_exit_threshold(r1), 0.5, 0.4])
     prompt = data.val[0][0][None, :16]
     res["generation"] = {k: generation_speed(m, prompt, 256) for k, m in models.items()}
     res["generation"]["r1_exit"] = generation_speed(r1, prompt, 256, default_exit_threshold(r1))

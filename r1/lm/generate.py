@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 
-def default_exit_threshold(model) -> float | None:
-    """The model's configured early-exit threshold, or None for models without exit heads."""
-    cfg = getattr(model, "cfg", None)
-    return getattr(cfg, "exit_threshold", None) if hasattr(model, "exit_set") else None
+def default_exit_threshold(model) -> float | list[float] | None:
+    """The model's default early-exit threshold (per exit head once calibrated after training), or
+    None for models without exit heads."""
+    return getattr(model, "default_exit_threshold", None) if hasattr(model, "exit_set") else None
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

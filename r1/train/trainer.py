@@ -342,6 +342,10 @@ class Trainer:
             best = self.dir / "checkpoints" / "best.pt"
             if best.is_file():
                 self.eval_model().load_state_dict(load_checkpoint(best)["model"])
+            if hasattr(self.eval_model(), "calibrate") and self.data.val is not None:
+                # post-training calibration on validation data (R1-LM: default early-exit thresholds);
+                # it changes the model config that model.json records
+                self.eval_model().calibrate(self._loader(self.data.val, train=False))
             metrics.update(self._evaluate("val"))
             metrics.update(self._evaluate("test", out_dir=self.dir))
             metrics.update({"train/steps": self.state["step"], "train/time_s": round(self.state["time"], 2),

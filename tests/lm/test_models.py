@@ -133,21 +133,23 @@ def test_progressive_unfreezing():
     assert m.tok_emb.weight.requires_grad
 
 
-def test_batched_exit_losses_match_the_per_head_computation():
+@pytest.mark.parametrize("exit_stride", [1, 2])
+def test_batched_exit_losses_match_the_per_head_computation(exit_stride):
     import torch.nn.functional as F
     from r1.models.lm.r1lm import CONF_STRIDE
-    m = tiny("r1_lm")
+    m = tiny("r1_lm", exit_stride=exit_stride)
     x = torch.randint(0, V, (2, m.block_size))
     y = x.roll(-1, 1)
     y[:, :5] = -100
     logits, states, _, _ = m._run(x, want_states=True)
     ce, conf = m.exit_losses(states, logits, y)
     logp_f = F.log_softmax(logits.detach(), -1)
-    sub, prev, ces, bces = slice(None, None, CONF_STRIDE), None, [], []
+    stride = m.cfg.exit_stride  # every stride-th position (stride 2: 1, 3, 5, ...), classifiers every 4th
+    pos, sub, prev, ces, bces = slice(stride - 1, None, stride), slice(stride - 1, None, CONF_STRIDE), None, [], []
     valid = (y != -100)[:, sub]
     for j, h in zip(m.exit_layers, states):  # one head at a time, features as at inference
         lg, c, prev = m._exit(j, h, prev)
-        ces.append(F.cross_entropy(lg.flatten(0, 1), y.flatten(), ignore_index=-100))
+        ces.append(F.cross_entropy(lg[:, pos].flatten(0, 1), y[:, pos].flatten(), ignore_index=-100))
         safe = ((logp_f.exp() * (logp_f - prev)).sum(-1) < m.cfg.exit_kl_tol).float()
         bces.append(F.binary_cross_entropy_with_logits(c[:, sub][valid], safe[:, sub][valid]))
     torch.testing.assert_close(ce, torch.stack(ces).mean())

@@ -1,0 +1,85 @@
+"""Early-exit calibration: per-head thresholds, the predicted trade-off, the calibrated default."""
+import json
+
+import pytest
+import torch
+
+from r1.config import load_config
+from r1.lm.early_exit import calibrate_exits, exit_sweep, exit_table, predicted_exit
+from r1.lm.generate import default_exit_threshold, generate
+from r1.registry import build_model
+
+V = 20
+
+
+def _model():
+    torch.manual_seed(0)
+    m = build_model("r1_lm", flavor="tiny", num_classes=V).eval()
+    with torch.no_grad():  # a sharper LM head: exit confidences spread out
+        m.tok_emb.weight.mul_(40)
+    return m
+
+
+def _batches(t=16, n=4):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, V, (n * 4, t), generator=g)
+    y = x.roll(-1, 1)
+    return [(x[i:i + 4], y[i:i + 4]) for i in range(0, n * 4, 4)]
+
+
+def test_per_head_thresholds_equal_one_shared_threshold_and_act_per_head():
+    m, (x, _) = _model(), _batches()[0]
+    E = len(m.exit_layers)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, exit_threshold=[0.5] * E), m(x, exit_threshold=0.5))
+        m(x, exit_threshold=[0.0] + [1.01] * (E - 1))  # every token leaves at the first head
+        assert (m.last_layers_run == m.exit_layers[0]).all()
+        m(x, exit_threshold=[1.01] * (E - 1) + [0.0])  # ... or at the last one
+        assert (m.last_layers_run == m.exit_layers[-1]).all()
+    with pytest.raises(ValueError, match="exit thresholds"):
+        m(x, exit_threshold=[0.5] * (E + 1))
+
+
+def test_predicted_exit_is_exact_when_tokens_do_not_interact():
+    # one-token windows: a token's exit cannot change what any other token sees
+    m = _model()
+    batches = [(x[:, :1], y[:, :1]) for x, y in _batches()]
+    table = exit_table(m, batches)
+    for thr in ([0.5, 0.5], [0.2, 0.9], [0.9, 0.1]):
+        rise, depth = predicted_exit(table, thr, m.exit_layers, m.n_layer)
+        row = exit_sweep(m, batches, [thr])[0]
+        assert rise == pytest.approx(row["loss_up"], abs=1e-5)
+        assert depth == pytest.approx(row["layers_per_token"], abs=1e-6)
+
+
+def test_calibration_keeps_the_measured_loss_rise_within_budget_and_becomes_the_default():
+    m, batches = _model(), _batches()
+    assert default_exit_threshold(m) == m.cfg.exit_threshold  # uncalibrated: the configured one
+    for budget in (0.0, 0.05, 10.0):
+        res = calibrate_exits(m, batches, budget)
+        row = exit_sweep(m, batches, [res["thresholds"]])[0]
+        assert row["loss_up"] <= budget + 1e-5 and row["loss_up"] == pytest.approx(res["loss_up"], abs=1e-5)
+        assert row["layer_reduction"] == pytest.approx(res["layer_reduction"])
+    assert res["layer_reduction"] > 1.2  # an unlimited budget lets tokens leave early
+    m.cfg.exit_calibrate = 10.0
+    m.calibrate(batches)
+    assert m.cfg.exit_thresholds == res["thresholds"] and default_exit_threshold(m) == res["thresholds"]
+    stats = {}
+    generate(m, batches[0][0][:1, :4], 8, temperature=0.0, exit_threshold=default_exit_threshold(m), stats=stats)
+    assert stats["layers"] < 8 * m.n_layer
+
+
+def test_trainer_calibrates_and_saves_the_thresholds(tmp_path):
+    from r1.artifacts import load_model
+    from r1.train import fit
+    text = "".join(chr(97 + (i * 7 + i // 13) % 26) for i in range(6000))
+    (tmp_path / "a.txt").write_text(text)
+    metrics = fit(load_config(None, [
+        "model.name=r1_lm", "model.flavor=tiny", "model.exit_calibrate=0.05", "data.name=text",
+        f"data.path={tmp_path / 'a.txt'}", "data.block_size=32", "data.batch_size=8", "data.dedup=none",
+        f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=3", "train.eval_every=3", "run.threads=1",
+        "train.amp='off'", f"run.dir={tmp_path / 'r'}"]))
+    saved = json.loads((tmp_path / "r" / "model.json").read_text())["model"]["exit_thresholds"]
+    model = load_model(tmp_path / "r")
+    assert len(saved) == len(model.exit_layers) and default_exit_threshold(model) == saved
+    assert metrics["val/exit_loss"] - metrics["val/loss"] <= 0.05 + 1e-6  # evaluated at the calibrated default
