@@ -25,15 +25,19 @@ def test_kv_cache_equals_full_recompute(name):
         step = m.forward_cached(a[:, t:t + 1], cache)
 
 
-def test_kv_cache_equals_full_recompute_with_early_exit():
-    m = build_model("r1_lm", flavor="tiny", num_classes=V).eval()
+@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1}, {"n_kv_head": 1, "pos": "learned"}])
+def test_kv_cache_equals_full_recompute_with_early_exit(kw):
+    torch.manual_seed(0)
+    m = build_model("r1_lm", flavor="tiny", num_classes=V, **kw).eval()
     # the exit heads share the LM head; sharpen it so that some tokens exit and some do not
     with torch.no_grad():
         m.tok_emb.weight.mul_(40)
     prompt = torch.randint(0, V, (1, 4))
-    thr = 0.5
-    stats_c, stats_f = {}, {}
-    a = generate(m, prompt, 24, temperature=0.0, use_cache=True, exit_threshold=thr, stats=stats_c)
+    for thr in (0.5, 0.4, 0.3, 0.2, 0.1):  # greedy decoding settles on one token: the first threshold it exits at
+        stats_c, stats_f = {}, {}
+        a = generate(m, prompt, 24, temperature=0.0, use_cache=True, exit_threshold=thr, stats=stats_c)
+        if stats_c["layers"] < stats_c["tokens"] * m.n_layer:
+            break
     b = generate(m, prompt, 24, temperature=0.0, use_cache=False, exit_threshold=thr, stats=stats_f)
     assert torch.equal(a, b)
     assert stats_c["layers"] == pytest.approx(stats_f["layers"])

@@ -56,6 +56,26 @@ def test_causal_no_token_sees_the_future(name):
     assert not torch.allclose(a[0, T // 2:], b[0, T // 2:], atol=1e-5)
 
 
+def test_grouped_query_attention_shares_key_value_heads():
+    from r1.errors import ConfigError
+    full, gqa = tiny("r1_lm"), tiny("r1_lm", n_kv_head=1)  # tiny: 2 heads of 16, 32 channels
+    C, hs, nh = 32, 16, 2
+    assert full.blocks[0].attn.qkv.weight.shape[0] == 3 * C + nh
+    assert gqa.blocks[0].attn.qkv.weight.shape[0] == C + 2 * hs + nh  # one key and one value head
+    # equal to multi-head attention whose key/value heads are copies of the shared one
+    with torch.no_grad():
+        for bf, bg in zip(full.blocks, gqa.blocks):
+            wq, wk, wv, wg = bg.attn.qkv.weight.split([C, hs, hs, nh])
+            bf.attn.qkv.weight.copy_(torch.cat([wq, wk, wk, wv, wv, wg]))
+        gqa_state = {k: v for k, v in gqa.state_dict().items() if "attn.qkv" not in k}
+        full.load_state_dict(gqa_state, strict=False)
+    x = torch.randint(0, V, (2, full.block_size))
+    with torch.no_grad():
+        torch.testing.assert_close(full.eval()(x), gqa.eval()(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="n_kv_head"):
+        build_model("r1_lm", flavor="tiny", num_classes=V, n_head=4, n_kv_head=3)
+
+
 def test_causal_with_early_exit():
     m = tiny("r1_lm").eval()
     T = m.block_size
@@ -98,7 +118,7 @@ def test_early_exit_thresholds_and_layer_counts():
         first = m.exit_layers[0]
         always = m(x, exit_threshold=0.0)  # every token exits at the first exit head
         assert torch.equal(m.last_layers_run, torch.full_like(m.last_layers_run, first))
-        exit_logits = m.head(m.exit_norms[str(first)](m.blocks[0](m.tok_emb(x), m.rotary.cos_sin(0, x.shape[1], torch.float32))))
+        exit_logits = m.head(m.exit_norms[str(first)](m.blocks[0](m.tok_emb(x), m.rotary.cis(0, x.shape[1]))))
     assert torch.allclose(always, exit_logits, atol=1e-5)
     assert torch.allclose(full, never, atol=1e-6)
 

@@ -18,14 +18,15 @@
   still attend to it (the same rule in parallel evaluation and with the KV cache).
 * Cross-layer fusion: block j-2's output enters block j through a learned projection scaled by a
   sigmoid gate computed from that output.
-* Weight tying, Xavier init, positions by RoPE (chosen by measurement over learned positions).
+* Weight tying, Xavier init, positions by RoPE (chosen by measurement over learned positions), adjacent
+  head dimensions rotated as complex pairs.
 * Optional `contrastive` loss for domain adaptation (r1.lm.contrastive) on mean-pooled final states.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import torch
 import torch.nn as nn
@@ -43,6 +44,8 @@ from r1.registry import register_model
 class R1LMConfig(ModelConfig):
     n_layer: int = opt(4, "Transformer blocks.", min=1)
     n_head: int = opt(4, "Attention heads.", min=1)
+    n_kv_head: int = opt(0, "Key/value heads, each shared by n_head / n_kv_head query heads (grouped-query "
+                            "attention: a smaller qkv matmul and KV cache). 0: n_head (plain multi-head).", min=0)
     n_embd: int = opt(128, "Embedding (channel) size; divisible by n_head.", min=8)
     block_size: int = opt(64, "Context length (tokens). 0: the data's block_size.", min=0)
     window: int = opt(16, "Keys seen by the local (sliding-window) attention branch, the token itself included.", min=1)
@@ -82,6 +85,8 @@ class R1LMConfig(ModelConfig):
     def validate(self, prefix: str) -> None:
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ConfigError(f"{prefix}.n_embd: {self.n_embd} must split into n_head={self.n_head} even head sizes")
+        if self.n_kv_head and self.n_head % self.n_kv_head:
+            raise ConfigError(f"{prefix}.n_kv_head: {self.n_kv_head} does not divide n_head={self.n_head}")
         bad = [j for j in self.exit_layers if not 1 <= j < self.n_layer]
         if bad:
             raise ConfigError(f"{prefix}.exit_layers: {bad} outside 1..{self.n_layer - 1}")
@@ -107,54 +112,60 @@ class GatedAttention(nn.Module):
     def __init__(self, cfg: R1LMConfig):
         super().__init__()
         self.n_head, self.window = cfg.n_head, cfg.window
+        self.n_kv = cfg.n_kv_head or cfg.n_head
+        self.kv_dim = self.n_kv * (cfg.n_embd // cfg.n_head)
         self.causal = cfg.objective != "mlm"
-        # queries, keys, values and the per-head gate logits from one matmul: (C) -> (3C + nh)
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd + cfg.n_head, bias=False)
+        # queries, keys, values and the per-head gate logits from one matmul: (C) -> (C + 2 kv_dim + nh)
+        self.qkv = nn.Linear(cfg.n_embd, cfg.n_embd + 2 * self.kv_dim + cfg.n_head, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:
+    def _split(self, t: torch.Tensor, heads: int) -> torch.Tensor:
         B, T, C = t.shape
-        return t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+        return t.view(B, T, heads, C // heads).transpose(1, 2)  # (B, T, C) -> (B, heads, T, hs)
 
     def fill_kv(self, x: torch.Tensor, rope, cache: KVCache, layer: int) -> None:
         """Keys/values only (for tokens that exited before this layer)."""
         C = x.shape[-1]
-        k, v = F.linear(x, self.qkv.weight[C:3 * C]).split(C, dim=-1)
+        k, v = F.linear(x, self.qkv.weight[C:C + 2 * self.kv_dim]).split(self.kv_dim, dim=-1)
         if rope is not None:
-            k = apply_rotary(k.unflatten(-1, (self.n_head, -1)), *(r[:, None] for r in rope)).flatten(-2)
-        cache.update(layer, self._split(k), self._split(v))
+            k = apply_rotary(k.unflatten(-1, (self.n_kv, -1)), rope[:, None]).flatten(-2)
+        cache.update(layer, self._split(k, self.n_kv), self._split(v, self.n_kv))
 
     def attend(self, q, k, v, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries (B, nh, T, hs) at positions start.. against keys/values (B, nh, L, hs) ->
+        """Queries (B, nh, T, hs) at positions start.. against keys/values (B, n_kv, L, hs) ->
         (full causal, sliding-window causal) outputs, each (B, nh, T, hs)."""
+        if self.n_kv != self.n_head:  # grouped-query attention: SDPA shares each key/value head itself
+            sdpa = partial(F.scaled_dot_product_attention, enable_gqa=True)
+        else:
+            sdpa = F.scaled_dot_product_attention
         T, L = q.shape[2], k.shape[2]
         if not self.causal:  # masked LM: every key; the local branch a band |i - j| < window
-            glob = F.scaled_dot_product_attention(q, k, v)
+            glob = sdpa(q, k, v)
             if L <= self.window:
                 return glob, glob
-            return glob, F.scaled_dot_product_attention(q, k, v, attn_mask=_band(L, self.window, q.device))
+            return glob, sdpa(q, k, v, attn_mask=_band(L, self.window, q.device))
         if T == 1:  # one new token (cached generation): it sees every key; the window is a slice, no mask
-            glob = F.scaled_dot_product_attention(q, k, v)
+            glob = sdpa(q, k, v)
             if L <= self.window:
                 return glob, glob
-            return glob, F.scaled_dot_product_attention(q, k[:, :, -self.window:], v[:, :, -self.window:])
+            return glob, sdpa(q, k[:, :, -self.window:], v[:, :, -self.window:])
         if start == 0:
-            glob = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            glob = sdpa(q, k, v, is_causal=True)
         else:
-            glob = F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(start, T, L, 0, q.device))
+            glob = sdpa(q, k, v, attn_mask=_mask(start, T, L, 0, q.device))
         if L <= self.window:  # every visible key is inside the window: local == global
             return glob, glob
-        return glob, F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(start, T, L, self.window, q.device))
+        return glob, sdpa(q, k, v, attn_mask=_mask(start, T, L, self.window, q.device))
 
     def forward(self, x: torch.Tensor, rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        qk, v, gate = self.qkv(x).split([2 * C, C, self.n_head], dim=-1)
-        if rope is not None:  # rotate queries and keys in one go: (B, T, 2, nh, hs)
-            qk = apply_rotary(qk.view(B, T, 2, self.n_head, -1), *(r[:, None, None] for r in rope))
-            qk = qk.view(B, T, 2 * C)
-        q, k = map(self._split, qk.split(C, dim=-1))
-        v = self._split(v)
+        qk, v, gate = self.qkv(x).split([C + self.kv_dim, self.kv_dim, self.n_head], dim=-1)
+        if rope is not None:  # rotate queries and keys in one go: (B, T, nh + n_kv, hs)
+            qk = apply_rotary(qk.view(B, T, self.n_head + self.n_kv, -1), rope[:, None])
+            qk = qk.view(B, T, C + self.kv_dim)
+        q, k = qk.split([C, self.kv_dim], dim=-1)
+        q, k, v = self._split(q, self.n_head), self._split(k, self.n_kv), self._split(v, self.n_kv)
         start = 0
         if cache is not None:
             start = cache.pos
@@ -209,7 +220,7 @@ class R1LM(nn.Module):
         C = cfg.n_embd
         self.tok_emb = nn.Embedding(cfg.num_classes, C)
         self.pos_emb = nn.Embedding(cfg.block_size, C) if cfg.pos == "learned" else None
-        self.rotary = Rotary(C // cfg.n_head) if cfg.pos == "rope" else None
+        self.rotary = Rotary(C // cfg.n_head, max_len=cfg.block_size) if cfg.pos == "rope" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.fuse = nn.ModuleList(Fusion(C) for _ in range(cfg.n_layer - 2)) if cfg.fusion else nn.ModuleList()
@@ -289,20 +300,31 @@ class R1LM(nn.Module):
         E, pos = len(states), slice(self.cfg.exit_stride - 1, None, self.cfg.exit_stride)
         H = torch.stack([h[:, pos] for h in states])  # (E, B, T', C): every exit_stride-th position
         targets, final = targets[:, pos], final[:, pos]
-        w = torch.stack([self.exit_norms[str(j)].weight for j in self.exit_layers])[:, None, None]  # (E, 1, 1, C)
-        hn = F.layer_norm(H, H.shape[-1:], eps=self.exit_norms[str(self.exit_layers[0])].eps) * w
-        logp = F.log_softmax(self.head(hn).float(), dim=-1)  # (E, B, T, V)
-        ce = F.nll_loss(logp.flatten(0, 2), targets.expand(E, -1, -1).flatten(), ignore_index=-100)
+        hn = F.layer_norm(H, H.shape[-1:], eps=self.exit_norms[str(self.exit_layers[0])].eps)  # no weight yet
+        w = torch.stack([self.exit_norms[str(j)].weight for j in self.exit_layers])  # (E, C)
+        # each exit norm's weight folded into the tied head: (E, V, C), one batched matmul for all heads
+        logits = torch.bmm(hn.flatten(1, 2), (self.head.weight[None] * w[:, None]).transpose(1, 2))
+        logits = logits.view(*H.shape[:-1], -1)  # (E, B, T', V)
+        ce = F.cross_entropy(logits.flatten(0, 2).float(), targets.expand(E, -1, -1).flatten(), ignore_index=-100)
         sub = slice(None, None, max(1, CONF_STRIDE // self.cfg.exit_stride))
-        lp = logp[:, :, sub].detach()  # (E, B, T'', V)
-        feats = self._conf_features(hn[:, :, sub], lp, torch.cat([lp[:1], lp[:-1]]))
-        conf = torch.stack([self.exit_conf[str(j)](feats[e]).squeeze(-1) for e, j in enumerate(self.exit_layers)])
+        lp = F.log_softmax(logits[:, :, sub].detach().float(), dim=-1)  # (E, B, T'', V)
+        feats = self._conf_features(hn[:, :, sub] * w[:, None, None], lp, torch.cat([lp[:1], lp[:-1]]))
+        conf = self._exit_classifiers(feats.flatten(1, 2)).view(lp.shape[:-1])  # (E, B, T'')
         logp_f = F.log_softmax(final[:, sub].detach().float(), dim=-1)  # (B, T'', V)
         safe = ((logp_f.exp() * (logp_f - lp)).sum(-1) < self.cfg.exit_kl_tol).float()  # (E, B, T'')
         valid = targets[:, sub] != -100
         if not valid.any():  # e.g. short responses: no sampled position carries a target
             return ce, conf.sum() * 0.0
         return ce, F.binary_cross_entropy_with_logits(conf[:, valid], safe[:, valid])
+
+    def _exit_classifiers(self, feats: torch.Tensor) -> torch.Tensor:
+        """All exit classifiers at once on their features (E, N, C + 3) -> confidence logits (E, N):
+        the same MLPs as `exit_conf`, their weights stacked into two batched matmuls."""
+        mlps = [self.exit_conf[str(j)] for j in self.exit_layers]
+        w1, b1 = torch.stack([m[0].weight for m in mlps]), torch.stack([m[0].bias for m in mlps])  # (E, 32, C+3)
+        w2, b2 = torch.stack([m[2].weight for m in mlps]), torch.stack([m[2].bias for m in mlps])  # (E, 1, 32)
+        h = F.gelu(torch.baddbmm(b1[:, None], feats, w1.transpose(1, 2)))  # (E, N, 32)
+        return torch.baddbmm(b2[:, None], h, w2.transpose(1, 2)).squeeze(-1)
 
     def thresholds(self, exit_threshold) -> dict[int, float] | None:
         """`exit_threshold` (one float for every head, or one per head in exit_layers order, None: no
@@ -344,7 +366,7 @@ class R1LM(nn.Module):
             if start + T > self.block_size:
                 raise ValueError(f"position {start + T} exceeds block_size {self.block_size} (learned positions)")
             x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
-        rope = self.rotary.cos_sin(start, T, x.dtype) if self.rotary is not None else None
+        rope = self.rotary.cis(start, T) if self.rotary is not None else None
         prev, cur = None, self.drop(x)
         states, done, frozen, taken, prev_logp = [], None, None, None, None
         layers_run = torch.zeros(B, T, device=idx.device)
