@@ -149,6 +149,21 @@ def test_qat_fake_quant_is_close_and_strips_back_to_plain(tmp_path):
     assert set(model.state_dict()) == keys
 
 
+def test_qat_trains_under_bf16_autocast():
+    """train.amp=auto turns bf16 autocast on for CPUs with native bf16: QAT must still simulate int8 in float32."""
+    from r1.compress.qat import FakeQuant, prepare_qat
+
+    model = prepare_qat(_randomized_model()).train()
+    x = torch.randn(4, 3, 32, 32)
+    for _ in range(2):  # the second step updates the tracked ranges (the lerp that failed with bf16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().sum().backward()
+    fq = [m for m in model.modules() if isinstance(m, FakeQuant)]
+    assert all(m.lo.dtype == m.hi.dtype == torch.float32 and m.hi > m.lo for m in fq)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
 def test_qat_run_saves_a_plain_loadable_model(tmp_path):
     import r1
     from r1.config import load_config

@@ -42,10 +42,13 @@ class FakeQuant(nn.Module):
                                                       0, -128, 127)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, w, m = self._act(x), self._weight(), self.layer
-        if isinstance(m, nn.Conv2d):
-            return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
-        return F.linear(x, w, m.bias)
+        # int8 is simulated in float32 even under mixed precision: bf16/fp16 rounding on top of the
+        # int8 grid is not what the converted model computes (and the range buffers stay float32)
+        with torch.autocast(x.device.type, enabled=False):
+            x, w, m = self._act(x.float()), self._weight(), self.layer
+            if isinstance(m, nn.Conv2d):
+                return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
+            return F.linear(x, w, m.bias)
 
 
 def _quantizable(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
