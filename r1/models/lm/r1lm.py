@@ -5,7 +5,8 @@
   `scaled_dot_product_attention` calls compute full causal and sliding-window causal attention
   (`window` keys, itself included); y = g * global + (1 - g) * local with g = sigmoid(gate).
   With `objective: mlm` (masked-LM pretraining) both are bidirectional, the local one a band
-  |i - j| < window.
+  |i - j| < window. With `n_kv_head` < n_head, groups of query heads share key/value heads
+  (grouped-query attention, SDPA's enable_gqa): a smaller qkv matmul and KV cache.
 * Dynamic depth: blocks in `exit_layers` are followed by an exit head (own LayerNorm, then the
   shared, tied LM head), trained with the mean exit cross-entropy (`exit` loss), and a light exit
   classifier (MLP on detached features: normed state, top probability, entropy, drift from the
