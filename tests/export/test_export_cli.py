@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import r1
 from tests.conftest import run_r1
 from r1.errors import ConfigError, Unavailable
 from r1.export.runtime import Predictor
@@ -43,6 +45,9 @@ def test_predictor_same_records_across_runtimes(trained_digits, exported):
     batch = torch_p.preprocess(images)
     assert batch.shape == (7, *torch_p.input_shape) and batch.dtype == np.float32
     np.testing.assert_allclose(torch_p.run(batch), onnx_p.run(batch), atol=1e-4)
+    with torch.inference_mode():  # the torch runtime runs channels-last: same numbers as the plain model
+        plain = r1.load_model(trained_digits)(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(torch_p.run(batch), plain, atol=1e-5)
 
 
 def test_predictor_errors(trained_digits, exported, tmp_path):
