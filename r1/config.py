@@ -136,7 +136,7 @@ class TrainConfig:
     accum_steps: int = opt(1, "Micro-batches accumulated per optimizer step.", min=1)
     clip_grad: float = opt(0.0, "Clip the global gradient norm to this value. 0: no clipping.", min=0.0)
     grad_alarm: float = opt(100.0, "Log a warning when the gradient norm exceeds this.", min=0.0)
-    amp: str = opt("auto", "Mixed precision: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else off).",
+    amp: str = opt("auto", "Mixed precision: auto (fp16 on CUDA, fp32 on CPU), off, fp16 (CUDA), bf16 (CUDA, or CPUs with native bf16).",
                    choices=("auto", "off", "fp16", "bf16"))
     grad_ckpt: bool = opt(False, "Gradient checkpointing (recompute activations in backward).")
     ema: bool = opt(False, "Keep an exponential moving average of the weights and evaluate it.")
@@ -193,6 +193,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+YAML11_BOOLS = {"on": True, "yes": True, "off": False, "no": False}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against annotation `tp`; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
@@ -217,6 +220,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in YAML11_BOOLS:
+            return YAML11_BOOLS[value.lower()]
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -333,6 +338,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()  # train.amp=off is the word "off"; bool fields still take on/off/yes/no
     if isinstance(value, str) and any(c.isdigit() for c in raw):
         try:  # YAML 1.1 reads "3e-3" as a string; scientific notation is a number here.
             value = float(raw)

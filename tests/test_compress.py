@@ -150,7 +150,7 @@ def test_qat_fake_quant_is_close_and_strips_back_to_plain(tmp_path):
 
 
 def test_qat_trains_under_bf16_autocast():
-    """train.amp=auto turns bf16 autocast on for CPUs with native bf16: QAT must still simulate int8 in float32."""
+    """Under bf16 autocast (train.amp=bf16 on a CPU with native bf16, or CUDA) QAT still simulates int8 in float32."""
     from r1.compress.qat import FakeQuant, prepare_qat
 
     model = prepare_qat(_randomized_model()).train()

@@ -25,6 +25,13 @@ def test_overrides_parse_types_and_scientific_notation():
     assert cfg.optim.betas == [0.9, 0.95]
 
 
+def test_yaml11_words_on_the_command_line():
+    """`train.amp=off` is the word off (YAML 1.1 would make it false); bool fields still take on/off/yes/no."""
+    cfg = load_config(DIGITS, ["train.amp=off", "train.grad_ckpt=on"])
+    assert cfg.train.amp == "off" and cfg.train.grad_ckpt is True
+    assert load_config(DIGITS, ["train.grad_ckpt=no"]).train.grad_ckpt is False
+
+
 def test_explicit_field_beats_flavor_preset():
     cfg = load_config(DIGITS, ["model.width=1.0"])
     assert cfg.model.width == 1.0 and cfg.model.flavor == "tiny"

@@ -97,7 +97,7 @@ def test_run_directory_contents(trained_digits):
     assert {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "trainer"} <= set(ckpt)
     log = (trained_digits / "log.txt").read_text()
     assert "step 2/6 | loss" in log and "grad_norm" in log and "samples/s" in log and "mem" in log
-    assert "AMP off: this CPU has no native bf16" in log or "AMP on" in log
+    assert "AMP off: this CPU has no native bf16" in log or "AMP off: fp32 on CPU by default" in log
 
 
 def test_existing_run_is_not_overwritten(trained_digits):
@@ -109,8 +109,8 @@ def test_existing_run_is_not_overwritten(trained_digits):
 def test_amp_decision_on_cpu():
     assert resolve_amp("off", torch.device("cpu")) is None
     from r1.train.hardware import cpu_has_native_bf16
-    expected = torch.bfloat16 if cpu_has_native_bf16() else None
-    assert resolve_amp("auto", torch.device("cpu")) == expected
+    assert resolve_amp("auto", torch.device("cpu")) is None  # fp32 unless bf16 is asked for
+    assert resolve_amp("bf16", torch.device("cpu")) == (torch.bfloat16 if cpu_has_native_bf16() else None)
     assert resolve_amp("fp16", torch.device("cpu")) is None  # fp16 autocast is a CUDA feature
 
 
