@@ -43,6 +43,8 @@ def main() -> None:
                                                           "(default: the quickstart's)")
     ap.add_argument("overrides", nargs="*", help="extra k=v for every run")
     args = ap.parse_args()
+    if args.prune_final_steps is not None and args.prune_final_steps < 0:
+        ap.error(f"--prune-final-steps: expected 0 or more, got {args.prune_final_steps}")
     logging.basicConfig(level=logging.WARNING)
     settings = {f"kd {kd}": dict(x.split("=") for x in kd.split(",")) for kd in args.kd}
     keys = ["teacher", "student", *settings, *(["pruned"] if args.prune else [])]

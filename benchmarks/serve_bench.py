@@ -178,6 +178,9 @@ def main() -> None:
             server, client = ({int(c) for c in part.split(",")} for part in args.pin.split(":"))
         except ValueError:
             ap.error(f"--pin: expected SERVER_CPUS:CLIENT_CPUS such as 1:0 or 1:0,2, got {args.pin!r}")
+        if not (server | client) <= os.sched_getaffinity(0):
+            ap.error(f"--pin: CPUs {sorted((server | client) - os.sched_getaffinity(0))} are not available; "
+                     f"this process may use {sorted(os.sched_getaffinity(0))}")
         args.server_cpus, args.client_cpus = server, client
     modes = [m for m in args.inference.split(",") if m]
     if not modes or set(modes) - {"process", "thread"}:

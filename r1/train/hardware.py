@@ -54,16 +54,16 @@ def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
         dtype = torch.bfloat16 if requested == "bf16" else torch.float16
         log.info("AMP on: %s autocast on CUDA", dtype)
         return dtype
-    if requested == "bf16" and cpu_has_native_bf16():
+    native = cpu_has_native_bf16()
+    if native and requested == "bf16":
         log.info("AMP on: bf16 autocast on CPU (train.amp=bf16)")
         return torch.bfloat16
-    if requested == "bf16" or not cpu_has_native_bf16():
+    if native:  # measured on an AVX-512 bf16 CPU (2026-11-28): bf16 autocast inflated a ResNet's gradient
+        # norms 3-15x over fp32, produced non-finite gradients in a short run, no faster for small models
+        log.info("AMP off: fp32 on CPU by default (train.amp=bf16 opts in; this CPU has native bf16)")
+    else:
         log.info("AMP off: this CPU has no native bf16 (%s); bf16 matmul here is ~300x slower than fp32",
                  torch.backends.cpu.get_cpu_capability())
-        return None
-    # measured on an AVX-512 bf16 CPU (2026-11-28): bf16 autocast inflated a ResNet's gradient norms
-    # 3-15x over fp32, produced non-finite gradients in a short run, and was no faster for small models
-    log.info("AMP off: fp32 on CPU by default (train.amp=bf16 opts in; this CPU has native bf16)")
     return None
 
 

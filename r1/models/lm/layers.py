@@ -76,7 +76,7 @@ class Rotary(nn.Module):
 
     def _cis(self, start: int, t: int) -> torch.Tensor:
         pos = torch.arange(start, start + t, device=self.inv_freq.device, dtype=torch.float32)
-        return torch.polar(torch.ones(()), torch.outer(pos, self.inv_freq))  # (T, hs/2) complex64
+        return torch.polar(torch.ones((), device=pos.device), torch.outer(pos, self.inv_freq))  # (T, hs/2) complex64
 
     def cis(self, start: int, t: int) -> torch.Tensor:
         """-> unit complex rotations (T, hs/2) of positions start..start+t-1."""

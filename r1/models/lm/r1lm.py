@@ -116,6 +116,9 @@ class GatedAttention(nn.Module):
         self.n_kv = cfg.n_kv_head or cfg.n_head
         self.kv_dim = self.n_kv * (cfg.n_embd // cfg.n_head)
         self.causal = cfg.objective != "mlm"
+        # grouped-query attention: SDPA shares each key/value head among its query heads itself
+        gqa = self.n_kv != self.n_head
+        self.sdpa = partial(F.scaled_dot_product_attention, enable_gqa=True) if gqa else F.scaled_dot_product_attention
         # queries, keys, values and the per-head gate logits from one matmul: (C) -> (C + 2 kv_dim + nh)
         self.qkv = nn.Linear(cfg.n_embd, cfg.n_embd + 2 * self.kv_dim + cfg.n_head, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
@@ -136,10 +139,7 @@ class GatedAttention(nn.Module):
     def attend(self, q, k, v, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries (B, nh, T, hs) at positions start.. against keys/values (B, n_kv, L, hs) ->
         (full causal, sliding-window causal) outputs, each (B, nh, T, hs)."""
-        if self.n_kv != self.n_head:  # grouped-query attention: SDPA shares each key/value head itself
-            sdpa = partial(F.scaled_dot_product_attention, enable_gqa=True)
-        else:
-            sdpa = F.scaled_dot_product_attention
+        sdpa = self.sdpa
         T, L = q.shape[2], k.shape[2]
         if not self.causal:  # masked LM: every key; the local branch a band |i - j| < window
             glob = sdpa(q, k, v)
