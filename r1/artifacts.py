@@ -2,6 +2,8 @@
 
 `model.json` holds what rebuilds the model without unpickling anything: the model config,
 the data meta (classes, preprocessing, tokenizer...), the data config, and the family.
+Format versions: `r1-model/2` (current) adds `r1_version` (the R1 that wrote it) and
+`weights_sha256` to `r1-model/1`; both load.
 """
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_model
 
+from r1 import __version__
 from r1.config import ModelConfig, from_dict, to_dict
 from r1.errors import ConfigError
 from r1.registry import build_model, get_entry
 
-FORMAT = "r1-model/1"
+FORMAT = "r1-model/2"
+READABLE = ("r1-model/1", FORMAT)  # model.json versions this R1 loads
 
 
 def resolve_weights(path: str | Path) -> Path:
@@ -37,10 +41,21 @@ def save_artifact(model: nn.Module, out_dir: Path, meta: dict, data_cfg: dict | 
         model = _with_weights(model, state_dict)
     save_model(model, str(out_dir / "model.safetensors"))
     cfg: ModelConfig = model.r1_config
-    info = {"format": FORMAT, "family": get_entry(cfg.name).family, "model": to_dict(cfg),
-            "meta": meta, "data": data_cfg or {}}
+    info = {"format": FORMAT, "r1_version": __version__, "family": get_entry(cfg.name).family,
+            "model": to_dict(cfg), "meta": meta, "data": data_cfg or {},
+            "weights_sha256": sha256_file(out_dir / "model.safetensors")}
     (out_dir / "model.json").write_text(json.dumps(info, indent=2))
     return out_dir / "model.safetensors"
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _with_weights(model: nn.Module, state_dict: dict) -> nn.Module:
@@ -56,8 +71,9 @@ def read_info(path: str | Path) -> dict:
     if not info_path.is_file():
         raise ConfigError(f"{info_path}: missing; it holds the model config needed to rebuild {weights.name}")
     info = json.loads(info_path.read_text())
-    if info.get("format") != FORMAT:
-        raise ConfigError(f"{info_path}: unknown format {info.get('format')!r}; expected {FORMAT}")
+    if info.get("format") not in READABLE:
+        raise ConfigError(f"{info_path}: unknown format {info.get('format')!r}; this R1 ({__version__}) reads "
+                          f"{', '.join(READABLE)}")
     return info
 
 
@@ -104,42 +120,14 @@ def _is_tied(model: nn.Module, key: str, loaded: dict) -> bool:
     return any(params[key] is params.get(k) for k in loaded if k != key)
 
 
-class OnnxModel(nn.Module):
-    """An exported .onnx behind the torch model interface: `model(images)` -> predictions.
-
-    Lets evaluation, prediction and benchmarks treat an ONNX file (fp32 or int8) like a
-    trained model. Runs on onnxruntime's CPU provider with an explicit thread count."""
-
-    def __init__(self, path: str | Path, threads: int = 1):
-        super().__init__()
-        from r1.export.onnx import get_export_hook, ort_session, read_onnx_meta
-
-        props = read_onnx_meta(path)
-        self.path, self.session = Path(path), ort_session(path, threads)
-        self.r1_meta, self.r1_family = json.loads(props["r1.meta"]), props["r1.family"]
-        self.r1_model = json.loads(props.get("r1.model", "{}"))
-        self.r1_data: dict = {}
-        self.input_name = self.session.get_inputs()[0].name
-        self._decode = getattr(get_export_hook(self.r1_family), "decode", None)
-        self._props = props
-
-    def forward(self, images: torch.Tensor, targets=None):
-        if targets is not None:
-            raise ConfigError(f"{self.path}: an ONNX model cannot be trained")
-        outs = self.session.run(None, {self.input_name: images.detach().cpu().numpy().astype("float32")})
-        if len(outs) == 1:
-            return torch.from_numpy(outs[0])
-        return self._decode(outs, self._props)
-
-
 def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1, **fields) -> nn.Module:
-    """The one loader: run dir, model.safetensors, or .onnx (onnxruntime)."""
-    if Path(path).suffix == ".onnx":
+    """A torch module for any artifact: a run dir / .safetensors (`load_model`), or an .onnx / TensorRT
+    engine behind the module interface (`model(images)` -> the family's outputs), so evaluation and
+    reports score exported models like trained ones."""
+    from r1.export.runtime import Predictor, infer_runtime
+
+    if infer_runtime(path) != "torch":
         if fields:
-            raise ConfigError(f"{path}: model settings {sorted(fields)} cannot change in an exported ONNX graph")
-        model = OnnxModel(path, threads)
-        info = Path(path).with_name("model.json")
-        if info.is_file():  # an export stage keeps the data config beside the file
-            model.r1_data = json.loads(info.read_text()).get("data", {})
-        return model
+            raise ConfigError(f"{path}: model settings {sorted(fields)} cannot change in an exported graph")
+        return Predictor.load(path, threads=threads).as_module()
     return load_model(path, device, **fields)

@@ -93,7 +93,7 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
 
 
 @app.command()
-def predict(model: Path = typer.Argument(..., help="Run dir or model.safetensors"),
+def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, .onnx or TensorRT engine"),
             images: list[Path] = typer.Argument(..., help="Image files"),
             out: Optional[Path] = typer.Option(None, help="Directory for annotated PNGs (detection)"),
             top_k: int = typer.Option(3, help="Classes shown per image (classification)"),
@@ -108,8 +108,8 @@ def predict(model: Path = typer.Argument(..., help="Run dir or model.safetensors
         typer.echo(json.dumps(record))
         records.append(record)
     if coco_json is not None:
-        from r1.predict import write_coco_records
-        write_coco_records(model, records, coco_json)
+        from r1.predict import write_results
+        write_results(model, records, "coco", coco_json)
         typer.echo(f"COCO results: {coco_json}", err=True)
 
 

@@ -1,13 +1,12 @@
-"""Prediction on image files: pre-process -> model -> post-process, per family.
+"""Prediction on input files (what `r1 predict` runs) and the image helpers families share.
 
-Families register a `FamilyIO` (how to turn PIL images into a batch and model outputs into
-JSON-safe records); `predict_files` is what `r1 predict` runs.
+`predict_files` loads any artifact (run dir, .safetensors, .onnx, TensorRT engine) with the one
+loader, `r1.load`, and yields one JSON record per input file; visual results are drawn into
+`out_dir`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -16,27 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from r1.errors import ConfigError, DataError
 
 
-@dataclass
-class FamilyIO:
-    preprocess: Callable[[list[Image.Image], dict], torch.Tensor]
-    postprocess: Callable[[object, dict, dict], list[dict]]  # (outputs, meta, options) -> records
-    draw: Callable | None = None  # (image, record, meta, path) -> None, for --out
-
-
-_IO: dict[str, FamilyIO] = {}
-
-
-def register_io(family: str, io: FamilyIO) -> None:
-    _IO[family] = io
-
-
-def get_io(family: str) -> FamilyIO:
-    if family not in _IO:
-        raise ConfigError(f"family {family!r} has no image prediction; known: {', '.join(sorted(_IO))}")
-    return _IO[family]
-
-
-def open_image(path: Path) -> Image.Image:
+def open_image(path) -> Image.Image:
+    """An image file (or file object) -> RGB image; DataError naming the file when it cannot be read."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -57,50 +37,56 @@ def resize_normalize(images: list[Image.Image], meta: dict) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))
 
 
-def classification_records(logits, meta: dict, options: dict) -> list[dict]:
-    probs = torch.as_tensor(logits).float().softmax(-1)
-    k = min(options.get("top_k", 3), probs.shape[-1])
-    scores, idx = probs.topk(k, dim=-1)
-    classes = meta["classes"]
-    return [{"label": classes[int(i[0])], "class_id": int(i[0]), "score": float(s[0]),
-             "top": [{"label": classes[int(c)], "class_id": int(c), "score": float(v)} for v, c in zip(s, i)]}
-            for s, i in zip(scores, idx)]
+def image_batch(meta: dict, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n random normalised-looking images (n, 3, H, W) at the model's preprocessing size."""
+    if "preprocess" not in meta or "size" not in meta["preprocess"]:
+        raise ConfigError("model meta has no preprocess.size; cannot make example images")
+    h, w = meta["preprocess"]["size"]
+    return torch.randn(n, 3, h, w, generator=generator)
 
 
-register_io("cls", FamilyIO(resize_normalize, classification_records))
-
-
-@torch.no_grad()
 def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, top_k: int = 3,
-                  batch_size: int = 16):
-    """Yield one record per image: {"file": ..., <family fields>}."""
-    from r1.artifacts import load_model
+                  batch_size: int = 16, runtime: str | None = None, threads: int = 1,
+                  draw_options: dict | None = None, **options):
+    """Yield one record per file: {"file": ..., <family fields>}; with `out_dir`, visual results are
+    drawn there as <file stem>.png (`draw_options` go to the family's drawer, `options` to its
+    post-processing)."""
+    from r1.export.runtime import Predictor
 
-    model = load_model(model_path)
-    io, meta = get_io(model.r1_family), model.r1_meta
+    predictor = Predictor.load(model_path, runtime=runtime, threads=threads)
+    if predictor.inputs != "image":
+        raise ConfigError(f"{model_path}: this model takes {predictor.inputs}, not image files "
+                          f"(use `r1 generate` for language models)")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        images = [open_image(p) for p in chunk]
-        records = io.postprocess(model(io.preprocess(images, meta)), meta, {"top_k": top_k, "images": images})
-        for path, image, rec in zip(chunk, images, records):
-            if out_dir is not None and io.draw is not None:
-                target = out_dir / f"{path.stem}.png"
-                io.draw(image, rec, meta, target)
+        for path, result in zip(chunk, predictor.predict([open_image(p) for p in chunk], top_k=top_k,
+                                                         batch_size=batch_size, **options)):
+            rec = result.to_json()
+            if out_dir is not None and predictor.io.draw is not None:
+                target = result.save(out_dir / f"{Path(path).stem}.png", **(draw_options or {}))
                 rec = {**rec, "drawn": str(target)}
             yield {"file": str(path), **rec}
 
 
-def write_coco_records(model_path, records: list[dict], path: Path) -> Path:
-    """Detection records of `predict_files` -> COCO results JSON; images are numbered 1..N in order."""
-    from r1.artifacts import read_info
-    from r1.evaluate.detection import write_coco_results
+def write_results(model_path, records: list[dict], fmt: str, path: Path) -> Path:
+    """Records of `predict_files` in another format the model's family writes (e.g. "coco")."""
+    from r1.export.runtime import artifact_family
+    from r1.family import get_family
 
-    info = read_info(model_path)
-    if info["family"] != "det":
-        raise ConfigError(f"--coco-json: only detection models write COCO results; this one is {info['family']!r}")
-    preds = [{"boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
-              "scores": torch.tensor(r["scores"], dtype=torch.float32),
-              "labels": torch.tensor(r["class_ids"], dtype=torch.int64)} for r in records]
-    return write_coco_results(preds, list(range(1, len(records) + 1)), info["meta"], path)
+    family = artifact_family(model_path)
+    info = _info(model_path)
+    return get_family(family).writer(fmt)(info, records, path)
+
+
+def _info(model_path) -> dict:
+    """model.json's content for a run dir / .safetensors; the same fields from an .onnx's metadata."""
+    import json
+
+    if Path(model_path).suffix == ".onnx":
+        from r1.export.onnx import read_onnx_meta
+        props = read_onnx_meta(model_path)
+        return {"family": props["r1.family"], "meta": json.loads(props["r1.meta"])}
+    from r1.artifacts import read_info
+    return read_info(model_path)

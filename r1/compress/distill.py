@@ -3,11 +3,9 @@
     kd = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)),  task losses * (1 - alpha)
 
 The trainer trains the wrapper like any model (no second loop) and saves only the student.
-Each family registers how to get matching logits from student and teacher (`register_kd`).
+Each family's spec says how to get matching logits from student and teacher (`FamilySpec.kd`).
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -15,16 +13,6 @@ import torch.nn.functional as F
 
 from r1.config import DistillConfig
 from r1.errors import ConfigError
-
-_KD: dict[str, Callable] = {}
-
-
-def register_kd(family: str):
-    """`fn(student, teacher, inputs, targets) -> (task_losses: dict, student_logits, teacher_logits, mask)`."""
-    def wrap(fn):
-        _KD[family] = fn
-        return fn
-    return wrap
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -43,50 +31,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return kl * temperature ** 2
 
 
-@register_kd("cls")
-def _cls_kd(student, teacher, images, labels):
-    s_logits = student(images)
-    with torch.no_grad():
-        t_logits = teacher(images)
-    return student.loss(s_logits, labels), s_logits, t_logits, None
-
-
-@register_kd("det")
-def _det_kd(student, teacher, images, targets):
-    """KD on the class logits of the anchors the student's assigner made positive."""
-    if not hasattr(student, "distill_outputs") or not hasattr(teacher, "forward_raw"):
-        raise ConfigError("distill: detection KD needs R1-Det student and teacher (distill_outputs / forward_raw)")
-    s = student.distill_outputs(images, targets)
-    with torch.no_grad():
-        t_cls, _ = teacher.forward_raw(images)
-    if t_cls.shape != s["cls"].shape:
-        raise ConfigError(f"distill: teacher anchors/classes {tuple(t_cls.shape[1:])} differ from the student's "
-                          f"{tuple(s['cls'].shape[1:])}; use the same levels, anchors and input size")
-    task = student.loss(s["cls"], s["box"], s["anchors"], s["matched"], targets)
-    return task, s["cls"], t_cls, s["matched"] >= 0
-
-
-@register_kd("lm")
-def _lm_kd(student, teacher, idx, targets):
-    """KD on next-token logits of the positions that carry a target (response tokens when masked).
-    Costs a second student pass: the lm models return either losses or logits, not both."""
-    task = student(idx, targets)
-    s_logits = student(idx)
-    with torch.no_grad():
-        t_logits = teacher(idx)
-    if t_logits.shape != s_logits.shape:
-        raise ConfigError(f"distill: teacher logits {tuple(t_logits.shape[1:])} differ from the student's "
-                          f"{tuple(s_logits.shape[1:])}; teacher and student need the same tokenizer")
-    return task, s_logits, t_logits, targets != -100
-
-
 class Distiller(nn.Module):
     """`model(x, targets)` -> student's task losses x (1 - alpha) + {"kd": ...}; `model(x)` -> student(x)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, family: str, cfg: DistillConfig):
         super().__init__()
-        if family not in _KD:
-            raise ConfigError(f"distill: no distillation for family {family!r}; available: {', '.join(_KD)}")
+        from r1.family import get_family
+
+        self.adapter = get_family(family).hook("kd", "distill")
         self.student, self.teacher, self.family = student, teacher.eval(), family
         self.alpha, self.temperature = cfg.alpha, cfg.temperature
         for p in self.teacher.parameters():
@@ -100,7 +52,7 @@ class Distiller(nn.Module):
     def forward(self, inputs, targets=None):
         if targets is None:
             return self.student(inputs)
-        task, s_logits, t_logits, mask = _KD[self.family](self.student, self.teacher, inputs, targets)
+        task, s_logits, t_logits, mask = self.adapter(self.student, self.teacher, inputs, targets)
         out = {k: (1 - self.alpha) * v for k, v in task.items()}
         out["kd"] = self.alpha * kd_loss(s_logits, t_logits, self.temperature, mask)
         return out

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from r1.evaluate import register_evaluator
 
 
 def confusion_matrix(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -41,7 +40,6 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-@register_evaluator("cls", monitor="accuracy", mode="max")
 def evaluate_classification(model, loader, meta: dict, device, out_dir=None) -> dict[str, float]:
     preds, labels = [], []
     for batch in loader:

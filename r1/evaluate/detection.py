@@ -17,7 +17,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from r1.data.det_transforms import unscale
-from r1.evaluate import register_evaluator
 from r1.models.det.predict_io import draw_detections, predict_files  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,6 @@ def coco_metrics(gts: list[dict], preds: list[dict], image_ids: list[int], sizes
     return metrics
 
 
-@register_evaluator("det", monitor="mAP", mode="max")
 @torch.no_grad()
 def evaluate_detection(model, loader, meta: dict, device, out_dir=None) -> dict[str, float]:
     """Run `model(images)` over `loader` and score with pycocotools in original image pixels."""

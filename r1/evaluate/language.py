@@ -7,7 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from r1.evaluate import register_evaluator
 from r1.lm.generate import default_exit_threshold, generate_stream
 
 GEN_EVAL_SAMPLES = 16  # instruction pairs answered per evaluation for BLEU/ROUGE
@@ -47,7 +46,6 @@ def answer_samples(model, samples, tokenizer, eos_id, device) -> tuple[list[str]
     return hyps, refs
 
 
-@register_evaluator("lm", monitor="loss", mode="min")
 def evaluate_lm(model, loader, meta: dict, device, out_dir=None) -> dict[str, float]:
     """Token-weighted cross-entropy over every target != -100 (`loss`), `ppl` = exp(loss),
     `bpc` = loss / ln 2 / chars per token; for models with exit heads, the same loss with early

@@ -1,12 +1,12 @@
 """ONNX export with a dynamic batch dimension, R1 metadata, and an onnxruntime parity check.
 
-Each family plugs in through an `ExportHook`: which module to trace (e.g. a detector's raw head
+Each family plugs in through the `ExportHook` of its spec (`r1.family`): which module to trace (e.g. a detector's raw head
 outputs instead of its Python post-processing), the names of the graph outputs, extra metadata,
 and how to turn the graph outputs back into what the family's `FamilyIO.postprocess` expects.
 
 Metadata written to `ModelProto.metadata_props` (all values are strings, JSON where structured):
     r1.format      "r1-onnx/1"
-    r1.family      cls | det | lm | mm
+    r1.family      the family name (cls, det, ...)
     r1.model       the model config (JSON), enough to rebuild the torch model
     r1.meta        the data meta (JSON): classes, preprocess, ...
     r1.data        the data config (JSON), so evaluation can rebuild the dataset
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,127 +26,27 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from r1.errors import ConfigError, R1Error, Unavailable
+from r1.errors import ConfigError, R1Error
 from r1.export.compact import compact_onnx
+from r1.family import ExportHook
 
 log = logging.getLogger(__name__)
 FORMAT = "r1-onnx/1"
 INPUT_NAME = "images"
 
 
-@dataclass
-class ExportHook:
-    """How a family is exported. Defaults fit a model whose eval forward returns one tensor."""
-
-    output_names: Callable[[dict], list[str]] = lambda options: ["output"]
-    wrap: Callable[[nn.Module, dict], nn.Module] = lambda model, options: model
-    extra_meta: Callable[[nn.Module, dict, torch.Tensor], dict] = lambda model, options, example: {}
-    # (graph outputs as numpy arrays, full onnx metadata) -> what FamilyIO.postprocess takes
-    decode: Callable[[list[np.ndarray], dict], object] = lambda outputs, onnx_meta: outputs[0]
-    options: dict = field(default_factory=dict)  # accepted option names -> defaults
-    # options -> torch.onnx custom_translation_table (custom ops in the wrapped module)
-    translations: Callable[[dict], dict] = lambda options: {}
-    # (options, torch outputs, onnxruntime outputs) -> max abs difference (inf: no match)
-    compare: Callable[[dict, list[np.ndarray], list[np.ndarray]], float] | None = None
-
-
-_HOOKS: dict[str, ExportHook] = {}
-
-
-def register_export_hook(family: str, hook: ExportHook) -> None:
-    _HOOKS[family] = hook
-
-
 def get_export_hook(family: str) -> ExportHook:
-    if family not in _HOOKS:
-        raise Unavailable(f"ONNX export is not implemented for family {family!r}; "
-                          f"exportable families: {', '.join(sorted(_HOOKS))}")
-    return _HOOKS[family]
-
-
-# ---------------------------------------------------------------------------- classification
-register_export_hook("cls", ExportHook(output_names=lambda options: ["logits"]))
-
-
-# ---------------------------------------------------------------------------- detection
-class _DetRaw(nn.Module):
-    """Detector without its Python post-processing: images -> (cls logits (B, A, K), boxes (B, A, 4))."""
-
-    def __init__(self, det: nn.Module):
-        super().__init__()
-        self.det = det
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cls, deltas = self.det.forward_raw(images)
-        anchors, _ = self.det.anchors(images.shape[-2:], images.device)
-        return cls, self.det.coder.decode(deltas, anchors[None])
-
-
-def _det_wrap(model: nn.Module, options: dict) -> nn.Module:
-    if options.get("nms"):
-        from r1.export.det_nms import DetWithNMS
-        return DetWithNMS(model)
-    return _DetRaw(model)
-
-
-def _det_outputs(options: dict) -> list[str]:
-    from r1.export.det_nms import OUTPUTS
-    return OUTPUTS if options.get("nms") else ["cls_logits", "boxes"]
-
-
-def _det_meta(model: nn.Module, options: dict, example: torch.Tensor) -> dict:
-    _, per_level = model.anchors(tuple(example.shape[-2:]))
-    c = model.cfg
-    d = {"per_level": per_level, "image_size": list(example.shape[-2:]), "score_thresh": c.score_thresh,
-         "topk": c.topk, "nms_iou": c.nms_iou, "max_det": c.max_det, "nms": bool(options.get("nms"))}
-    if d["nms"]:
-        from r1.export.det_nms import CONTRACT
-        d["outputs"] = CONTRACT
-    return {"r1.det": json.dumps(d)}
-
-
-def _det_decode(outputs: list[np.ndarray], onnx_meta: dict) -> list[dict]:
-    from r1.models.det.postprocess import postprocess
-
-    d = json.loads(onnx_meta["r1.det"])
-    if d.get("nms"):  # final detections straight from the graph
-        from r1.export.det_nms import unpad
-        return unpad(outputs)
-    return postprocess(torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1]), d["per_level"],
-                       tuple(d["image_size"]), d["score_thresh"], d["topk"], d["nms_iou"], d["max_det"])
-
-
-def _det_translations(options: dict) -> dict:
-    from r1.export.det_nms import translations
-    return translations() if options.get("nms") else {}
-
-
-def _det_compare(options: dict, ref: list[np.ndarray], got: list[np.ndarray]) -> float:
-    """Logits and scores absolutely; box coordinates relative to their size above 1 px (a trained
-    detector's raw boxes reach hundreds of pixels, where float32 rounding alone is ~1e-4)."""
-    if options.get("nms"):
-        from r1.export.det_nms import match_detections, unpad
-        return match_detections(unpad(ref), unpad(got), relative_boxes=True)
-    if _max_abs_diff(ref, got) == float("inf"):
-        return float("inf")
-    (ref_cls, ref_boxes), (got_cls, got_boxes) = ref, got
-    box_diff = np.abs(ref_boxes.astype(np.float64) - got_boxes) / np.maximum(1.0, np.abs(ref_boxes))
-    return max(_max_abs_diff([ref_cls], [got_cls]), float(box_diff.max(initial=0.0)))
-
-
-register_export_hook("det", ExportHook(output_names=_det_outputs, wrap=_det_wrap, extra_meta=_det_meta,
-                                       decode=_det_decode, options={"nms": False},
-                                       translations=_det_translations, compare=_det_compare))
+    from r1.family import get_family
+    return get_family(family).hook("export", "ONNX export")
 
 
 # ---------------------------------------------------------------------------- export
-def example_input(meta: dict, batch: int, seed: int = 0) -> torch.Tensor:
-    """A normalised-looking random image batch (B, 3, H, W) at the model's preprocessing size."""
-    if "preprocess" not in meta or "size" not in meta["preprocess"]:
-        raise ConfigError("model meta has no preprocess.size; cannot make an example input for export")
-    h, w = meta["preprocess"]["size"]
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, h, w, generator=g)
+def example_input(family: str, meta: dict, batch: int, seed: int = 0) -> torch.Tensor:
+    """A batch of the family's example inputs (e.g. normalised-looking random images)."""
+    from r1.family import get_family
+
+    make = get_family(family).hook("example_inputs", "example inputs")
+    return make(meta, batch, torch.Generator().manual_seed(seed))
 
 
 def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch: bool = True,
@@ -175,7 +74,7 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     if trace_batch < 2 and dynamic_batch:
         raise ConfigError("trace_batch must be >= 2 for a dynamic batch dimension")
     net = hook.wrap(model.eval(), options).eval()
-    example = example_input(meta, trace_batch)
+    example = example_input(family, meta, trace_batch)
     names = hook.output_names(options)
     dyn = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
     out = Path(out)
@@ -194,7 +93,7 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     if verify:
         vb = verify_batch if dynamic_batch else trace_batch
         compare = None if hook.compare is None else (lambda ref, got: hook.compare(options, ref, got))
-        report.update(verify_onnx(net, out, example_input(meta, vb, seed=1), atol=atol, compare=compare))
+        report.update(verify_onnx(net, out, example_input(family, meta, vb, seed=1), atol=atol, compare=compare))
     return report
 
 
@@ -241,7 +140,7 @@ def ort_session(path: str | Path, threads: int = 1, inter_threads: int = 1):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def _max_abs_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+def max_abs_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     if len(ref) != len(got) or any(r.shape != g.shape for r, g in zip(ref, got)):
         return float("inf")
     return max((float(np.abs(r.astype(np.float64) - g).max()) for r, g in zip(ref, got) if r.size), default=0.0)
@@ -255,7 +154,7 @@ def verify_onnx(net: nn.Module, path: str | Path, x: torch.Tensor, atol: float =
     ref = net(x)
     ref = [t.numpy() for t in ([ref] if isinstance(ref, torch.Tensor) else ref)]
     got = ort_session(path).run(None, {INPUT_NAME: x.numpy()})
-    diff = (compare or _max_abs_diff)(ref, got)
+    diff = (compare or max_abs_diff)(ref, got)
     if not diff <= atol:
         raise R1Error(f"{path}: onnxruntime differs from torch at batch {x.shape[0]} "
                           f"(max abs diff {diff:.3g} > {atol:g})")

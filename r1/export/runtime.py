@@ -1,12 +1,18 @@
-"""The one Predictor: pre-process -> run -> post-process, over torch eager, onnxruntime or TensorRT.
+"""The one Predictor: inputs -> results, over torch eager, onnxruntime or TensorRT, for every family.
 
-    p = Predictor.load("runs/digits", runtime="torch", threads=1)      # or "model.onnx"
-    # a language-model run dir gives an r1.export.text.TextPredictor (text in, text out)
-    records = p.predict([PIL images])        # the family's records, identical for every runtime
-    logits = p.run(batch)                    # raw: (B, 3, H, W) float32 -> first output, numpy
+    import r1
+    p = r1.load("runs/quickstart/student", runtime="onnx", threads=1)   # or "model.onnx", an .engine
+    results = p.predict(["examples/digit_3.png", pil_image])             # list of Result, batched
+    results[0].to_json()      # the family's JSON record
+    results[0].save("out.png")  # visual families: the record drawn on its input image
 
-Pre- and post-processing come from the family's `r1.predict.FamilyIO`; a non-torch runtime first
-turns the graph outputs into what the torch model returns, via the family's export hook.
+`r1.load` reads the family from the artifact and asks the family's spec (`r1.family`): image
+families get this module's `Predictor` (pre-process -> run -> post-process with the spec's
+`FamilyIO`); a family with its own predictor class (text in, text out) gets that class, which
+follows the same protocol (`predict(inputs, **options) -> list[Result]`, `family`, `inputs`,
+`runtime`, `warmup`). A non-torch runtime turns graph outputs into what the torch model returns
+with the spec's export hook. `runtime="onnx"` on a run dir exports once and reuses the file,
+cached in the run dir under `onnx/` and keyed by the weights' hash.
 """
 from __future__ import annotations
 
@@ -31,48 +37,125 @@ def infer_runtime(path: str | Path) -> str:
     return {".onnx": "onnx", ".engine": "tensorrt", ".plan": "tensorrt"}.get(suffix, "torch")
 
 
+def check_runtime(family: str, runtime: str) -> None:
+    """ConfigError unless `runtime` exists and the family's predictor can use it."""
+    from r1.family import get_family
+
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
+    spec = get_family(family)
+    if runtime not in spec.runtimes:
+        allowed = f"the {spec.runtimes[0]} runtime" if len(spec.runtimes) == 1 else ", ".join(spec.runtimes)
+        raise ConfigError(f"--runtime {runtime}: family {family!r} runs with {allowed} only")
+
+
+def artifact_family(path: str | Path) -> str:
+    """The family of a run dir, .safetensors, .onnx or TensorRT engine (from its R1 metadata)."""
+    kind = infer_runtime(path)
+    if kind == "onnx":
+        from r1.export.onnx import read_onnx_meta
+        return read_onnx_meta(path)["r1.family"]
+    if kind == "tensorrt":
+        meta = Path(path).with_suffix(".json")
+        if not meta.is_file():
+            raise ConfigError(f"{path}: no {meta.name} beside the engine (written by `r1 export --format tensorrt`)")
+        return json.loads(meta.read_text())["r1.family"]
+    from r1.artifacts import read_info
+    return read_info(path)["family"]
+
+
+class Result(dict):
+    """One prediction: the family's JSON-safe record (a dict), plus `to_json()` and, for families
+    that draw, `save(path)` / `plot()` of the record on its input image."""
+
+    def __init__(self, record: dict, image=None, draw: Callable | None = None, meta: dict | None = None):
+        super().__init__(record)
+        self._image, self._draw, self._meta = image, draw, meta
+
+    def to_json(self) -> dict:
+        return dict(self)
+
+    def save(self, path: str | Path, **options) -> Path:
+        """Draw this result on its input image and save it (PNG); options go to the family's drawer
+        (e.g. `score_thresh` for detections)."""
+        if self._draw is None or self._image is None:
+            raise ConfigError("save: this result has no picture (its family does not draw, or the input was not an image)")
+        path = Path(path)
+        self._draw(self._image, dict(self), self._meta, path, **options)
+        return path
+
+    def plot(self, **options):
+        """The drawn result as a PIL image (e.g. to show in a notebook)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            with Image.open(self.save(Path(tmp) / "result.png", **options)) as im:
+                return im.copy()
+
+
+def as_image(item) -> Image.Image:
+    """A PIL image, a path to an image file, encoded image bytes, or a uint8 (H, W, 3) array -> RGB image."""
+    from r1.predict import open_image
+
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, (str, Path)):
+        return open_image(Path(item))
+    if isinstance(item, (bytes, bytearray)):
+        import io
+        return open_image(io.BytesIO(item))
+    if isinstance(item, np.ndarray) and item.ndim == 3 and item.dtype == np.uint8:
+        return Image.fromarray(item).convert("RGB")
+    raise ConfigError(f"predict: cannot read an image from {type(item).__name__}; give a PIL image, a file path, "
+                      f"encoded bytes or a uint8 (H, W, 3) array")
+
+
 class Predictor:
-    """A loaded model behind one interface. Not thread-safe: call it from one thread at a time."""
+    """A loaded image model behind one interface. Not thread-safe: call it from one thread at a time."""
+
+    inputs = "image"
 
     def __init__(self, runner: Callable[[np.ndarray], list[np.ndarray] | object], *, family: str, meta: dict,
                  runtime: str, decode: Callable[[list, dict], object] | None = None, props: dict | None = None,
-                 max_batch: int | None = None, source: str = ""):
-        import r1.models  # noqa: F401  (each family registers its FamilyIO on import)
-        from r1.predict import get_io
+                 max_batch: int | None = None, source: str = "", data: dict | None = None):
+        from r1.family import get_family
 
         self._runner, self._decode = runner, decode
         self.family, self.meta, self.runtime, self.props = family, meta, runtime, props or {}
-        self.io = get_io(family)
+        self.io = get_family(family).io
         self.max_batch = max_batch  # None: any batch size
         self.source = source
+        self.data = data or {}  # the data config the model was trained on (evaluation rebuilds it)
         self.load_seconds = 0.0
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1,
-             inter_threads: int = 1) -> "Predictor":
-        """Run dir / .safetensors (torch), .onnx (onnxruntime CPU), .engine (TensorRT).
-
-        `runtime="onnx"` on a run dir exports it to a temporary .onnx first.
+    def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1, inter_threads: int = 1):
+        """Run dir / .safetensors (torch), .onnx (onnxruntime CPU), .engine (TensorRT) -> the family's
+        Predictor. `runtime="onnx"` on a run dir uses its cached ONNX export (made on first use).
         `threads` sets torch's intra-op threads (process-wide) or the onnxruntime session's."""
+        from r1.family import get_family
+
         t0 = time.perf_counter()
         runtime = runtime or infer_runtime(path)
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"--runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
         if threads < 1:
             raise ConfigError(f"threads: must be >= 1, got {threads}")
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"--runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
+        family = artifact_family(path)
+        check_runtime(family, runtime)
+        spec = get_family(family)
         kind = infer_runtime(path)
-        if kind == "torch" and _family(path) == "lm":  # text in, text out: its own predictor
-            from r1.export.text import TextPredictor
-            return TextPredictor.load(path, runtime, threads)
-        if runtime == "torch":
+        if spec.predictor is not None:  # the family brings its own predictor (e.g. text in, text out)
+            p = spec.hook("predictor").load(path, runtime, threads)
+        elif runtime == "torch":
             if kind != "torch":
                 raise ConfigError(f"{path}: the torch runtime needs a run dir or .safetensors, not {Path(path).suffix}")
             p = cls._load_torch(path, threads)
         elif runtime == "onnx":
             if kind == "tensorrt":
                 raise ConfigError(f"{path}: a TensorRT engine runs only with --runtime tensorrt")
-            p = cls._load_onnx(cls._as_onnx(path), threads, inter_threads)
+            p = cls._load_onnx(onnx_file(path), threads, inter_threads)
         else:
             p = cls._load_tensorrt(path)
         p.load_seconds = time.perf_counter() - t0
@@ -94,21 +177,10 @@ class Predictor:
             x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
             return model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
 
-        p = cls(runner, family=model.r1_family, meta=model.r1_meta, runtime="torch", source=str(path))
+        p = cls(runner, family=model.r1_family, meta=model.r1_meta, runtime="torch", source=str(path),
+                data=model.r1_data)
         p.model = model
         return p
-
-    @staticmethod
-    def _as_onnx(path) -> Path:
-        if infer_runtime(path) == "onnx":
-            return Path(path)
-        import tempfile
-
-        from r1.export.onnx import export_onnx
-
-        out = Path(tempfile.mkdtemp(prefix="r1-onnx-")) / "model.onnx"
-        export_onnx(path, out)
-        return out
 
     @classmethod
     def _load_onnx(cls, path: Path, threads: int, inter_threads: int) -> "Predictor":
@@ -117,7 +189,6 @@ class Predictor:
         props = read_onnx_meta(path)
         session = ort_session(path, threads, inter_threads)
         family = props["r1.family"]
-        hook = get_export_hook(family)
         max_batch = None
         shape = json.loads(props["r1.input"])["shape"]
         if shape[0] != -1:
@@ -126,8 +197,15 @@ class Predictor:
         def runner(batch: np.ndarray):
             return session.run(None, {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})
 
-        return cls(runner, family=family, meta=json.loads(props["r1.meta"]), runtime="onnx",
-                   decode=hook.decode, props=props, max_batch=max_batch, source=str(path))
+        data = json.loads(props.get("r1.data", "{}"))
+        info = Path(path).with_name("model.json")
+        if not data and info.is_file():  # an export stage keeps the source's model.json beside the file
+            data = json.loads(info.read_text()).get("data", {})
+        p = cls(runner, family=family, meta=json.loads(props["r1.meta"]), runtime="onnx",
+                decode=get_export_hook(family).decode, props=props, max_batch=max_batch, source=str(path),
+                data=data)
+        p.session, p.path = session, Path(path)
+        return p
 
     @classmethod
     def _load_tensorrt(cls, path) -> "Predictor":
@@ -141,7 +219,7 @@ class Predictor:
         family = runner.props["r1.family"]
         return cls(runner, family=family, meta=json.loads(runner.props["r1.meta"]), runtime="tensorrt",
                    decode=get_export_hook(family).decode, props=runner.props, max_batch=runner.max_batch,
-                   source=str(path))
+                   source=str(path), data=json.loads(runner.props.get("r1.data", "{}")))
 
     # ------------------------------------------------------------------ inference
     @property
@@ -162,16 +240,20 @@ class Predictor:
         out = self._runner(batch)
         return out if self._decode is None else self._decode(out, self.props)
 
-    def postprocess(self, outputs: object, top_k: int = 3, images: list | None = None) -> list[dict]:
+    def postprocess(self, outputs: object, top_k: int = 3, images: list | None = None, **options) -> list[dict]:
         """`images`: the input images, or anything with their `width` and `height` (detections are
         rescaled to each image's pixels; post-processing reads nothing else of them)."""
-        return self.io.postprocess(outputs, self.meta, {"top_k": top_k, "images": images})
+        return self.io.postprocess(outputs, self.meta, {"top_k": top_k, "images": images, **options})
 
-    def predict(self, images: list[Image.Image], top_k: int = 3) -> list[dict]:
-        """PIL images -> one record per image (the family's typed records)."""
-        if not images:
-            return []
-        return self.postprocess(self.forward(self.preprocess(images)), top_k, images)
+    def predict(self, inputs: list, top_k: int = 3, batch_size: int = 32, **options) -> list[Result]:
+        """Images (PIL, file paths, encoded bytes or uint8 arrays) -> one Result per input, run in
+        batches of `batch_size`; `options` reach the family's post-processing."""
+        results: list[Result] = []
+        for start in range(0, len(inputs), batch_size):
+            images = [as_image(x) for x in inputs[start:start + batch_size]]
+            records = self.postprocess(self.forward(self.preprocess(images)), top_k, images, **options)
+            results += [Result(r, im, self.io.draw, self.meta) for r, im in zip(records, images)]
+        return results
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw graph call for benchmarks: (B, C, H, W) float32 -> first output as numpy."""
@@ -186,10 +268,64 @@ class Predictor:
             for _ in range(runs):
                 self.forward(x)
 
+    def as_module(self) -> torch.nn.Module:
+        """This predictor as a torch module `m(images) -> outputs` with the `r1_*` attributes that
+        evaluation and reports read: lets them score an ONNX or TensorRT model like a torch one."""
+        return _PredictorModule(self)
 
-def _family(path) -> str:
-    from r1.artifacts import read_info
-    return read_info(path)["family"]
+
+class _PredictorModule(torch.nn.Module):
+    def __init__(self, predictor: Predictor):
+        super().__init__()
+        self.predictor = predictor
+        self.r1_meta, self.r1_family, self.r1_data = predictor.meta, predictor.family, predictor.data
+        self.r1_model = json.loads(predictor.props.get("r1.model", "{}"))
+        if hasattr(predictor, "session"):
+            self.session, self.path = predictor.session, predictor.path
+
+    def forward(self, images: torch.Tensor, targets=None):
+        if targets is not None:
+            raise ConfigError(f"{self.predictor.source}: an exported model cannot be trained")
+        out = self.predictor.forward(images.detach().cpu().numpy().astype(np.float32))
+        return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+
+
+# ---------------------------------------------------------------------- the ONNX cache of a run dir
+def weights_hash(path: str | Path) -> str:
+    """The weights file's sha256 (first 16 hex digits), hashed afresh (a few ms): the key of a run's
+    cached exports, so replaced weights never meet a stale export."""
+    from r1.artifacts import resolve_weights, sha256_file
+
+    return sha256_file(resolve_weights(path))[:16]
+
+
+def onnx_file(path: str | Path) -> Path:
+    """An .onnx path as is; a run dir or .safetensors -> its ONNX export, cached beside the weights
+    as `onnx/model-<weights hash>.onnx` (exported on first use; a temporary file where the run dir
+    is read-only)."""
+    if infer_runtime(path) == "onnx":
+        return Path(path)
+    import tempfile
+
+    from r1.artifacts import resolve_weights
+    from r1.export.onnx import export_onnx
+
+    cache = resolve_weights(path).parent / "onnx"
+    out = cache / f"model-{weights_hash(path)}.onnx"
+    if out.is_file():
+        log.info("onnx: reusing %s", out)
+        return out
+    try:
+        cache.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=cache)) / "model.onnx"
+    except OSError:  # read-only run dir: export to a temporary file, every time
+        tmp = out = Path(tempfile.mkdtemp(prefix="r1-onnx-")) / "model.onnx"
+    log.info("onnx: exporting %s (first use; cached as %s)", path, out)
+    export_onnx(path, tmp)
+    if tmp != out:
+        tmp.replace(out)  # atomic: a concurrent reader never sees a half-written file
+        tmp.parent.rmdir()
+    return out
 
 
 def _concat(parts: list):

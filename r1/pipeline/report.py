@@ -13,6 +13,7 @@ from r1.bench.latency import measure_latency
 from r1.errors import ConfigError
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact
+from r1.family import get_family
 from r1.pipeline.recipe import BenchStage
 from r1.train.hardware import set_threads
 
@@ -34,20 +35,12 @@ def count_params(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def example_batch(meta: dict, n: int, g: torch.Generator) -> torch.Tensor:
-    """n random model inputs: images (n, 3, H, W), or token ids (n, block_size) for language models."""
-    if "preprocess" in meta:
-        h, w = meta["preprocess"]["size"]
-        return torch.randn(n, 3, h, w, generator=g)
-    return torch.randint(0, meta["vocab_size"], (n, meta["block_size"]), generator=g)
-
-
 def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
     model = load_any(path, threads=threads)
     family, meta = model.r1_family, model.r1_meta
     g = torch.Generator().manual_seed(0)
-    one = example_batch(meta, 1, g)
-    many = example_batch(meta, stage.throughput_batch, g)
+    make = get_family(family).hook("example_inputs", "benchmark inputs")
+    one, many = make(meta, 1, g), make(meta, stage.throughput_batch, g)
     with torch.no_grad():
         lat = measure_latency(model, one, runs=stage.runs, warmup=5)
         thr = measure_latency(model, many, runs=max(5, stage.runs // 4), warmup=2)

@@ -26,15 +26,18 @@ def run_train(recipe: Recipe, stage: TrainStage, outputs: dict[str, str], out_di
 
 def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_dir: Path) -> str:
     """Progressive pruning: `step` of the channels per round, fine-tuning after each, until `target`."""
-    from r1.compress.prune import count_params, group_sizes, prune_l1
+    from r1.compress.prune import count_params, group_sizes
+    from r1.config import to_dict
+    from r1.family import get_family
     from r1.train import fit
 
     source = Path(outputs[stage.source])
     model = load_model(source)
+    prune_l1 = get_family(model.r1_family).hook("prune", f"stage {stage.name}: structured pruning")
     base_cfg = source / "config.yaml"
     if not base_cfg.is_file():
         raise ConfigError(f"stage {stage.name}: {source} has no config.yaml to fine-tune with")
-    reference, start = group_sizes(model), count_params(model)
+    reference, start, source_cfg = group_sizes(model), count_params(model), to_dict(model.r1_config)
     current, rnd = source, 0
     while 1 - count_params(model) / start < stage.target:
         rnd += 1
@@ -48,8 +51,9 @@ def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_di
         last = 1 - count_params(pruned) / start >= stage.target
         steps = max(stage.finetune_steps, stage.final_steps) if last else stage.finetune_steps
         save_artifact(pruned, step_dir / "pruned", info["meta"], info["data"])
-        m = pruned.r1_config
-        shape = [f"model.{k}={getattr(m, k)}" for k in ("exp_channels", "last_channels", "head_dim") if hasattr(m, k)]
+        # the pruned model's config fields that differ from the source's config (its channel counts)
+        shape = [f"model.{k}={_override_value(v)}" for k, v in to_dict(pruned.r1_config).items()
+                 if source_cfg.get(k) != v]
         overrides = [*shape, f"train.init_from={step_dir / 'pruned'}",
                      f"train.max_steps={steps}", "train.eval_every=0",
                      f"run.dir={step_dir / 'finetune'}", *recipe.overrides, *stage.overrides]
@@ -69,6 +73,11 @@ def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_di
         {"source": str(source), "params_before": start, "params_after": count_params(model), "rounds": rnd,
          "reduction": 1 - count_params(model) / start}, indent=2))
     return str(out_dir)
+
+
+def _override_value(value) -> str:
+    """A config value as the right-hand side of a dotted override (lists in YAML flow style)."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def run_export(recipe: Recipe, stage: ExportStage, outputs: dict[str, str], out_dir: Path) -> str:
@@ -94,17 +103,15 @@ def run_quantize(recipe: Recipe, stage: QuantizeStage, outputs: dict[str, str], 
 
 
 def run_width(recipe: Recipe, stage: WidthStage, outputs: dict[str, str], out_dir: Path) -> str:
-    """Cut one width out of a slimmable model as a plain R1 MobileNetV3 run dir."""
-    from r1.models.cls.slimmable import SlimMobileNetV3, materialize
-
+    """Cut one width out of a slimmable model (one with `widths` and `at_width(width)`) as a plain run dir."""
     source = outputs[stage.source]
     model = load_model(source)
-    if not isinstance(model, SlimMobileNetV3):
+    if not hasattr(model, "at_width"):
         raise ConfigError(f"stage {stage.name}: {source} is not a slimmable model")
-    if stage.width not in model.switch.widths:
-        raise ConfigError(f"stage {stage.name}: width {stage.width} is not one of {model.switch.widths}")
+    if stage.width not in model.widths:
+        raise ConfigError(f"stage {stage.name}: width {stage.width} is not one of {model.widths}")
     info = read_info(source)
-    save_artifact(materialize(model, stage.width), out_dir, info["meta"], info["data"])
+    save_artifact(model.at_width(stage.width), out_dir, info["meta"], info["data"])
     return str(out_dir)
 
 

@@ -26,7 +26,7 @@ from r1.serve.batcher import Closed, DynamicBatcher, QueueFull
 from r1.serve.errors import ApiError, BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
 from r1.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from r1.serve.schemas import ERRORS, Health, PredictResponse, Ready
-from r1.serve.work import TEXT_FAMILIES, ImageTask, prepare_image, run_tasks
+from r1.serve.work import ImageTask, prepare_image, run_tasks
 from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,10 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         if st.batcher.depth >= cfg.max_queue:  # refuse before reading the body
             raise ApiError(503, "overloaded", f"queue full ({cfg.max_queue} waiting); retry later", retry)
         family = st.info["family"]
-        if family in TEXT_FAMILIES:
+        if st.info["inputs"] == "text":
             task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
         else:
-            data, top_k = await inputs.read_image_request(request, family, cfg.top_k)
+            data, top_k = await inputs.read_image_request(request, cfg.top_k)
             if len(data) <= cfg.prepare_max_bytes:  # cheap enough here, and it unloads the worker
                 task = prepare_image(data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
             else:
@@ -256,8 +256,8 @@ def check_model(cfg: ServeConfig) -> None:
         read_onnx_meta(cfg.model)
     else:
         from r1.artifacts import read_info
-        if read_info(cfg.model)["family"] in TEXT_FAMILIES and cfg.runtime != "torch":
-            raise ConfigError(f"--runtime {cfg.runtime}: language models are served with the torch runtime only")
+        from r1.export.runtime import check_runtime
+        check_runtime(read_info(cfg.model)["family"], cfg.runtime)
 
 
 def serve(cfg: ServeConfig, log_level: str = "info") -> None:

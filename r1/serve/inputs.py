@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from r1.serve.errors import ApiError
 from r1.serve.schemas import ImageRequest, TextRequest
-from r1.serve.work import TEXT_FAMILIES, TextTask
+from r1.serve.work import TextTask
 OPENAPI_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary", "description": "The image file."},
@@ -51,13 +51,13 @@ def _parse_top_k(value, default: int) -> int:
     return k
 
 
-async def read_image_request(request: Request, family: str, default_top_k: int) -> tuple[bytes, int]:
+async def read_image_request(request: Request, default_top_k: int) -> tuple[bytes, int]:
     """-> (encoded image bytes, top_k) from a multipart, JSON or raw image/* body."""
     media = _media_type(request)
     if media == "multipart/form-data":
         return await _read_multipart(request, default_top_k)
     if media == "application/json" or media.endswith("+json"):
-        return await _read_json(request, family, default_top_k)
+        return await _read_json(request, default_top_k)
     if media.startswith("image/") or media == "application/octet-stream":
         data = await request.body()
         if not data:
@@ -107,11 +107,11 @@ async def _json_object(request: Request, example: str) -> dict:
     return body
 
 
-async def _read_json(request: Request, family: str, default_top_k: int) -> tuple[bytes, int]:
+async def _read_json(request: Request, default_top_k: int) -> tuple[bytes, int]:
     body = await _json_object(request, '{"image": "<base64>"}')
     if "text" in body and "image" not in body:
         raise ApiError(422, "text_not_supported",
-                       f"this model (family {family!r}) takes images; {{\"text\": ...}} is for language models")
+                       "this model takes images; {\"text\": ...} is for models that take text")
     try:
         req = ImageRequest.model_validate(body)
     except ValidationError as err:

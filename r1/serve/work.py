@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 log = logging.getLogger(__name__)
-TEXT_FAMILIES = ("lm",)
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def _error(status: int, code: str, detail: str) -> tuple:
 def run_tasks(predictor, tasks: list, max_pixels: int) -> list[tuple]:
     """Run a batch: images are decoded one by one (a bad one fails alone), preprocessed and run
     as one batch; prompts are generated one after another."""
-    if predictor.family in TEXT_FAMILIES:
+    if predictor.inputs == "text":
         return [_generate(predictor, t) for t in tasks]
     return _images(predictor, tasks, max_pixels)
 
@@ -71,7 +70,7 @@ def _generate(predictor, task) -> tuple:
     from r1.errors import DataError
 
     if not isinstance(task, TextTask):
-        return _error(422, "image_not_supported", "this model is a language model; send {\"text\": ...}")
+        return _error(422, "image_not_supported", "this model takes text; send {\"text\": ...}")
     try:
         return ("ok", predictor.generate(task.text, task.max_new_tokens, task.temperature, task.top_k,
                                          task.top_p, task.seed, task.chat))

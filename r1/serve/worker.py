@@ -1,7 +1,7 @@
 """The model in its own process, so that inference and the event loop never share a GIL.
 
     w = InferenceProcess(loader, cfg)        # spawns; the child loads and warms the model
-    info = w.wait_ready()                    # {"family", "runtime", "load_seconds", ...}; LoadFailed
+    info = w.wait_ready()                    # {"family", "inputs", "runtime", "load_seconds"}; LoadFailed
     results = w.call([task, ...])            # run_tasks in the child; WorkerDied if it is gone
     w.close()
 
@@ -37,7 +37,8 @@ def load_and_warm(loader, cfg):
 
 
 def describe(predictor, seconds: float) -> dict:
-    return {"family": predictor.family, "runtime": predictor.runtime, "load_seconds": seconds}
+    return {"family": predictor.family, "inputs": predictor.inputs, "runtime": predictor.runtime,
+            "load_seconds": seconds}
 
 
 def _child_main(conn, loader, cfg) -> None:

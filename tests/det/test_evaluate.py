@@ -105,9 +105,9 @@ def test_predict_hooks_records_in_original_pixels_and_drawing(tmp_path):
     from PIL import Image
 
     from r1.models.det.predict_io import predict_draw, predict_preprocess, predict_records
-    from r1.predict import get_io
+    from r1.family import get_family
 
-    assert get_io("det").postprocess is predict_records
+    assert get_family("det").io.postprocess is predict_records
     im = Image.fromarray(__import__("numpy").zeros((100, 200, 3), "uint8"))
     meta = {"classes": ["a", "b"],
             "preprocess": {"size": [64, 64], "mean": [0.5] * 3, "std": [0.5] * 3, "letterbox": True}}

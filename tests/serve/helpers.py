@@ -50,7 +50,7 @@ class FakePredictor:
     """Stands in for r1.export.Predictor: `delay` seconds per batch, records batch sizes, and
     can block loading on an event (readiness tests)."""
 
-    family, runtime, input_shape = "cls", "fake", (3, 8, 8)
+    family, runtime, inputs, input_shape = "cls", "fake", "image", (3, 8, 8)
 
     def __init__(self, delay: float = 0.0):
         self.delay, self.batches = delay, []
@@ -65,7 +65,7 @@ class FakePredictor:
         return np.tile(np.array([[2.0, 1.0]], np.float32), (len(batch), 1))
 
     def postprocess(self, outputs, top_k=3, images=None):
-        from r1.predict import classification_records
+        from r1.models.cls.family import classification_records
         return classification_records(outputs, self.meta, {"top_k": top_k})
 
     def warmup(self, runs=1, batch_sizes=(1,)):

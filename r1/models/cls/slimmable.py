@@ -107,6 +107,14 @@ class SlimMobileNetV3(nn.Module):
                 cba[1] = _SwitchableBN(cba[1], sw)
                 cba[2] = _Masked(cba[2], channels, sw)
 
+    @property
+    def widths(self) -> list[float]:
+        return list(self.switch.widths)
+
+    def at_width(self, width: float) -> nn.Module:
+        """A plain model holding these weights at `width` (the pipeline's `width` stage calls this)."""
+        return materialize(self, width)
+
     def set_width(self, width: float) -> None:
         if width not in self.switch.widths:
             raise ValueError(f"width {width} is not one of {self.switch.widths}")

@@ -1,7 +1,7 @@
 """Inference on image files for detection: preprocessing, records in original pixels, drawing.
 
-Registered with `r1.predict` (what `r1 predict` runs) when the det family is imported. This module
-must not import `r1.evaluate.*`: the evaluator registry loads its modules lazily.
+The det family spec (`family.py`) uses these as its prediction I/O. `r1.evaluate.detection` imports
+this module, so it imports `r1.evaluate.*` only inside functions.
 """
 from __future__ import annotations
 
@@ -86,16 +86,18 @@ def predict_records(outputs: list[dict], meta: dict, options: dict) -> list[dict
     return records
 
 
-def predict_draw(image, record: dict, meta: dict, path) -> None:
+def predict_draw(image, record: dict, meta: dict, path, score_thresh: float = 0.3) -> None:
     """Draw one `predict_records` record on its PIL image, saved as PNG at `path`."""
     pred = {"boxes": torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4),
             "scores": torch.tensor(record["scores"]), "labels": torch.tensor(record["class_ids"], dtype=torch.int64)}
-    draw_detections(pil_to_uint8(image), pred, meta["classes"], path)
+    draw_detections(pil_to_uint8(image), pred, meta["classes"], path, score_thresh)
 
 
-try:
-    from r1.predict import FamilyIO, register_io
-except ImportError:  # the prediction front-end is not needed by the models themselves
-    FamilyIO = register_io = None
-if register_io is not None:
-    register_io("det", FamilyIO(predict_preprocess, predict_records, predict_draw))
+def write_coco_records(info: dict, records: list[dict], path: Path) -> Path:
+    """`predict_records` records -> a COCO results JSON; images are numbered 1..N in order."""
+    from r1.evaluate.detection import write_coco_results
+
+    preds = [{"boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
+              "scores": torch.tensor(r["scores"], dtype=torch.float32),
+              "labels": torch.tensor(r["class_ids"], dtype=torch.int64)} for r in records]
+    return write_coco_results(preds, list(range(1, len(records) + 1)), info["meta"], Path(path))

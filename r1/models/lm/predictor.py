@@ -1,6 +1,7 @@
 """The Predictor of the language-model family: prompt text -> generated text, with the KV cache.
 
-    p = TextPredictor.load("runs/r1lm")          # Predictor.load dispatches here for lm run dirs
+    p = r1.load("runs/lm-embedded/pretrain")     # the lm family spec names this class
+    p.predict(["To be", "Or not"], max_new_tokens=40, temperature=0.0)   # list of Result
     p.generate("To be", max_new_tokens=40, temperature=0.0)
     # {"text": ..., "prompt_tokens": 5, "context_tokens": 5, "generated_tokens": 40,
     #  "finish_reason": "length", "seed": ...}
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class TextPredictor:
     """A loaded language model and its tokenizer. Not thread-safe: one call at a time."""
 
-    family, runtime = "lm", "torch"
+    family, runtime, inputs = "lm", "torch", "text"
 
     def __init__(self, model, tokenizer, source: str = ""):
         self.model, self.tokenizer, self.source = model, tokenizer, source
@@ -38,8 +39,7 @@ class TextPredictor:
         from r1.lm.generate import load_lm
 
         if runtime not in (None, "torch"):
-            raise ConfigError(f"--runtime {runtime}: language models run with the torch runtime only "
-                              f"(generation uses a KV cache; there is no ONNX export for the lm family)")
+            raise ConfigError(f"--runtime {runtime}: language models run with the torch runtime only")
         if threads < 1:
             raise ConfigError(f"threads: must be >= 1, got {threads}")
         t0 = time.perf_counter()
@@ -82,6 +82,16 @@ class TextPredictor:
         return {"text": self.tokenizer.decode(out), "prompt_tokens": len(ids),
                 "context_tokens": min(len(ids), self.block_size), "generated_tokens": len(out),
                 "finish_reason": finish, "seed": seed}
+
+    def predict(self, inputs: list[str], **options) -> list:
+        """Prompts -> one Result per prompt (`generate`'s record); options are `generate`'s
+        keyword arguments (max_new_tokens, temperature, top_k, top_p, seed, chat)."""
+        from r1.export.runtime import Result
+
+        bad = [x for x in inputs if not isinstance(x, str)]
+        if bad:
+            raise ConfigError(f"predict: a language model takes text prompts, got {type(bad[0]).__name__}")
+        return [Result(self.generate(text, **options)) for text in inputs]
 
     def warmup(self, runs: int = 1, batch_sizes: tuple[int, ...] = ()) -> None:
         """A few short generations (the first calls allocate)."""

@@ -1,0 +1,140 @@
+"""One spec per task family: everything generic code needs to know about a family, in one object.
+
+A family (cls, det, lm, ...) is one folder `r1/models/<family>/` (or any module, e.g. a test's)
+that registers its models with `r1.registry.register_model`, its data kinds with
+`r1.data.register_data`, and one `FamilySpec` with `register_family`. Generic code (train, export,
+serve, pipeline, predict, bench) asks the spec and never names a family.
+
+Hooks may be given as callables or as "module:attribute" strings, imported on first use: a family
+can point at heavy code (pycocotools, onnx) without importing it when the family registers.
+
+    register_family(FamilySpec(
+        name="shapes", summary="which shape is in the image",
+        evaluate="my_pkg.metrics:shape_accuracy", monitor="accuracy", mode="max",   # imported on first use
+        io=FamilyIO(resize_normalize, shape_records),               # image in, records out
+        export=ExportHook(output_names=lambda options: ["logits"]),   # ONNX export
+        kd=shape_kd, prune="r1.compress.prune:prune_l1"))
+
+See `r1/models/cls/family.py` for a complete one, and tests/test_family_toy.py for a family
+registered from outside r1/.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from r1.errors import ConfigError, Unavailable
+
+INPUT_KINDS = ("image", "text")
+
+
+@dataclass
+class FamilyIO:
+    """Prediction I/O of an image family: PIL images -> model input; model output -> JSON-safe records."""
+
+    preprocess: Callable  # (list[PIL.Image], meta) -> float tensor (B, C, H, W)
+    postprocess: Callable  # (model outputs, meta, options) -> list[dict]; options: top_k, images, ...
+    draw: Callable | None = None  # (PIL image, record, meta, path, **options) -> None: a picture of a record
+
+
+@dataclass
+class ExportHook:
+    """How a family is exported to ONNX (`r1.export.onnx.export_onnx`). Defaults fit a model whose
+    eval forward takes one image batch and returns one tensor."""
+
+    output_names: Callable = lambda options: ["output"]  # options -> graph output names
+    wrap: Callable = lambda model, options: model  # (model, options) -> the module to trace
+    extra_meta: Callable = lambda model, options, example: {}  # -> extra metadata_props (str -> str)
+    # (graph outputs as numpy arrays, full onnx metadata) -> what the family's postprocess takes
+    decode: Callable = lambda outputs, onnx_meta: outputs[0]
+    options: dict = field(default_factory=dict)  # accepted option names -> defaults
+    # options -> torch.onnx custom_translation_table (custom ops in the wrapped module)
+    translations: Callable = lambda options: {}
+    # (options, torch outputs, onnxruntime outputs) -> max abs difference (inf: no match)
+    compare: Callable | None = None
+
+
+@dataclass
+class FamilySpec:
+    name: str
+    summary: str
+    evaluate: Any  # (model, loader, meta, device, out_dir) -> {metric: value} (keys without split prefix)
+    monitor: str  # the metric that picks the best checkpoint by default
+    mode: str  # "max" or "min": which monitor values are better
+    inputs: str = "image"  # what predict / serve / bench feed the model: "image" or "text"
+    io: Any = None  # FamilyIO, for image families
+    predictor: Any = None  # a class with `load(path, runtime, threads)`: the family's own Predictor
+    export: Any = None  # ExportHook; None: the family has no ONNX export
+    runtimes: tuple[str, ...] = ("torch", "onnx", "tensorrt")  # runtimes its Predictor can use
+    kd: Any = None  # (student, teacher, inputs, targets) -> (task losses, student logits, teacher logits, mask)
+    prune: Any = None  # (model, fraction, reference) -> pruned model (its config rebuilds it)
+    example_inputs: Any = None  # (meta, n, torch.Generator) -> a batch of n model inputs (bench, report)
+    writers: dict[str, Any] = field(default_factory=dict)  # extra result formats, e.g. {"coco": fn(info, records, path)}
+
+    def __post_init__(self):
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"family {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
+        if self.inputs not in INPUT_KINDS:
+            raise ValueError(f"family {self.name}: inputs must be one of {INPUT_KINDS}, got {self.inputs!r}")
+        if self.inputs == "image" and self.io is None:
+            raise ValueError(f"family {self.name}: an image family needs `io` (FamilyIO)")
+
+    def hook(self, name: str, what: str = ""):
+        """The hook `name`, imported if given as "module:attribute"; Unavailable when the family has none."""
+        value = getattr(self, name)
+        if value is None:
+            raise Unavailable(f"{what or name}: not available for family {self.name!r}; "
+                              f"families that have it: {', '.join(families_with(name)) or 'none'}")
+        if isinstance(value, str):
+            module, _, attr = value.partition(":")
+            value = getattr(importlib.import_module(module), attr)
+            setattr(self, name, value)
+        return value
+
+    def writer(self, name: str) -> Callable:
+        if name not in self.writers:
+            having = [n for n, s in _FAMILIES.items() if name in s.writers]
+            raise ConfigError(f"{name} results: family {self.name!r} does not write them; "
+                              f"families that do: {', '.join(having) or 'none'}")
+        fn = self.writers[name]
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = self.writers[name] = getattr(importlib.import_module(module), attr)
+        return fn
+
+
+_FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    if spec.name in _FAMILIES and _FAMILIES[spec.name] is not spec:
+        raise ValueError(f"family {spec.name} registered twice")
+    _FAMILIES[spec.name] = spec
+    return spec
+
+
+def unregister_family(name: str) -> None:
+    """For tests that register a family of their own."""
+    _FAMILIES.pop(name, None)
+
+
+def _ensure_loaded() -> None:
+    import r1.models  # noqa: F401  (each family registers its spec)
+
+
+def get_family(name: str) -> FamilySpec:
+    if name not in _FAMILIES:
+        _ensure_loaded()
+    if name not in _FAMILIES:
+        raise ConfigError(f"unknown model family {name!r}; known: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[name]
+
+
+def list_families() -> list[str]:
+    _ensure_loaded()
+    return sorted(_FAMILIES)
+
+
+def families_with(hook: str) -> list[str]:
+    return sorted(n for n, s in _FAMILIES.items() if getattr(s, hook) is not None)

@@ -1,0 +1,32 @@
+"""The `lm` family spec: language models (R1-LM, the GPT baseline): text in, text out."""
+from __future__ import annotations
+
+import torch
+
+from r1.errors import ConfigError
+from r1.family import FamilySpec, register_family
+
+
+def lm_kd(student, teacher, idx, targets):
+    """KD on next-token logits of the positions that carry a target (response tokens when masked).
+    Costs a second student pass: the lm models return either losses or logits, not both."""
+    task = student(idx, targets)
+    s_logits = student(idx)
+    with torch.no_grad():
+        t_logits = teacher(idx)
+    if t_logits.shape != s_logits.shape:
+        raise ConfigError(f"distill: teacher logits {tuple(t_logits.shape[1:])} differ from the student's "
+                          f"{tuple(s_logits.shape[1:])}; teacher and student need the same tokenizer")
+    return task, s_logits, t_logits, targets != -100
+
+
+def token_batch(meta: dict, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n random windows of token ids (n, block_size)."""
+    return torch.randint(0, meta["vocab_size"], (n, meta["block_size"]), generator=generator)
+
+
+SPEC = register_family(FamilySpec(
+    name="lm", summary="language modelling: text in, generated text out",
+    evaluate="r1.evaluate.language:evaluate_lm", monitor="loss", mode="min",
+    inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch",),
+    kd=lm_kd, example_inputs=token_batch))

@@ -1,0 +1,190 @@
+"""The family spec contract: a family registered entirely from this test module (model, data kind,
+spec) goes through train -> export -> predict -> serve -> pipeline report with nothing of it under
+r1/; and generic modules never name a family (checked by grep)."""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch.utils.data import Dataset
+
+from tests.conftest import ROOT
+
+COLOURS = ["red", "green", "blue"]
+SIZE = 12
+
+
+# ----------------------------------------------------------------------------- the toy family
+class ColourImages(Dataset):
+    """Noisy images whose class is the channel that is brightest on average."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+        x = torch.rand(n, 3, SIZE, SIZE, generator=g) * 0.6
+        x[torch.arange(n), self.y] += 0.4
+        self.x = (x - 0.5) / 0.25
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def _register():
+    from r1.config import DataConfig, ModelConfig, opt
+    from r1.data import DataBundle, register_data
+    from r1.family import ExportHook, FamilyIO, FamilySpec, register_family
+    from r1.predict import image_batch, resize_normalize
+    from r1.registry import _MODELS, register_model
+
+    if "toy_colour_net" in _MODELS:
+        return
+
+    @dataclass
+    class ToyNetConfig(ModelConfig):
+        width: int = opt(4, "Channels of the conv layer.", min=1)
+
+    @dataclass
+    class ToyDataConfig(DataConfig):
+        samples: int = opt(96, "Training images.", min=8)
+
+    class ToyNet(nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.conv = nn.Conv2d(3, cfg.width, 3, padding=1)
+            self.fc = nn.Linear(cfg.width, cfg.num_classes)
+
+        def forward(self, images, labels=None):
+            scores = self.fc(F.relu(self.conv(images)).mean((2, 3)))
+            return scores if labels is None else {"ce": F.cross_entropy(scores, labels)}
+
+    register_model("toy_colour_net", family="toy", config=ToyNetConfig,
+                   flavors={"tiny": {"width": 4}, "small": {"width": 8}})(lambda cfg: ToyNet(cfg))
+
+    @register_data("toy_colours", ToyDataConfig)
+    def toy_colours(cfg, seed):
+        meta = {"classes": COLOURS, "num_classes": 3,
+                "preprocess": {"size": [SIZE, SIZE], "mean": [0.5] * 3, "std": [0.25] * 3}}
+        return DataBundle(ColourImages(cfg.samples, 1), ColourImages(48, 2), ColourImages(48, 3), "toy", meta)
+
+    def evaluate(model, loader, meta, device, out_dir=None):
+        hits = n = 0
+        for x, y in loader:
+            hits += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+            n += len(y)
+        return {"hit_rate": hits / n}
+
+    def records(scores, meta, options):
+        p = torch.as_tensor(np.asarray(scores)).softmax(-1)
+        return [{"colour": COLOURS[int(row.argmax())], "confidence": round(float(row.max()), 5)} for row in p]
+
+    def draw(image, record, meta, path, **options):
+        image.save(path)
+
+    register_family(FamilySpec(
+        name="toy", summary="dominant colour of an image", evaluate=evaluate, monitor="hit_rate", mode="max",
+        io=FamilyIO(resize_normalize, records, draw), export=ExportHook(output_names=lambda options: ["scores"]),
+        example_inputs=image_batch))
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    from r1.config import load_config
+    from r1.train import fit
+
+    _register()
+    root = tmp_path_factory.mktemp("toy")
+    cfg = root / "toy.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "run": {"name": "toy", "dir": str(root / "run"), "threads": 1},
+        "model": {"name": "toy_colour_net", "flavor": "tiny"},
+        "data": {"name": "toy_colours", "batch_size": 16},
+        "optim": {"lr": 0.05}, "train": {"max_steps": 30, "eval_every": 15, "log_every": 10}}))
+    metrics = fit(load_config(cfg, []))
+    return root, cfg, metrics
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    out = []
+    for c in range(3):
+        arr = (rng.random((SIZE, SIZE, 3)) * 150).astype(np.uint8)
+        arr[..., c] = 250
+        out.append(Image.fromarray(arr))
+    return out
+
+
+def test_toy_family_trains_exports_predicts_serves_and_reports(toy_run):
+    import r1
+    from r1.export.onnx import export_onnx
+    from r1.pipeline import run_pipeline
+    from r1.serve.app import ServeConfig, create_app
+    from tests.serve.helpers import running_server
+
+    root, cfg, metrics = toy_run
+    run = root / "run"
+    assert metrics["test/hit_rate"] >= 0.9  # the family's own evaluator and monitor
+    assert json.loads((run / "model.json").read_text())["family"] == "toy"
+
+    # export, then one Predictor over torch and onnxruntime with the family's records
+    onnx = run / "toy.onnx"
+    assert export_onnx(run, onnx)["outputs"] == ["scores"]
+    images = _images()
+    by_torch = r1.load(run).predict(images)
+    by_onnx = r1.load(onnx).predict(images)
+    assert [r["colour"] for r in by_torch] == COLOURS == [r["colour"] for r in by_onnx]
+    assert by_torch[0].to_json().keys() == {"colour", "confidence"}
+    assert by_torch[1].save(root / "drawn.png").is_file()
+
+    # serve: the family's record comes back over HTTP
+    buf = io.BytesIO()
+    images[2].save(buf, format="PNG")
+    app = create_app(ServeConfig(model=str(run), inference="thread", warmup_runs=1))
+    with running_server(app) as (url, _):
+        for _ in range(200):
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+            __import__("time").sleep(0.05)
+        r = httpx.post(f"{url}/v1/predict", files={"file": ("a.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["family"] == "toy" and r.json()["result"]["colour"] == "blue"
+
+    # a pipeline: train, export and a measured report row per stage
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "toy", "dir": str(root / "pipe"), "stages": [
+        {"name": "net", "kind": "train", "config": str(cfg), "overrides": ["train.max_steps=10"]},
+        {"name": "net_onnx", "kind": "export", "source": "net"},
+        {"name": "report", "kind": "bench", "rows": ["net", "net_onnx"], "runs": 20, "throughput_batch": 4,
+         "threads": 1}]}))
+    run_pipeline(recipe)
+    rows = json.loads((root / "pipe" / "report.json").read_text())["rows"]
+    assert [r["metric_name"] for r in rows] == ["test/hit_rate"] * 2
+    assert rows[0]["metric"] == pytest.approx(rows[1]["metric"])
+
+
+GENERIC = ["r1/train", "r1/export", "r1/serve", "r1/pipeline", "r1/bench", "r1/predict.py", "r1/artifacts.py",
+           "r1/evaluate/__init__.py", "r1/evaluate/artifact.py", "r1/compress", "r1/registry.py", "r1/family.py"]
+FAMILY_NAMES = re.compile(r"""["'](cls|det|lm|mm)["']|r1\.models\.\w|r1\.lm\b""")
+
+
+def test_generic_modules_name_no_family():
+    """grep -nE '["'"'"'](cls|det|lm|mm)["'"'"']|r1\\.models\\.\\w|r1\\.lm\\b' over the generic modules."""
+    hits = []
+    for entry in GENERIC:
+        for path in sorted((ROOT / entry).rglob("*.py")) if (ROOT / entry).is_dir() else [ROOT / entry]:
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if FAMILY_NAMES.search(line.split("#")[0]):
+                    hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not hits, "\n".join(hits)
