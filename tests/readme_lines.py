@@ -274,7 +274,7 @@ class Checker:
                 self.make(run_dir, "run", c.cfg)
         elif c.path == ("pipeline",):
             c.reads += self.path_overrides(n, text, overrides)
-            self.make_pipeline(p["recipe"], overrides)
+            self.make_pipeline(p["recipe"], overrides, p.get("dir"))
         elif c.path == ("eval",):
             bad = [o for o in overrides if not o.startswith(("data.", "model."))]
             if bad:
@@ -286,18 +286,20 @@ class Checker:
             model = Path(p["model"])
             self.make(model.with_suffix(".engine") if model.suffix == ".onnx" else model / "model.onnx", "file")
 
-    def make_pipeline(self, recipe_path: Path, overrides: list[str]) -> None:
+    def make_pipeline(self, recipe_path: Path, overrides: list[str], root_dir: Path | None = None) -> None:
+        """The recipe's stage dirs, under its `dir` or the pipeline's own root option (`--dir`) when given."""
         from r1.pipeline.recipe import TrainStage, load_recipe, train_config
 
         recipe = load_recipe(self.root / recipe_path, overrides)
-        self.make(recipe.dir, "dir")
+        base = Path(root_dir) if root_dir else recipe.dir
+        self.make(base, "dir")
         for stage in recipe.stages:
-            out = recipe.dir / stage.name
+            out = base / stage.name
             cfg = None
             if isinstance(stage, TrainStage):
                 cfg = train_config(recipe, stage, lambda ref: str(recipe.dir / ref))
             elif getattr(stage, "source", ""):
-                cfg = self.made.get(norm(str(recipe.dir / stage.source)), Made("")).cfg
+                cfg = self.made.get(norm(str(base / stage.source)), Made("")).cfg
             self.make(out, "run", cfg)
 
 
