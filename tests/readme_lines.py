@@ -225,6 +225,9 @@ class Checker:
         except click_exceptions.ClickException as err:
             self.fail(n, text, f"does not parse: {err.format_message()}")
             return
+        except typer.Exit as err:
+            self.fail(n, text, f"exits {err.exit_code} while its arguments are parsed")
+            return
         self.commands.append(c)
         if params is None:
             return
