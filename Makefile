@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(R1) pipeline recipes/quickstart.yaml
 	@echo "results: runs/quickstart/report.md (+ report.json, report/*.png); one run dir per stage in runs/quickstart/"
+	@echo "the r1 command of this checkout: bin/r1 --help (or: source .venv/bin/activate; r1 --help)"
 
 test: install
 	$(PY) -m pytest -q
