@@ -140,15 +140,16 @@ def _exit_loss(model, batches, thresholds, progress=None, phase: str = "") -> tu
     return nll / n, layers / n
 
 
-def calibrate_exits(model, loader, budget: float, max_batches: int = 64) -> dict:
+def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progress_every: float = 5.0) -> dict:
     """Per-head thresholds saving the most blocks with the validation loss up by at most `budget`.
 
     Greedy along the grid: starting from `never exit`, lower one head's threshold a step at a time,
     each time the head whose step saves the most blocks per unit of (predicted) loss rise, while the
     predicted rise stays within the budget. Real early-exit passes then pick, by bisection, the
     furthest point of that path whose measured rise fits.
+    Logs a progress line at most every `progress_every` seconds.
     -> {"thresholds", "loss_up", "layers_per_token", "layer_reduction", "checked"}."""
-    progress = Progress()
+    progress = Progress(progress_every)
     batches = [b for _, b in zip(range(max_batches), loader)]
     log.info("exit calibration: %d validation batches, loss budget %.3f", len(batches), budget)
     table = exit_table(model, batches, progress)

@@ -38,6 +38,8 @@ def stage_record(recipe: Recipe, stage, outputs: dict[str, str], hashes: dict[st
     settings = {k: v for k, v in to_dict(stage).items() if k != "name"}
     if isinstance(settings.get("overrides"), list):
         settings["overrides"] = _kept(settings["overrides"])
+    if isinstance(stage, TrainStage):  # its config file and overrides count through the resolved config
+        settings = {"kind": stage.kind}
     record = {"stage": flatten(settings)}
     if isinstance(stage, TrainStage):
         cfg = train_config(recipe, stage, lambda ref: outputs[ref])

@@ -14,13 +14,15 @@ _OFFSETS = [(6, 4), (6, -10), (-6, 4), (-6, -10), (0, 10), (0, -16), (10, 16), (
 
 
 def place_labels(ax, xs: list[float], ys: list[float], labels: list[str]) -> list:
-    """Annotate each point at the first offset whose text box overlaps no earlier label, no marker and
-    stays inside the axes; the least crowded offset when none fits (with a leader line). Returns the texts."""
+    """Annotate each point at the first offset whose text box overlaps no earlier label, no marker, not
+    the legend and stays inside the axes (the least crowded offset when none fits); a thin leader line
+    ties each label to its point. Call after the axes are laid out (fig.canvas.draw()). Returns the texts."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     markers = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
     frame = ax.get_window_extent(renderer)
-    placed, texts = [], []
+    legend = ax.get_legend()
+    placed, texts = ([legend.get_window_extent(renderer)] if legend else []), []
     for x, y, label in zip(xs, ys, labels):
         best = None
         for dx, dy in _OFFSETS:
@@ -38,10 +40,11 @@ def place_labels(ax, xs: list[float], ys: list[float], labels: list[str]) -> lis
                 text.remove()
             if cost == 0:
                 break
-        cost, text, box, (dx, dy) = best
-        if cost and abs(dx) + abs(dy) > 12:
-            text.arrow_patch = None
-            text.set(arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"})
+        cost, text, box, _ = best
+        text.remove()  # the same label again, now with its leader line
+        text = ax.annotate(label, (x, y), textcoords="offset points", xytext=text.get_position(), fontsize=8,
+                           ha=text.get_ha(), va=text.get_va(),
+                           arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.6", "shrinkA": 0, "shrinkB": 4})
         placed.append(box)
         texts.append(text)
     return texts
@@ -89,10 +92,17 @@ def plot_size(rows: list[dict], path: Path) -> None:
     names = [r["name"] for r in rows][::-1]  # first row on top
     sizes = [r["size_mb"] for r in rows][::-1]
     colors = ["tab:orange" if r["runtime"] == "onnxruntime" else "tab:blue" for r in rows][::-1]
-    bars = ax.barh(names, sizes, color=colors)
-    ax.bar_label(bars, labels=[f"{s:.2f}" for s in sizes], padding=3, fontsize=8)
-    ax.set_xlim(0, max(sizes) * 1.18)
-    ax.set(xlabel="file size (MB)", title="model size (orange: ONNX)")
+    log_scale = max(sizes) > 20 * min(sizes)  # a teacher 200x the int8 student: linear bars hide the small ones
+    left = min(sizes) / 2 if log_scale else 0.0
+    bars = ax.barh(names, [v - left for v in sizes], left=left, color=colors)
+    ax.bar_label(bars, labels=[f"{v:.3g}" for v in sizes], padding=3, fontsize=8)
+    if log_scale:
+        ax.set_xscale("log")
+        ax.set_xlim(left, max(sizes) * 3)
+    else:
+        ax.set_xlim(0, max(sizes) * 1.18)
+    scale = ", log scale" if log_scale else ""
+    ax.set(xlabel=f"file size (MB{scale})", title="model size (orange: ONNX)")
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
