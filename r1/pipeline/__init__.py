@@ -79,13 +79,54 @@ def _set_aside(out_dir: Path) -> Path:
     return old
 
 
+def _finished(out_dir: Path, stage, fp: str, record: dict) -> dict | None:
+    """The stage's stage.json when it finished with this fingerprint, else None."""
+    done = _read(out_dir / MARKER)
+    if done and done.get("fingerprint") is None:  # finished by an r1 that recorded no fingerprint
+        log.warning("stage %s: finished before fingerprints were recorded; taken as done with the current "
+                    "settings (delete %s to re-run it)", stage.name, out_dir)
+        done.update(fingerprint=fp, record=record, output_hash=output_hash(done["output"]))
+        (out_dir / MARKER).write_text(json.dumps(done, indent=2))
+    return done if done and done["fingerprint"] == fp else None
+
+
+def _clear_stale(out_dir: Path, stage, fp: str, record: dict) -> None:
+    """Set aside a finished run with other settings, or an interrupted one with other settings; an
+    interrupted run with these settings stays and continues (its checkpoints/last.pt)."""
+    done, pending = _read(out_dir / MARKER), _read(out_dir / PENDING)
+    if done or (out_dir.exists() and (pending or {}).get("fingerprint") != fp):
+        reason = why_changed((done or pending or {}).get("record"), record)
+        old = _set_aside(out_dir)
+        log.info("stage %s: %s, re-running (the %s run moved to %s)", stage.name, reason,
+                 "finished" if done else "unfinished", old)
+    elif out_dir.exists():
+        log.info("stage %s: continuing the interrupted run in %s", stage.name, out_dir)
+
+
+def _run_stage(recipe: Recipe, stage, outputs: dict[str, str], out_dir: Path) -> str:
+    try:
+        if isinstance(stage, BenchStage):
+            build_report(stage, outputs, out_dir)
+            for name in ("report.md", "report.json"):
+                (recipe.dir / name).write_text((out_dir / name).read_text())
+            return str(out_dir)
+        return RUNNERS[stage.kind](recipe, stage, outputs, out_dir)
+    except R1Error as err:
+        raise StageFailed(stage, err) from err
+    except Exception as err:  # a bug in a stage: still name the stage, keep the traceback in the log
+        log.exception("stage %s failed", stage.name)
+        raise StageFailed(stage, err) from err
+    finally:
+        detach_run_logging()  # the next stage's lines stay out of this stage's log.txt
+
+
 def run_pipeline(recipe: Recipe | str | Path, overrides: list[str] | None = None) -> dict[str, str]:
     """Run (or continue) a recipe; returns stage name -> output path."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     recipe.dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
-    hashes: dict[str, str] = {}
+    hashes: dict[str, str] = {}  # stage -> hash of its output: the inputs of later stages' fingerprints
     clock, stages = _Clock(), recipe.stages
     for i, stage in enumerate(stages, 1):
         out_dir = recipe.dir / stage.name
@@ -94,43 +135,17 @@ def run_pipeline(recipe: Recipe | str | Path, overrides: list[str] | None = None
         except R1Error as err:
             raise StageFailed(stage, err) from err
         fp = fingerprint(record)
-        done = _read(out_dir / MARKER)
-        if done and done.get("fingerprint") is None:  # finished by an r1 that recorded no fingerprint
-            log.warning("stage %s: finished before fingerprints were recorded; taken as done with the current "
-                        "settings (delete %s to re-run it)", stage.name, out_dir)
-            done.update(fingerprint=fp, record=record, output_hash=output_hash(done["output"]))
-            (out_dir / MARKER).write_text(json.dumps(done, indent=2))
-        if done and done["fingerprint"] == fp:
+        done = _finished(out_dir, stage, fp, record)
+        if done:
             outputs[stage.name], hashes[stage.name] = done["output"], done["output_hash"]
             log.info(clock.banner(i, stages, "unchanged, skipped"))
             continue
-        pending = _read(out_dir / PENDING)
-        if done or (out_dir.exists() and (pending or {}).get("fingerprint") != fp):
-            reason = why_changed(done["record"] if done else (pending or {}).get("record"), record)
-            what = "finished" if done else "unfinished"
-            old = _set_aside(out_dir)
-            log.info("stage %s: %s, re-running (the %s run moved to %s)", stage.name, reason, what, old)
-        elif out_dir.exists():
-            log.info("stage %s: continuing the interrupted run in %s", stage.name, out_dir)
+        _clear_stale(out_dir, stage, fp, record)
         log.info(clock.banner(i, stages, "running"))
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / PENDING).write_text(json.dumps({"fingerprint": fp, "record": record}, indent=2))
         t0 = time.perf_counter()
-        try:
-            if isinstance(stage, BenchStage):
-                build_report(stage, outputs, out_dir)
-                for name in ("report.md", "report.json"):
-                    (recipe.dir / name).write_text((out_dir / name).read_text())
-                output = str(out_dir)
-            else:
-                output = RUNNERS[stage.kind](recipe, stage, outputs, out_dir)
-        except R1Error as err:
-            raise StageFailed(stage, err) from err
-        except Exception as err:  # a bug in a stage: still name the stage, keep the traceback in the log
-            log.exception("stage %s failed", stage.name)
-            raise StageFailed(stage, err) from err
-        finally:
-            detach_run_logging()  # the next stage's lines stay out of this stage's log.txt
+        output = _run_stage(recipe, stage, outputs, out_dir)
         seconds = time.perf_counter() - t0
         clock.add(stage.kind, seconds)
         outputs[stage.name], hashes[stage.name] = output, output_hash(output)

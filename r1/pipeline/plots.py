@@ -8,9 +8,10 @@ from pathlib import Path
 from r1.bench.report import NOISY_SPREAD, is_noisy
 from r1.train.logs import PRIMARY_LOSSES
 
-# Label offsets (points) tried around a marker, nearest first: right, left, above, below, then further out.
-_OFFSETS = [(6, 4), (6, -10), (-6, 4), (-6, -10), (0, 10), (0, -16), (10, 16), (10, -22), (-10, 16),
-            (-10, -22), (16, 28), (16, -34), (-16, 28), (-16, -34)]
+# Label offsets (points) tried around a marker, nearest ring first: right, left, above, below, diagonals.
+_OFFSETS = [(round(dx * r), round(dy * r)) for r in (1, 2, 3, 4.5, 6)
+            for dx, dy in ((6, 3), (6, -9), (-6, 3), (-6, -9), (0, 10), (0, -14), (8, 12), (8, -18), (-8, 12),
+                           (-8, -18))]
 
 
 def place_labels(ax, xs: list[float], ys: list[float], labels: list[str]) -> list:
