@@ -22,14 +22,14 @@ def _rows():
 
 def test_noisy_latency_rows_are_marked_with_a_footnote():
     md = markdown({"rows": _rows(), "threads": 1, "runs": 30, "torch": "2", "cpu": "AVX2"})
-    assert "| student_kd \u2020 | torch |" in md and "| int8 \u2020 | onnxruntime |" in md
-    assert "| student | torch |" in md and "(batch-1 p50, noisy)" in md
+    assert "| student_kd | torch | 1 | 1.2 | 1.95 | 4 \u2020 |" in md and "| 0.16 | 0.3 \u2020 |" in md
+    assert "| student | torch | 1 | 1.2 | 1.9 | 2.2 |" in md and "(batch-1 p50, noisy)" in md
     assert md.rstrip().endswith("before comparing it.") and "p95/p50 latency spread above 1.5" in md
     quiet = markdown({"rows": _rows()[:2], "threads": 1, "runs": 30, "torch": "2", "cpu": "AVX2"})
     assert "\u2020" not in quiet
     table = latency_table([{"runtime": "torch", "batch": 1, "p50": 0.001, "p95": 0.002, "mean": 0.0012,
                             "throughput": 800.0, "runs": 30}])
-    assert "| torch \u2020 |" in table and "p95/p50 latency spread" in table
+    assert "| torch | 1 | 1 | 2 \u2020 |" in table and "p95/p50 latency spread" in table
 
 
 def test_plot_labels_do_not_overlap_and_plots_are_written(tmp_path):

@@ -38,10 +38,10 @@ def latency_table(rows: list[dict]) -> str:
         if "unavailable" in r:
             shown.append({"runtime": r["runtime"], "batch": "-", "p50": "unavailable: " + r["unavailable"]})
             continue
-        mark = " \u2020" if is_noisy(r["p50"], r["p95"]) else ""
-        noisy |= bool(mark)
-        shown.append({**r, "runtime": r["runtime"] + mark, "p50": r["p50"] * 1e3, "p95": r["p95"] * 1e3,
-                      "mean": r["mean"] * 1e3})
+        p95 = r["p95"] * 1e3
+        if is_noisy(r["p50"], r["p95"]):
+            noisy, p95 = True, f"{p95:.4g} \u2020"
+        shown.append({**r, "p50": r["p50"] * 1e3, "p95": p95, "mean": r["mean"] * 1e3})
     table = markdown_table(shown, [("runtime", "runtime"), ("batch", "batch"), ("p50", "p50 ms"),
                                    ("p95", "p95 ms"), ("mean", "mean ms"), ("throughput", "items/s"),
                                    ("runs", "runs")])

@@ -86,7 +86,7 @@ def markdown(report: dict) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     noisy = {r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])}
     for r in rows:
-        shown = {**r, "name": r["name"] + (" \u2020" if r["name"] in noisy else "")}
+        shown = {**r, "latency_ms_p95": f"{r['latency_ms_p95']:.4g} \u2020"} if r["name"] in noisy else r
         lines.append("| " + " | ".join(_fmt(shown.get(c)) for c in cols) + " |")
     base = rows[0]
     ratios = [f"- {r['name']}: {base['latency_ms_p50'] / r['latency_ms_p50']:.2f}x the speed of {base['name']} "
