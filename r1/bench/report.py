@@ -1,7 +1,6 @@
 """Markdown tables for benchmark rows (the CLI prints them; benchmarks/RESULTS.md records them)."""
 from __future__ import annotations
 
-
 # A batch-1 latency whose p95 is this many times its p50 is dominated by noise (other processes,
 # frequency scaling, a cold cache): comparing its p50 with another row's says little.
 NOISY_SPREAD = 1.5

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
+
 class Progress:
     """`exit calibration: <phase> 20/64 batches | elapsed 12s` at most every `every` seconds, so the
     ~minute of post-training calibration is not silent outside a terminal."""

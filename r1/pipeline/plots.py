@@ -3,6 +3,7 @@ model size (horizontal bars), training curves (the primary loss where a model ha
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from r1.bench.report import NOISY_SPREAD, is_noisy
@@ -66,7 +67,7 @@ def plot_metric_vs_latency(rows: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     lo, hi = min(xs), max(r["latency_ms_p95"] for r in rows)
     ax.set_xlim(lo / 1.6, hi * 1.6)
-    finite = [y for y in ys if y == y]
+    finite = [y for y in ys if not math.isnan(y)]
     if finite:
         span = (max(finite) - min(finite)) or abs(max(finite)) * 0.1 or 1.0
         ax.set_ylim(min(finite) - 0.25 * span, max(finite) + 0.25 * span)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from r1.artifacts import load_any
-from r1.bench.report import NOISE_NOTE, is_noisy
 from r1.bench.latency import measure_latency
+from r1.bench.report import NOISE_NOTE, is_noisy
 from r1.errors import ConfigError
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact

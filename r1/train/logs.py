@@ -48,7 +48,7 @@ def detach_run_logging(run_dir: Path | None = None) -> None:
 
 def format_duration(seconds: float) -> str:
     """45s, 1m02s, 2h05m."""
-    s = int(round(max(seconds, 0.0)))
+    s = round(max(seconds, 0.0))
     if s < 60:
         return f"{s}s"
     if s < 3600:
