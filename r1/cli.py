@@ -32,12 +32,20 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
+def _r1_or_warning(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] == "r1" or record.levelno >= logging.WARNING
+
+
 def _console_logging(verbose: bool = False) -> None:
-    root = logging.getLogger("r1")
-    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
+    # On the root logger (r1's lines and other libraries' warnings): a library's logging.basicConfig()
+    # or root-level logging.info() then finds a handler and adds none that would print r1's lines twice.
+    top = logging.getLogger()
+    if not any(isinstance(h, _TqdmHandler) for h in top.handlers):
         h = _TqdmHandler()
         h.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(h)
+        h.addFilter(_r1_or_warning)
+        top.addHandler(h)
+    root = logging.getLogger("r1")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -155,12 +163,15 @@ def models(pattern: str = typer.Argument("*", help="Glob over model names"),
 
 @app.command()
 def pipeline(recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)"),
-             overrides: Optional[list[str]] = OVERRIDES):
-    """Run a recipe's stages (train, prune, quantize, export, bench); finished stages are skipped."""
+             overrides: Optional[list[str]] = OVERRIDES,
+             dir: Optional[Path] = typer.Option(None, "--dir", help="Pipeline directory: each stage writes DIR/<stage> "
+                                                "(default: the recipe's dir)")):
+    """Run a recipe's stages (train, prune, quantize, export, bench); finished stages whose settings and
+    inputs are unchanged are skipped, changed ones re-run."""
     from r1.pipeline import load_recipe, run_pipeline
 
     _console_logging()
-    plan = load_recipe(recipe, overrides or [])
+    plan = load_recipe(recipe, overrides or [], dir=dir)
     outputs = run_pipeline(plan)
     typer.echo(json.dumps(outputs, indent=2))
     report = plan.dir / "report.md"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import yaml
@@ -110,3 +111,69 @@ def test_detection_chain_runs_end_to_end(tmp_path):
     assert rows["int8"]["metric_name"] == "test/mAP" and rows["int8"]["runtime"] == "onnxruntime"
     assert rows["pruned"]["params"] < rows["teacher"]["params"]
     assert "kd " in (tmp_path / "run/student_kd/log.txt").read_text()
+
+
+MLP = ["run.threads=1", "train.max_steps=2", "train.eval_every=2", "train.log_every=1", "data.batch_size=32", "data.img_size=16",
+       "model.name=mlp", "model.flavor=tiny", "model.in_features=768"]
+
+
+def _two_stages(tmp_path, b_overrides=()):
+    return _recipe(tmp_path, [{"name": "a", "kind": "train", "config": _cfg("digits.yaml")},
+                              {"name": "b", "kind": "train", "config": _cfg("digits.yaml"),
+                               "overrides": ["train.init_from=@a", *b_overrides]}], overrides=MLP)
+
+
+def _steps(run_dir) -> list[int]:
+    recs = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    return [r["step"] for r in recs if "train/loss" in r]
+
+
+def test_changed_stages_rerun_with_their_dependents_and_say_why(tmp_path, caplog):
+    run = tmp_path / "run"
+    recipe = _two_stages(tmp_path)
+    run_pipeline(recipe)
+    marker = run / "b/stage.json"
+    before = marker.stat().st_mtime
+    # A stage.json of an older r1 (no fingerprint) is taken as done; run.threads changes nothing computed.
+    legacy = json.loads((run / "a/stage.json").read_text())
+    (run / "a/stage.json").write_text(json.dumps({"output": legacy["output"], "seconds": 1.0}))
+    caplog.set_level(logging.INFO, logger="r1")
+    run_pipeline(load_recipe(recipe, ["run.threads=2"]))
+    assert "stage a: finished before fingerprints were recorded" in caplog.text
+    assert "stage 2/2 b (train): unchanged, skipped | elapsed " in caplog.text
+    assert marker.stat().st_mtime == before
+    assert json.loads((run / "a/stage.json").read_text())["fingerprint"] == legacy["fingerprint"]
+
+    caplog.clear()
+    run_pipeline(load_recipe(recipe, ["train.max_steps=3"]))
+    assert ("stage a: config changed (train.max_steps 2 -> 3), re-running (the finished run moved to "
+            f"{run / 'a.old'})") in caplog.text
+    assert "stage b: config changed (train.max_steps 2 -> 3); input a changed, re-running" in caplog.text
+    assert "stage 2/2 b (train): running | elapsed " in caplog.text and ", ETA " in caplog.text
+    assert _steps(run / "a") == [1, 2, 3] and _steps(run / "a.old") == [1, 2]  # a fresh run, not a resume
+    assert not (run / "a/stage.pending.json").exists()
+
+    # b interrupted under its old settings, then its recipe entry changes: the old run is set aside,
+    # not resumed from its checkpoints/last.pt; a is unchanged and skipped.
+    (run / "b/stage.json").rename(run / "b/stage.pending.json")
+    assert (run / "b/checkpoints/last.pt").is_file()
+    caplog.clear()
+    run_pipeline(load_recipe(_two_stages(tmp_path, ["optim.lr=1e-3"]), ["train.max_steps=3"]))
+    assert "stage 1/2 a (train): unchanged, skipped" in caplog.text
+    assert ("stage b: config changed (optim.lr 0.003 -> 0.001), re-running (the unfinished run moved to"
+            in caplog.text)
+    assert _steps(run / "b") == [1, 2, 3]
+
+
+def test_pipeline_dir_option_and_colliding_overrides(tmp_path):
+    from typer.testing import CliRunner
+
+    from r1.cli import app
+
+    recipe = _two_stages(tmp_path)
+    assert load_recipe(recipe, dir=tmp_path / "elsewhere").dir == tmp_path / "elsewhere"
+    with pytest.raises(ConfigError, match=r"override 'run.dir=x' is not allowed: .* --dir DIR"):
+        load_recipe(recipe, ["run.dir=x"])
+    with pytest.raises(ConfigError, match=r"stage b: override 'run.name=y' is not allowed"):
+        load_recipe(_two_stages(tmp_path, ["run.name=y"]))
+    assert "--dir" in CliRunner().invoke(app, ["pipeline", "--help"]).output

@@ -1,6 +1,20 @@
 """Markdown tables for benchmark rows (the CLI prints them; benchmarks/RESULTS.md records them)."""
 from __future__ import annotations
 
+# A batch-1 latency whose p95 is this many times its p50 is dominated by noise (other processes,
+# frequency scaling, a cold cache): comparing its p50 with another row's says little.
+NOISY_SPREAD = 1.5
+NOISE_NOTE = (f"\u2020 p95/p50 latency spread above {NOISY_SPREAD}: this row's latency is noise-dominated; "
+              "re-measure (more runs, an idle machine) before comparing it.")
+
+
+def latency_spread(p50: float, p95: float) -> float:
+    return p95 / p50 if p50 > 0 else float("inf")
+
+
+def is_noisy(p50: float, p95: float) -> bool:
+    return latency_spread(p50, p95) > NOISY_SPREAD
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -18,15 +32,19 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 def latency_table(rows: list[dict]) -> str:
     """Rows from `compare_runtimes` / `sweep_batch_sizes`; seconds shown as ms."""
-    shown = []
+    shown, noisy = [], False
     for r in rows:
         if "unavailable" in r:
             shown.append({"runtime": r["runtime"], "batch": "-", "p50": "unavailable: " + r["unavailable"]})
             continue
-        shown.append({**r, "p50": r["p50"] * 1e3, "p95": r["p95"] * 1e3, "mean": r["mean"] * 1e3})
-    return markdown_table(shown, [("runtime", "runtime"), ("batch", "batch"), ("p50", "p50 ms"),
-                                  ("p95", "p95 ms"), ("mean", "mean ms"), ("throughput", "items/s"),
-                                  ("runs", "runs")])
+        p95 = r["p95"] * 1e3
+        if is_noisy(r["p50"], r["p95"]):
+            noisy, p95 = True, f"{p95:.4g} \u2020"
+        shown.append({**r, "p50": r["p50"] * 1e3, "p95": p95, "mean": r["mean"] * 1e3})
+    table = markdown_table(shown, [("runtime", "runtime"), ("batch", "batch"), ("p50", "p50 ms"),
+                                   ("p95", "p95 ms"), ("mean", "mean ms"), ("throughput", "items/s"),
+                                   ("runs", "runs")])
+    return table + ("\n\n" + NOISE_NOTE if noisy else "")
 
 
 def load_table(rows: list[dict]) -> str:

@@ -8,11 +8,29 @@ before the classifiers existed.
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
+
+
+class Progress:
+    """`exit calibration: <phase> 20/64 batches | elapsed 12s` at most every `every` seconds, so the
+    ~minute of post-training calibration is not silent outside a terminal."""
+
+    def __init__(self, every: float = 5.0):
+        self.every, self.t0 = every, time.perf_counter()
+        self.last = self.t0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info("exit calibration: %s, %d/%d batches | elapsed %.0fs", phase, done, total, now - self.t0)
+
 
 GRID = [1.01] + [round(1.0 - 0.025 * i, 3) for i in range(1, 40)]  # thresholds tried, never-exit first
 
@@ -68,15 +86,18 @@ def exit_sweep(model, loader, thresholds) -> list[dict]:
 
 
 @torch.no_grad()
-def exit_table(model, batches) -> dict[str, torch.Tensor]:
+def exit_table(model, batches, progress=None) -> dict[str, torch.Tensor]:
     """One full-depth pass: per target token, each exit head's confidence `conf` (E, N) and
-    cross-entropy `ce` (E, N), and the final cross-entropy `ce_final` (N)."""
+    cross-entropy `ce` (E, N), and the final cross-entropy `ce_final` (N). `progress(phase, done, total)`
+    is called after each batch."""
     model.eval()
     conf, ce, ce_final = [], [], []
     device = next(model.parameters()).device
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches, 1):
         x, y = x.to(device), y.to(device)
         final, states, _, _ = model._run(x, want_states=True)
+        if progress:
+            progress("full-depth pass", i, len(batches))
         keep = (y != -100).flatten()
         prev, cs, es = None, [], []
         for j, h in zip(model.exit_layers, states):
@@ -105,11 +126,13 @@ def predicted_exit(table: dict, thresholds: list[float], exit_layers: list[int],
 
 
 @torch.no_grad()
-def _exit_loss(model, batches, thresholds) -> tuple[float, float]:
+def _exit_loss(model, batches, thresholds, progress=None, phase: str = "") -> tuple[float, float]:
     """Real early-exit pass: (mean loss, blocks run per token) over the target tokens."""
     device = next(model.parameters()).device
     nll = layers = n = 0.0
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches, 1):
+        if progress:
+            progress(phase, i - 1, len(batches))
         x, y = x.to(device), y.to(device)
         nll += float(F.cross_entropy(model(x, exit_threshold=thresholds).flatten(0, 1).float(), y.flatten(),
                                      ignore_index=-100, reduction="sum"))
@@ -118,16 +141,19 @@ def _exit_loss(model, batches, thresholds) -> tuple[float, float]:
     return nll / n, layers / n
 
 
-def calibrate_exits(model, loader, budget: float, max_batches: int = 64) -> dict:
+def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progress_every: float = 5.0) -> dict:
     """Per-head thresholds saving the most blocks with the validation loss up by at most `budget`.
 
     Greedy along the grid: starting from `never exit`, lower one head's threshold a step at a time,
     each time the head whose step saves the most blocks per unit of (predicted) loss rise, while the
     predicted rise stays within the budget. Real early-exit passes then pick, by bisection, the
     furthest point of that path whose measured rise fits.
+    Logs a progress line at most every `progress_every` seconds.
     -> {"thresholds", "loss_up", "layers_per_token", "layer_reduction", "checked"}."""
+    progress = Progress(progress_every)
     batches = [b for _, b in zip(range(max_batches), loader)]
-    table = exit_table(model, batches)
+    log.info("exit calibration: %d validation batches, loss budget %.3f", len(batches), budget)
+    table = exit_table(model, batches, progress)
     E, L = len(model.exit_layers), model.n_layer
     pos = [0] * E  # grid index per head
     path = [list(pos)]
@@ -152,9 +178,11 @@ def calibrate_exits(model, loader, budget: float, max_batches: int = 64) -> dict
     # the measured rise can exceed the predicted one: bisect the path for its last point that fits
     full = float(table["ce_final"].mean())
     fit, lo, hi, checked = (0, 0.0, float(L)), 1, len(path) - 1, 0
+    expected = math.ceil(math.log2(len(path))) if len(path) > 1 else 0  # bisection steps, about
     while lo <= hi:
         mid = (lo + hi) // 2
-        loss, depth = _exit_loss(model, batches, [GRID[i] for i in path[mid]])
+        loss, depth = _exit_loss(model, batches, [GRID[i] for i in path[mid]], progress,
+                                 f"early-exit check {checked + 1} of ~{expected}")
         checked += 1
         if loss - full <= budget:
             fit, lo = (mid, loss - full, depth), mid + 1

@@ -97,13 +97,20 @@ class Recipe:
     base: Path  # folder of the recipe file: relative paths start here
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Parse and validate a recipe. `overrides` (k=v) go to every train stage, after the recipe's own."""
+# Each stage writes <pipeline dir>/<stage>: an override of these would send every stage to one place.
+STAGE_OWNED = ("run.dir", "run.name")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, dir: str | Path | None = None) -> Recipe:
+    """Parse and validate a recipe. `overrides` (k=v) go to every train stage, after the recipe's own;
+    `dir` replaces the recipe's pipeline directory (the root of every stage's output)."""
     path = Path(path)
     data = read_yaml(path)
     unknown = set(data) - {"name", "dir", "overrides", "stages"}
     if unknown:
         raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]}; allowed: name, dir, overrides, stages")
+    _refuse_stage_owned(overrides or [], "")
+    _refuse_stage_owned(data.get("overrides") or [], f"{path}: overrides: ")
     stages, names = [], []
     for i, raw in enumerate(data.get("stages") or []):
         if not isinstance(raw, dict):
@@ -112,9 +119,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         if kind not in KINDS:
             raise ConfigError(f"stages[{i}].kind: unknown stage kind {kind!r}; allowed: {', '.join(KINDS)}")
         stage = from_dict(KINDS[kind], raw, f"stages[{i}]")
+        _refuse_stage_owned(getattr(stage, "overrides", []), f"stage {stage.name}: ")
         if not stage.name or stage.name in names:
             raise ConfigError(f"stages[{i}].name: {'missing' if not stage.name else 'duplicate ' + repr(stage.name)}")
-        for ref in _refs(stage):
+        for ref in stage_refs(stage):
             if ref not in names:
                 raise ConfigError(f"stage {stage.name}: refers to {ref!r}, which is not an earlier stage "
                                   f"(earlier: {', '.join(names) or 'none'})")
@@ -123,15 +131,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not stages:
         raise ConfigError(f"{path}: no stages")
     name = data.get("name") or path.stem
-    recipe = Recipe(name, Path(data.get("dir") or f"runs/{name}"), list(data.get("overrides") or []) + list(overrides or []),
-                    stages, path.parent)
+    recipe = Recipe(name, Path(dir or data.get("dir") or f"runs/{name}"),
+                    list(data.get("overrides") or []) + list(overrides or []), stages, path.parent)
     for stage in stages:
         if isinstance(stage, TrainStage):
             train_config(recipe, stage, lambda ref: str(recipe.dir / ref))  # fail now, not mid-pipeline
     return recipe
 
 
-def _refs(stage) -> list[str]:
+def _refuse_stage_owned(overrides: list[str], where: str) -> None:
+    for text in overrides:
+        key = str(text).split("=", 1)[0].strip()
+        if key in STAGE_OWNED:
+            raise ConfigError(f"{where}override {text!r} is not allowed: each stage writes <pipeline dir>/<stage>, "
+                              f"so {key} would make stages collide; set the pipeline directory with "
+                              f"`r1 pipeline RECIPE --dir DIR` (or the recipe's dir:)")
+
+
+def stage_refs(stage) -> list[str]:
     refs = [stage.source] if getattr(stage, "source", "") else []
     if getattr(stage, "config", "").startswith("@"):
         refs.append(stage.config[1:])

@@ -10,10 +10,12 @@ import torch
 
 from r1.artifacts import load_any
 from r1.bench.latency import measure_latency
+from r1.bench.report import NOISE_NOTE, is_noisy
 from r1.errors import ConfigError
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact
 from r1.family import get_family
+from r1.pipeline.plots import plot_report
 from r1.pipeline.recipe import BenchStage
 from r1.train.hardware import set_threads
 
@@ -63,6 +65,7 @@ def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> d
         log.info("bench: measuring %s (%s)", name, outputs[name])
         rows.append(measure_row(name, Path(outputs[name]), stage, threads))
     report = {"rows": rows, "threads": threads, "runs": stage.runs,
+              "noisy_latency": [r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])],
               "torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(markdown(report))
@@ -74,55 +77,21 @@ def markdown(report: dict) -> str:
     rows = report["rows"]
     cols = [c for c in COLUMNS if c in rows[0]] + [c for c in rows[0] if c not in COLUMNS and c != "threads"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    noisy = {r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])}
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        shown = {**r, "latency_ms_p95": f"{r['latency_ms_p95']:.4g} \u2020"} if r["name"] in noisy else r
+        lines.append("| " + " | ".join(_fmt(shown.get(c)) for c in cols) + " |")
     base = rows[0]
     ratios = [f"- {r['name']}: {base['latency_ms_p50'] / r['latency_ms_p50']:.2f}x the speed of {base['name']} "
-              f"(batch-1 p50), {base['size_mb'] / r['size_mb']:.2f}x smaller on disk" for r in rows[1:]]
+              f"(batch-1 p50{', noisy' if noisy & {r['name'], base['name']} else ''}), "
+              f"{base['size_mb'] / r['size_mb']:.2f}x smaller on disk" for r in rows[1:]]
     head = (f"Measured with {report['threads']} thread(s), {report['runs']} timed batch-1 runs per model, "
             f"torch {report['torch']}, CPU capability {report['cpu']}.\n\n")
-    return head + "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n"
+    note = "\n" + NOISE_NOTE + "\n" if noisy else ""
+    return head + "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n" + note
 
 
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
-
-
-def plot_report(rows: list[dict], outputs: dict[str, str], out_dir: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.scatter(r["latency_ms_p50"], r["metric"])
-        ax.annotate(r["name"], (r["latency_ms_p50"], r["metric"]), textcoords="offset points", xytext=(4, 4))
-    ax.set(xlabel="batch-1 latency p50 (ms)", ylabel=rows[0]["metric_name"], title="metric vs latency")
-    fig.tight_layout()
-    fig.savefig(out_dir / "metric_vs_latency.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([r["name"] for r in rows], [r["size_mb"] for r in rows])
-    ax.set(ylabel="file size (MB)", title="model size")
-    fig.tight_layout()
-    fig.savefig(out_dir / "size.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        hist = Path(outputs[r["name"]]) / "history.jsonl"
-        if not hist.is_file():
-            continue
-        recs = [json.loads(line) for line in hist.read_text().splitlines()]
-        pts = [(x["step"], x["train/loss"]) for x in recs if "train/loss" in x]
-        if pts:
-            ax.plot(*zip(*pts), label=r["name"])
-    ax.set(xlabel="step", ylabel="training loss", title="training curves", yscale="log")
-    if ax.lines:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "training_curves.png", dpi=100)
-    plt.close(fig)
