@@ -327,9 +327,10 @@ def bench_cmd(target: str = typer.Argument(..., help="A model (run dir, .safeten
         Path(cfg.json).write_text(json.dumps(rows, indent=2))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `r1`; `argv` (default: sys.argv[1:]) lets tests run it in-process."""
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="r1", standalone_mode=False)
     except R1Error as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)

@@ -309,6 +309,13 @@ def from_dict(cls: type, data: dict | None, key: str = "") -> Any:
     return obj
 
 
+def check_bounds(obj: Any, prefix: str) -> None:
+    """Choices and min/max of every field of dataclass `obj` (for instances built in code, which
+    skip `from_dict`); ConfigError naming `prefix.field`."""
+    for f in fields(obj):
+        _check_bounds(getattr(obj, f.name), f.metadata, f"{prefix}.{f.name}")
+
+
 def _check_bounds(value: Any, meta: Any, key: str) -> None:
     choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
     if value is None:  # an Optional field left unset

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from r1.config import apply_overrides, from_dict, opt, read_yaml
+from r1.config import apply_overrides, check_bounds, from_dict, opt, read_yaml
 from r1.errors import ConfigError
+
+MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the request schema's own limits (r1/serve/schemas.py)
 
 
 @dataclass
 class ServeConfig:
     model: str = opt("", "Run dir, model.safetensors or .onnx to serve (the MODEL argument sets it).")
-    runtime: str = opt("torch", "Inference runtime.", choices=("torch", "onnx", "tensorrt"))
+    runtime: str = opt("torch", "Inference runtime: torch, onnx or tensorrt.")
     host: str = opt("127.0.0.1", "Bind address.")
     port: int = opt(8000, "Port.", min=0, max=65535)
     max_batch: int = opt(32, "Run a batch at this many queued requests ...", min=1)
@@ -43,28 +45,17 @@ class ServeConfig:
     max_body_bytes: int = opt(8 << 20, "Request body limit in bytes (--max-body-mb sets it in MiB): 413.", min=1)
     max_pixels: int = opt(4096 * 4096, "Decoded image pixel limit (decompression bombs): 413.", min=1)
     top_k: int = opt(3, "Default classes per classification record.", min=1)
-    max_new_tokens: int = opt(256, "Language models: the most tokens one request may ask for (else 422).", min=1)
-    max_text_chars: int = opt(8192, "Language models: the longest prompt, characters (else 422).", min=1)
+    max_new_tokens: int = opt(256, "Language models: the most tokens one request may ask for (else 422).",
+                              min=1, max=MAX_NEW_TOKENS)
+    max_text_chars: int = opt(8192, "Language models: the longest prompt, characters (else 422).",
+                              min=1, max=MAX_TEXT_CHARS)
     warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready.", min=0)
     retry_after_s: int = opt(1, "Retry-After seconds sent with 503 answers.", min=0)
 
     def validate(self, prefix: str = "serve") -> None:
-        from r1.serve.schemas import MAX_NEW_TOKENS, MAX_TEXT_CHARS
-
-        for name in ("max_batch", "max_queue", "threads", "max_body_bytes", "max_pixels", "top_k",
-                     "max_new_tokens", "max_text_chars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{prefix}.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"{prefix}.max_wait_ms: must be >= 0, got {self.max_wait_ms}")
-        if self.timeout_ms <= 0:
-            raise ConfigError(f"{prefix}.timeout_ms: must be > 0, got {self.timeout_ms}")
-        if self.inference not in ("process", "thread"):
-            raise ConfigError(f"{prefix}.inference: {self.inference!r} is not allowed; allowed: process, thread")
-        if self.max_new_tokens > MAX_NEW_TOKENS:
-            raise ConfigError(f"{prefix}.max_new_tokens: at most {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
-        if self.max_text_chars > MAX_TEXT_CHARS:
-            raise ConfigError(f"{prefix}.max_text_chars: at most {MAX_TEXT_CHARS}, got {self.max_text_chars}")
+        """Bounds of every field, also for a ServeConfig built in code (`create_app` calls this). The
+        runtime is checked by `check_model`: tests serve injected loaders under other names."""
+        check_bounds(self, prefix)
 
 
 @dataclass

@@ -2,8 +2,6 @@
 not depend on how a batch is split (used to check accumulation and DDP equivalence)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

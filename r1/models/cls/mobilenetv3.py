@@ -5,8 +5,6 @@ features; `R1MobileNetV3` adds the classification head.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,8 +1,6 @@
 """ResNet teacher: torchvision's architecture, random init or weights from a local file."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -11,7 +11,6 @@ from the labels, each narrower one distils from the widest's predictions in the 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
