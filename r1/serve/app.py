@@ -111,9 +111,10 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             if st.worker is not None:  # after the drain: the worker finishes what it was given
                 await asyncio.to_thread(st.worker.close, 0.0 if loading else 10.0)
 
-    app = FastAPI(title="R1 model server", version="1", lifespan=lifespan,
+    app = FastAPI(title="R1 model server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Dynamic-batching inference for R1 models (`r1 serve`).")
     app.state.r1 = st
+    _mount_docs(app)
 
     def api_error(err: ApiError) -> JSONResponse:
         if err.status in (503, 504, 413):
@@ -197,6 +198,27 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics)
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the packaged bundle (swagger-ui-bundle), served by this server, so the
+    page works on a machine without internet access (FastAPI's default loads it from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        base = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=base + app.openapi_url, title=f"{app.title} - docs",
+                                   swagger_js_url=f"{base}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{base}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{base}{DOCS_ASSETS}/favicon-32x32.png")
 
 
 def check_model(cfg: ServeConfig) -> None:
