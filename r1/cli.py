@@ -116,6 +116,8 @@ def predict(model: Path = typer.Argument(..., help="Run dir or model.safetensors
             images: list[Path] = typer.Argument(..., help="Image files"),
             out: Optional[Path] = typer.Option(None, help="Directory for annotated PNGs (detection)"),
             top_k: int = typer.Option(3, help="Classes shown per image (classification)"),
+            draw_threshold: float = typer.Option(0.3, min=0.0, max=1.0,
+                                                 help="Detection, with --out: draw boxes scoring at least this"),
             coco_json: Optional[Path] = typer.Option(None, "--coco-json",
                                                      help="Detection: also write COCO results (image ids 1..N)")):
     """Predict on image files; prints one JSON object per image."""
@@ -123,7 +125,7 @@ def predict(model: Path = typer.Argument(..., help="Run dir or model.safetensors
 
     _console_logging()
     records = []
-    for record in predict_files(model, images, out_dir=out, top_k=top_k):
+    for record in predict_files(model, images, out_dir=out, top_k=top_k, draw_threshold=draw_threshold):
         typer.echo(json.dumps(record))
         records.append(record)
     if coco_json is not None:
@@ -232,6 +234,7 @@ def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensor
                int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=_help("export", "int8")),
                max_batch: Optional[int] = typer.Option(None, help=_help("export", "max_batch"))):
     """Export to ONNX (verified against torch with onnxruntime on another batch size) or TensorRT.
+
     Settings: flags > export.KEY=VALUE > --config FILE > defaults (`r1 config explain export`)."""
     from r1.config_commands import load_section
 
@@ -269,6 +272,7 @@ def serve_cmd(args: Optional[list[str]] = typer.Argument(
               access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log",
                                                         help=_help("serve", "access_log"))):
     """HTTP inference server: POST /v1/predict, GET /healthz /readyz /metrics /docs.
+
     Settings: flags > serve.KEY=VALUE > --config FILE > defaults (`r1 config explain serve`)."""
     from r1.config_commands import load_section
 
@@ -306,6 +310,7 @@ def bench_cmd(target: str = typer.Argument(..., help="A model (run dir, .safeten
               json_out: Optional[Path] = typer.Option(None, "--json", help=_help("bench", "json"))):
     """`r1 bench MODEL`: in-process latency/throughput per runtime and batch size.
     `r1 bench serve URL`: HTTP load test (throughput, p50/p95/p99).
+
     Settings: flags > bench.KEY=VALUE > --config FILE > defaults (`r1 config explain bench`)."""
     from r1.bench.cli import parse_ints
     from r1.config_commands import load_section
@@ -327,6 +332,19 @@ def bench_cmd(target: str = typer.Argument(..., help="A model (run dir, .safeten
         Path(cfg.json).write_text(json.dumps(rows, indent=2))
 
 
+def _usage_error_types() -> tuple[type, ...]:
+    """Click's usage-error base class, and the copy of click that recent typer versions vendor."""
+    import click
+
+    types = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+        types.append(TyperClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `r1`; `argv` (default: sys.argv[1:]) lets tests run it in-process."""
     try:
@@ -336,13 +354,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except (typer.Exit, typer.Abort) as err:
         sys.exit(getattr(err, "exit_code", 1))
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-        if isinstance(err, click.ClickException):
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # usage errors (missing argument, bad option value) carry their exit code, 2
+        if isinstance(err, _usage_error_types()):
             err.show()
             sys.exit(err.exit_code)
-        if isinstance(err, KeyboardInterrupt):
-            sys.exit(130)
         raise
 
 

@@ -20,7 +20,7 @@ from r1.errors import ConfigError, DataError
 class FamilyIO:
     preprocess: Callable[[list[Image.Image], dict], torch.Tensor]
     postprocess: Callable[[object, dict, dict], list[dict]]  # (outputs, meta, options) -> records
-    draw: Callable | None = None  # (image, record, meta, path) -> None, for --out
+    draw: Callable | None = None  # (image, record, meta, path, score_thresh=) -> None, for --out
 
 
 _IO: dict[str, FamilyIO] = {}
@@ -72,8 +72,9 @@ register_io("cls", FamilyIO(resize_normalize, classification_records))
 
 @torch.no_grad()
 def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, top_k: int = 3,
-                  batch_size: int = 16):
-    """Yield one record per image: {"file": ..., <family fields>}."""
+                  batch_size: int = 16, draw_threshold: float = 0.3):
+    """Yield one record per image: {"file": ..., <family fields>}; with `out_dir`, drawn images there
+    (detection: the boxes scoring >= `draw_threshold`)."""
     from r1.artifacts import load_model
 
     model = load_model(model_path)
@@ -87,7 +88,7 @@ def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, to
         for path, image, rec in zip(chunk, images, records):
             if out_dir is not None and io.draw is not None:
                 target = out_dir / f"{path.stem}.png"
-                io.draw(image, rec, meta, target)
+                io.draw(image, rec, meta, target, score_thresh=draw_threshold)
                 rec = {**rec, "drawn": str(target)}
             yield {"file": str(path), **rec}
 

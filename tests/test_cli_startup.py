@@ -130,3 +130,13 @@ def test_serve_limits_match_the_request_schema():
                                                                                 schemas.MAX_TEXT_CHARS)
     with pytest.raises(ConfigError, match=r"^serve\.max_new_tokens: 5000 is above the maximum 4096"):
         ServeConfig(max_new_tokens=5000).validate()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuch"], "No such command 'nosuch'"),
+    (["train"], "Missing argument 'config'"),
+    (["predict", "m", "x.png", "--draw-threshold", "2"], "--draw-threshold"),
+])
+def test_usage_errors_exit_2_without_traceback(args, message):
+    res = run_cli(*args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
