@@ -141,7 +141,8 @@ def generate(model: Path = typer.Argument(..., help="Language-model run dir or m
              temperature: float = typer.Option(0.8, min=0.0, help="0: greedy"),
              top_k: int = typer.Option(0, min=0, help="Keep the k most likely tokens (0: all)"),
              top_p: float = typer.Option(1.0, min=0.0, max=1.0, help="Nucleus sampling mass"),
-             exit_threshold: Optional[float] = typer.Option(None, help="Early-exit threshold (R1-LM); default: the model's"),
+             exit_threshold: Optional[float] = typer.Option(None, help="Early-exit threshold (R1-LM); "
+                                                            "default: the model's"),
              no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the context every step (slower)"),
              chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Wrap the prompt in the chat template"),
              seed: int = typer.Option(0, help="Sampling seed")):

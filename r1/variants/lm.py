@@ -48,10 +48,12 @@ class R1LMConfig(ModelConfig):
     dropout: float = opt(0.0, "Dropout on embeddings, attention output and MLP.", min=0.0, max=1.0)
     fusion: bool = opt(True, "Cross-layer fusion: block j-2's output enters block j (needs n_layer >= 3).")
     exit_layers: list[int] = opt([], "1-indexed blocks followed by an exit head. Empty: every block but the last.")
-    exit_weight: float = opt(0.3, "Weight of the mean exit-head cross-entropy (loss key `exit`). 0: no exit loss.", min=0.0)
+    exit_weight: float = opt(0.3, "Weight of the mean exit-head cross-entropy (loss key `exit`). 0: no exit loss.",
+                             min=0.0)
     exit_stride: int = opt(1, "Training: the exit losses read every n-th position (the last one included); 1: all. "
                               "2 halves their cost (~6 ms of a ~115 ms step at the small flavor); in a 2,000-step "
-                              "shakespeare ablation the step-time gain was within noise and val loss ended 0.02 higher.", min=1)
+                              "shakespeare ablation the step-time gain was within noise and val loss ended 0.02 "
+                              "higher.", min=1)
     exit_threshold: float = opt(0.5, "Default inference threshold on the exit confidence (above 1.0: never exit).",
                                 min=0.0, max=1.01)
     exit_thresholds: list[float] = opt([], "Per exit head thresholds (in exit_layers order), set by the calibration "

@@ -39,7 +39,6 @@ from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, band_mask, c
 from r1.registry import register_model
 from r1.variants.lm import R1LM_FLAVORS, R1LMConfig
 
-
 CONF_STRIDE = 4  # exit classifiers train on every 4th position: plenty for 4k parameters, a quarter of the cost
 
 
