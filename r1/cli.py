@@ -21,7 +21,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 config_app = typer.Typer(no_args_is_help=True, help="Show or explain configuration.")
 app.add_typer(config_app, name="config")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from r1 import __version__
+        typer.echo(f"r1 {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")):
+    """R1: data -> train -> distill -> prune -> quantize -> export -> serve, on one spine."""
+
 OVERRIDES = typer.Argument(None, help="Dotted overrides key=value, e.g. optim.lr=3e-3 train.epochs=2")
+
+
+def _help(section: str, name: str) -> str:
+    from r1.config_commands import field_help
+    return field_help(section, name)
 
 
 class _TqdmHandler(logging.Handler):
@@ -56,10 +74,11 @@ def train(config: Path = typer.Argument(..., help="YAML config (see configs/)"),
           progress: bool = typer.Option(True, help="Show a progress bar")):
     """Train a model; writes runs/<name>/ (config, checkpoints, weights, metrics, logs)."""
     from r1.config import load_config
+
+    cfg = load_config(config, overrides or [])  # bad keys fail here, before torch is imported
     from r1.train import fit
 
     _console_logging()
-    cfg = load_config(config, overrides or [])
     bar = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
@@ -105,6 +124,8 @@ def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, 
             images: list[Path] = typer.Argument(..., help="Image files"),
             out: Optional[Path] = typer.Option(None, help="Directory for annotated PNGs (detection)"),
             top_k: int = typer.Option(3, help="Classes shown per image (classification)"),
+            draw_threshold: float = typer.Option(0.3, min=0.0, max=1.0,
+                                                 help="Detection, with --out: draw boxes scoring at least this"),
             coco_json: Optional[Path] = typer.Option(None, "--coco-json",
                                                      help="Detection: also write COCO results (image ids 1..N)")):
     """Predict on image files; prints one JSON object per image."""
@@ -112,7 +133,8 @@ def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, 
 
     _console_logging()
     records = []
-    for record in predict_files(model, images, out_dir=out, top_k=top_k):
+    for record in predict_files(model, images, out_dir=out, top_k=top_k,
+                                draw_options={"score_thresh": draw_threshold}):
         typer.echo(json.dumps(record))
         records.append(record)
     if coco_json is not None:
@@ -128,7 +150,8 @@ def generate(model: Path = typer.Argument(..., help="Language-model run dir or m
              temperature: float = typer.Option(0.8, min=0.0, help="0: greedy"),
              top_k: int = typer.Option(0, min=0, help="Keep the k most likely tokens (0: all)"),
              top_p: float = typer.Option(1.0, min=0.0, max=1.0, help="Nucleus sampling mass"),
-             exit_threshold: Optional[float] = typer.Option(None, help="Early-exit threshold (R1-LM); default: the model's"),
+             exit_threshold: Optional[float] = typer.Option(None, help="Early-exit threshold (R1-LM); "
+                                                            "default: the model's"),
              no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the context every step (slower)"),
              chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Wrap the prompt in the chat template"),
              seed: int = typer.Option(0, help="Sampling seed")):
@@ -189,102 +212,167 @@ def config_show(config: Path = typer.Argument(..., help="YAML config"), override
 
 
 @config_app.command("explain")
-def config_explain():
+def config_explain(section: Optional[str] = typer.Argument(
+        None, help="Only this section: run, model, data, optim, sched, train, distill, qat, serve, export, bench")):
     """Every config field with its type, default, allowed values and meaning."""
-    from r1.config import Config, DataConfig, ModelConfig, explain
+    from r1.config import explain_sections
 
-    ModelConfig.load_variants()
-    DataConfig.load_variants()
-    typer.echo("\n".join(explain(Config)))
+    typer.echo("\n".join(explain_sections(section)))
+
+
+CONFIG_FILE = typer.Option(None, "--config", help="YAML with a serve:/export:/bench: section (see configs/serve.yaml)")
+
+
+def _split_args(args: list[str], command: str, usage: str, most: int) -> tuple[list[str], list[str]]:
+    """Positional arguments -> (plain arguments, `section.key=value` overrides)."""
+    from r1.config_commands import is_override
+
+    plain = [a for a in args if not is_override(a)]
+    if len(plain) > most:
+        raise ConfigError(f"r1 {command}: unexpected argument {plain[most]!r}; usage: {usage}")
+    return plain, [a for a in args if is_override(a)]
 
 
 @app.command("export")
 def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors, or (for tensorrt) an .onnx"),
-               format: str = typer.Option("onnx", "--format", help="onnx or tensorrt"),
-               dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--no-dynamic-batch",
-                                                  help="Dynamic batch dimension"),
-               opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's)"),
-               out: Optional[Path] = typer.Option(None, help="Output file (default: beside the model)"),
-               nms: bool = typer.Option(False, "--nms", help="Detection: NMS inside the graph; outputs boxes, scores, "
-                                        "labels, num_dets (fixed size, padded; see the r1.det metadata)"),
-               fp16: bool = typer.Option(False, help="TensorRT: FP16 kernels"),
-               int8: bool = typer.Option(False, help="TensorRT: INT8 (calibrated on the model's val data)"),
-               max_batch: int = typer.Option(32, help="TensorRT: profile max batch (min 1, opt max/4)")):
-    """Export to ONNX (verified against torch with onnxruntime on another batch size) or TensorRT."""
+               overrides: Optional[list[str]] = typer.Argument(None, help="export.KEY=VALUE, e.g. export.opset=17"),
+               config: Optional[Path] = CONFIG_FILE,
+               format: Optional[str] = typer.Option(None, "--format", help=_help("export", "format")),
+               dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--no-dynamic-batch",
+                                                            help=_help("export", "dynamic_batch")),
+               opset: Optional[int] = typer.Option(None, help=_help("export", "opset")),
+               out: Optional[Path] = typer.Option(None, help=_help("export", "out")),
+               nms: Optional[bool] = typer.Option(None, "--nms/--no-nms", help=_help("export", "nms")),
+               fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help=_help("export", "fp16")),
+               int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=_help("export", "int8")),
+               max_batch: Optional[int] = typer.Option(None, help=_help("export", "max_batch"))):
+    """Export to ONNX (verified against torch with onnxruntime on another batch size) or TensorRT.
+
+    Settings: flags > export.KEY=VALUE > --config FILE > defaults (`r1 config explain export`)."""
+    from r1.config_commands import load_section
+
+    cfg = load_section("export", config, overrides or [], dict(
+        format=format, dynamic_batch=dynamic_batch, opset=opset, out=None if out is None else str(out), nms=nms,
+        fp16=fp16, int8=int8, max_batch=max_batch))
     from r1.export.cli import run_export
 
     _console_logging()
-    typer.echo(json.dumps(run_export(model, format, dynamic_batch, opset, out, nms, fp16, int8, max_batch), indent=2))
+    typer.echo(json.dumps(run_export(model, cfg.format, cfg.dynamic_batch, cfg.opset,
+                                     Path(cfg.out) if cfg.out else None, cfg.nms, cfg.fp16, cfg.int8,
+                                     cfg.max_batch), indent=2))
 
 
 @app.command("serve")
-def serve_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors or .onnx"),
-              host: str = typer.Option("127.0.0.1", help="Bind address"),
-              port: int = typer.Option(8000, help="Port"),
-              runtime: str = typer.Option("torch", help="torch, onnx or tensorrt"),
-              max_batch: int = typer.Option(32, help="Run a batch at this many queued requests"),
-              max_wait_ms: float = typer.Option(5.0, help="... or this long after the oldest arrived"),
-              max_queue: int = typer.Option(256, help="Queued requests beyond this get 503 + Retry-After"),
-              timeout_ms: float = typer.Option(30000.0, help="Per-request limit (queue + inference): 504"),
-              threads: int = typer.Option(1, help="Inference threads"),
-              inference: str = typer.Option("process", help="process: the model in a worker process (the "
-                                            "event loop keeps its own GIL); thread: in the server process"),
-              max_body_mb: float = typer.Option(8.0, help="Request body limit, MiB: 413"),
-              max_pixels: int = typer.Option(4096 * 4096, help="Decoded image pixel limit: 413"),
-              max_new_tokens: int = typer.Option(256, help="Language models: most tokens per request: 422"),
-              max_text_chars: int = typer.Option(8192, help="Language models: longest prompt, characters: 422"),
-              access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request")):
-    """HTTP inference server: POST /v1/predict, GET /healthz /readyz /metrics /docs."""
-    from r1.serve.app import ServeConfig, check_model, serve
+def serve_cmd(args: Optional[list[str]] = typer.Argument(
+                  None, metavar="[MODEL] [serve.KEY=VALUE]...",
+                  help="Run dir, model.safetensors or .onnx (or serve.model in --config), then overrides "
+                       "such as serve.max_batch=16"),
+              config: Optional[Path] = CONFIG_FILE,
+              host: Optional[str] = typer.Option(None, help=_help("serve", "host")),
+              port: Optional[int] = typer.Option(None, help=_help("serve", "port")),
+              runtime: Optional[str] = typer.Option(None, help=_help("serve", "runtime")),
+              max_batch: Optional[int] = typer.Option(None, help=_help("serve", "max_batch")),
+              max_wait_ms: Optional[float] = typer.Option(None, help=_help("serve", "max_wait_ms")),
+              max_queue: Optional[int] = typer.Option(None, help=_help("serve", "max_queue")),
+              timeout_ms: Optional[float] = typer.Option(None, help=_help("serve", "timeout_ms")),
+              threads: Optional[int] = typer.Option(None, help=_help("serve", "threads")),
+              inference: Optional[str] = typer.Option(None, help=_help("serve", "inference")),
+              max_body_mb: Optional[float] = typer.Option(None, help="Request body limit, MiB: 413 "
+                                                          "(default 8; serve.max_body_bytes)"),
+              max_pixels: Optional[int] = typer.Option(None, help=_help("serve", "max_pixels")),
+              max_new_tokens: Optional[int] = typer.Option(None, help=_help("serve", "max_new_tokens")),
+              max_text_chars: Optional[int] = typer.Option(None, help=_help("serve", "max_text_chars")),
+              access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log",
+                                                        help=_help("serve", "access_log"))):
+    """HTTP inference server: POST /v1/predict, GET /healthz /readyz /metrics /docs.
+
+    Settings: flags > serve.KEY=VALUE > --config FILE > defaults (`r1 config explain serve`)."""
+    from r1.config_commands import load_section
+
+    plain, overrides = _split_args(args or [], "serve", "r1 serve [MODEL] [serve.KEY=VALUE ...] [--flags]", 1)
+    body = None if max_body_mb is None else int(max_body_mb * (1 << 20))
+    cfg = load_section("serve", config, overrides, dict(
+        model=plain[0] if plain else None, host=host, port=port, runtime=runtime, max_batch=max_batch,
+        max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_ms=timeout_ms, threads=threads, inference=inference,
+        max_body_bytes=body, max_pixels=max_pixels, max_new_tokens=max_new_tokens, max_text_chars=max_text_chars,
+        access_log=access_log), flag_names={"max_body_bytes": "--max-body-mb", "model": "MODEL"})
+    if not cfg.model:
+        raise ConfigError("serve.model: no model given; pass MODEL (a run dir, .safetensors or .onnx) "
+                          "or set serve.model in --config")
+    from r1.serve.app import check_model, serve
 
     _console_logging()
-    cfg = ServeConfig(model=str(model), runtime=runtime, host=host, port=port, max_batch=max_batch,
-                      max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_ms=timeout_ms, threads=threads,
-                      inference=inference, max_body_bytes=int(max_body_mb * (1 << 20)), max_pixels=max_pixels,
-                      max_new_tokens=max_new_tokens, max_text_chars=max_text_chars, access_log=access_log)
     check_model(cfg)
     serve(cfg)
 
 
 @app.command("bench")
 def bench_cmd(target: str = typer.Argument(..., help="A model (run dir, .safetensors, .onnx), or `serve`"),
-              url: Optional[str] = typer.Argument(None, help="With `serve`: the server URL"),
-              runtime: Optional[str] = typer.Option(None, help="Only this runtime (default: compare all)"),
-              batch_sizes: str = typer.Option("1,8,32", help="In-process batch sizes"),
-              runs: int = typer.Option(30, help="Timed runs per batch size (>= 20 for p95)"),
-              threads: int = typer.Option(1, help="Inference threads"),
-              concurrency: str = typer.Option("1,8,32", help="`serve`: concurrent clients, comma-separated"),
-              duration: float = typer.Option(20.0, help="`serve`: seconds per concurrency level"),
-              max_requests: int = typer.Option(100_000, help="`serve`: request cap per level"),
-              client: str = typer.Option("raw", help="`serve`: raw (keep-alive asyncio streams) or httpx"),
-              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows here")):
+              args: Optional[list[str]] = typer.Argument(
+                  None, metavar="[URL] [bench.KEY=VALUE]...",
+                  help="With `serve`: the server URL; then overrides such as bench.runs=50"),
+              config: Optional[Path] = CONFIG_FILE,
+              runtime: Optional[str] = typer.Option(None, help=_help("bench", "runtime")),
+              batch_sizes: Optional[str] = typer.Option(None, help="Comma-separated. " + _help("bench", "batch_sizes")),
+              runs: Optional[int] = typer.Option(None, help=_help("bench", "runs")),
+              threads: Optional[int] = typer.Option(None, help=_help("bench", "threads")),
+              concurrency: Optional[str] = typer.Option(None, help="Comma-separated. " + _help("bench", "concurrency")),
+              duration: Optional[float] = typer.Option(None, help=_help("bench", "duration")),
+              max_requests: Optional[int] = typer.Option(None, help=_help("bench", "max_requests")),
+              client: Optional[str] = typer.Option(None, help=_help("bench", "client")),
+              json_out: Optional[Path] = typer.Option(None, "--json", help=_help("bench", "json"))):
     """`r1 bench MODEL`: in-process latency/throughput per runtime and batch size.
-    `r1 bench serve URL`: HTTP load test (throughput, p50/p95/p99)."""
+    `r1 bench serve URL`: HTTP load test (throughput, p50/p95/p99).
+
+    Settings: flags > bench.KEY=VALUE > --config FILE > defaults (`r1 config explain bench`)."""
+    from r1.bench.cli import parse_ints
+    from r1.config_commands import load_section
+
+    plain, overrides = _split_args(args or [], "bench", "r1 bench MODEL|serve [URL] [bench.KEY=VALUE ...]", 1)
+    cfg = load_section("bench", config, overrides, dict(
+        runtime=runtime, runs=runs, threads=threads, duration=duration, max_requests=max_requests, client=client,
+        batch_sizes=None if batch_sizes is None else parse_ints(batch_sizes, "--batch-sizes"),
+        concurrency=None if concurrency is None else parse_ints(concurrency, "--concurrency"),
+        json=None if json_out is None else str(json_out)), flag_names={"json": "--json"})
     from r1.bench.cli import run_bench
 
     _console_logging()
-    table, rows = run_bench(target, url, runtime, batch_sizes, runs, threads, concurrency, duration, max_requests,
-                            client)
+    table, rows = run_bench(target, plain[0] if plain else None, cfg.runtime or None,
+                            ",".join(map(str, cfg.batch_sizes)), cfg.runs, cfg.threads,
+                            ",".join(map(str, cfg.concurrency)), cfg.duration, cfg.max_requests, cfg.client)
     typer.echo(table)
-    if json_out:
-        json_out.write_text(json.dumps(rows, indent=2))
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(rows, indent=2))
 
 
-def main() -> None:
+def _usage_error_types() -> tuple[type, ...]:
+    """Click's usage-error base class, and the copy of click that recent typer versions vendor."""
+    import click
+
+    types = [click.ClickException]
     try:
-        app(standalone_mode=False)
+        from typer._click.exceptions import ClickException as TyperClickException
+        types.append(TyperClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `r1`; `argv` (default: sys.argv[1:]) lets tests run it in-process."""
+    try:
+        app(args=argv, prog_name="r1", standalone_mode=False)
     except R1Error as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
     except (typer.Exit, typer.Abort) as err:
         sys.exit(getattr(err, "exit_code", 1))
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-        if isinstance(err, click.ClickException):
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # usage errors (missing argument, bad option value) carry their exit code, 2
+        if isinstance(err, _usage_error_types()):
             err.show()
             sys.exit(err.exit_code)
-        if isinstance(err, KeyboardInterrupt):
-            sys.exit(130)
         raise
 
 

@@ -37,10 +37,31 @@ class Variant:
     """Base for sections chosen by their `name` field. Subclasses register with `variant`."""
 
     _variants: dict[str, type] = {}
+    _flavors: dict[str, dict[str, dict]] = {}
+
+    @classmethod
+    def load_light_variants(cls) -> None:
+        """Import the torch-free modules declaring variant config classes (`r1.variants.*`)."""
+        import importlib
+        import pkgutil
+
+        import r1.variants
+        for mod in pkgutil.iter_modules(r1.variants.__path__):
+            importlib.import_module(f"r1.variants.{mod.name}")
 
     @classmethod
     def load_variants(cls) -> None:
-        """Import the modules that register this section's variants."""
+        """Import the modules that register every variant of this section (may import torch)."""
+
+    @classmethod
+    def find_variant(cls, name: str) -> type | None:
+        """The config class registered as `name`: from the light modules if declared there, else after
+        importing every variant's module."""
+        if name not in cls._variants:
+            cls.load_light_variants()
+        if name not in cls._variants:
+            cls.load_variants()
+        return cls._variants.get(name)
 
     @classmethod
     def presets(cls, data: dict) -> dict:
@@ -48,17 +69,21 @@ class Variant:
         return {}
 
 
-def variant(base: type, name: str):
-    """Class decorator: register dataclass `cls` as the `name` variant of section `base`."""
+def variant(base: type, name: str, flavors: dict[str, dict] | None = None):
+    """Class decorator: register dataclass `cls` as the `name` variant of section `base`, with its
+    `flavors` (named presets of its fields) where the section has them."""
     def wrap(cls):
         base._variants[name] = cls
+        if flavors is not None:
+            base._flavors[name] = flavors
         return cls
     return wrap
 
 
 def variant_base(cls):
-    """Class decorator marking a Variant base that gets its own registration table."""
+    """Class decorator marking a Variant base that gets its own registration tables."""
     cls._variants = {}
+    cls._flavors = {}
     return cls
 
 
@@ -89,8 +114,14 @@ class ModelConfig(Variant):
 
     @classmethod
     def presets(cls, data: dict) -> dict:
-        from r1.registry import flavor_preset
-        return flavor_preset(data.get("name", cls.name), data.get("flavor", cls.flavor))
+        name, flavor = data.get("name", cls.name), data.get("flavor", cls.flavor)
+        if cls.find_variant(name) is None or name not in cls._flavors:
+            from r1.registry import flavor_preset  # unknown name: its error lists the registered models
+            return flavor_preset(name, flavor)
+        if flavor not in cls._flavors[name]:
+            raise ConfigError(f"model.flavor: unknown flavor {flavor!r} for {name}; "
+                              f"allowed: {', '.join(cls._flavors[name])}")
+        return {"flavor": flavor, **cls._flavors[name][flavor]}
 
 
 @variant_base
@@ -241,13 +272,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _pick_variant(cls: type, data: dict, key: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, Variant)):
         return cls
-    cls.load_variants()
     default = next(f.default for f in fields(cls) if f.name == "name")
     name = data.get("name", default)
-    table = cls._variants
-    if name not in table:
-        raise ConfigError(f"{key}.name: unknown {key} {name!r}; allowed: {', '.join(sorted(table))}")
-    return table[name]
+    found = cls.find_variant(name)
+    if found is None:
+        raise ConfigError(f"{key}.name: unknown {key} {name!r}; allowed: {', '.join(sorted(cls._variants))}")
+    return found
 
 
 def from_dict(cls: type, data: dict | None, key: str = "") -> Any:
@@ -279,8 +309,17 @@ def from_dict(cls: type, data: dict | None, key: str = "") -> Any:
     return obj
 
 
+def check_bounds(obj: Any, prefix: str) -> None:
+    """Choices and min/max of every field of dataclass `obj` (for instances built in code, which
+    skip `from_dict`); ConfigError naming `prefix.field`."""
+    for f in fields(obj):
+        _check_bounds(getattr(obj, f.name), f.metadata, f"{prefix}.{f.name}")
+
+
 def _check_bounds(value: Any, meta: Any, key: str) -> None:
     choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if value is None:  # an Optional field left unset
+        return
     if choices and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
     if lo is not None and value < lo:
@@ -387,14 +426,7 @@ def explain(cls: type = Config, prefix: str = "") -> list[str]:
     for f in fields(cls):
         key, tp = f"{prefix}{f.name}", hints[f.name]
         if is_dataclass(tp):
-            lines.append(f"[{key}]")
-            common = explain(tp, key + ".")
-            lines += common
-            for vname, vcls in sorted(getattr(tp, "_variants", {}).items()):
-                own = [line for line in explain(vcls, key + ".") if line not in common]
-                if own:
-                    lines.append(f"  -- when {key}.name={vname}:")
-                    lines += own
+            lines += _explain_section(key, tp)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         extra = []
@@ -406,4 +438,37 @@ def explain(cls: type = Config, prefix: str = "") -> list[str]:
             extra.append(f"<= {f.metadata['max']}")
         tail = f" [{'; '.join(extra)}]" if extra else ""
         lines.append(f"  {key}: {_type_name(tp)} = {default!r}  {f.metadata.get('help', '')}{tail}")
+    return lines
+
+
+def explain_sections(section: str | None = None) -> list[str]:
+    """`explain` over the training config's sections and the commands' (`serve`, `export`, `bench`),
+    or over one of them; an unknown `section` is a ConfigError listing the allowed ones."""
+    from r1.config_commands import SECTIONS
+
+    every = {**typing.get_type_hints(Config), **SECTIONS}
+    if section is not None and section not in every:
+        raise ConfigError(f"config explain: unknown section {section!r}; allowed: {', '.join(every)}")
+    lines = []
+    for name, cls in every.items():
+        if section not in (None, name):
+            continue
+        if isinstance(cls, type) and issubclass(cls, Variant):
+            cls.load_variants()
+        if section is None and name == next(iter(SECTIONS)):
+            lines.append("# r1 serve / export / bench (--config FILE with these sections)")
+        lines += _explain_section(name, cls)
+    return lines
+
+
+def _explain_section(key: str, cls: type) -> list[str]:
+    """`[key]`, the section's fields, then each registered variant's own fields."""
+    lines = [f"[{key}]"]
+    common = explain(cls, key + ".")
+    lines += common
+    for vname, vcls in sorted(getattr(cls, "_variants", {}).items()):
+        own = [line for line in explain(vcls, key + ".") if line not in common]
+        if own:
+            lines.append(f"  -- when {key}.name={vname}:")
+            lines += own
     return lines

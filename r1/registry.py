@@ -38,7 +38,7 @@ def register_model(name: str, *, family: str, config: type = ModelConfig, flavor
     def wrap(builder):
         if name in _MODELS:
             raise ValueError(f"model {name} registered twice")
-        variant(ModelConfig, name)(config)  # parse `model:` sections naming this model with `config`
+        variant(ModelConfig, name, flavors)(config)  # parse `model:` sections naming this model with `config`
         _MODELS[name] = ModelEntry(name, family, builder, config, flavors, (builder.__doc__ or "").strip())
         return builder
     return wrap

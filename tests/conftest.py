@@ -21,6 +21,26 @@ def run_r1(*args: str, cwd: Path | None = None, env: dict | None = None, timeout
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `r1 ARGS` in this process (`r1.cli.main`), capturing stdout, stderr and the exit code.
+
+    For checks of a message and an exit code: no interpreter start-up or re-import per call.
+    Keep a few `run_r1` tests for what only a real process shows (the console script's exit path).
+    """
+    import contextlib
+    import io
+
+    from r1.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(["r1", *args], code, out.getvalue(), err.getvalue())
+
+
 def tiny_cls_overrides(run_dir: Path, **extra) -> list[str]:
     """A seconds-long digits run: tiny MobileNetV3, few steps."""
     base = {"run.dir": str(run_dir), "run.threads": 1, "train.max_steps": 6, "train.eval_every": 3,

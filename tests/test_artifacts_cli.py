@@ -11,7 +11,7 @@ from PIL import Image
 import r1
 from r1.artifacts import read_info
 from r1.errors import ConfigError
-from tests.conftest import run_r1
+from tests.conftest import run_cli, run_r1
 
 
 def test_load_model_from_run_dir_and_safetensors(trained_digits):
@@ -38,7 +38,7 @@ def test_eval_reproduces_training_metrics(trained_digits, tmp_path):
     want = json.loads((trained_digits / "metrics.json").read_text())
     assert got["test/accuracy"] == pytest.approx(want["test/accuracy"])
     assert got["test/macro_f1"] == pytest.approx(want["test/macro_f1"])
-    bad = run_r1("eval", str(trained_digits), "--split", "train")
+    bad = run_cli("eval", str(trained_digits), "--split", "train")
     assert bad.returncode == 2 and "--split" in bad.stderr
 
 
@@ -51,12 +51,12 @@ def test_predict_prints_labels_and_rejects_bad_images(trained_digits, tmp_path):
     assert rec["file"] == str(img) and rec["label"] in [str(i) for i in range(10)] and len(rec["top"]) == 2
     junk = tmp_path / "junk.png"
     junk.write_text("nope")
-    bad = run_r1("predict", str(trained_digits), str(junk))
+    bad = run_cli("predict", str(trained_digits), str(junk))
     assert bad.returncode == 3 and "not a readable image" in bad.stderr
 
 
 def test_models_command_lists_flavors_with_params():
-    proc = run_r1("models", "r1_*")
+    proc = run_cli("models", "r1_*")
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:4] == ["model", "family", "flavor", "params"]

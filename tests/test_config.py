@@ -5,7 +5,7 @@ import pytest
 
 from r1.config import Config, explain, load_config, parse_override, to_dict
 from r1.errors import ConfigError
-from tests.conftest import ROOT, run_r1
+from tests.conftest import ROOT, run_cli
 
 DIGITS = ROOT / "configs/cls/digits.yaml"
 
@@ -95,12 +95,12 @@ def test_explain_documents_every_field():
      "error: data.root: directory not found: /no/such/dir"),
 ])
 def test_cli_exit_codes_and_one_line_errors(args, code, message):
-    proc = run_r1(*args)
+    proc = run_cli(*args)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_config_show_prints_resolved_config():
-    proc = run_r1("config", "show", "configs/cls/digits.yaml", "optim.lr=0.5")
+    proc = run_cli("config", "show", "configs/cls/digits.yaml", "optim.lr=0.5")
     assert proc.returncode == 0 and "lr: 0.5" in proc.stdout and "width: 0.5" in proc.stdout

@@ -10,7 +10,7 @@ from PIL import Image
 from r1.config import load_config
 from r1.data import build_data
 from r1.errors import DataError
-from tests.conftest import ROOT, run_r1, tiny_cls_overrides
+from tests.conftest import ROOT, run_cli, run_r1, tiny_cls_overrides
 
 
 def test_digits_split_is_fixed_and_disjoint():
@@ -60,7 +60,7 @@ def test_empty_and_missing_dataset_errors(tmp_path):
     cfg = load_config(None, ["data.name=imagefolder", f"data.root={tmp_path / 'empty'}"]).data
     with pytest.raises(DataError, match="empty dataset"):
         build_data(cfg)
-    proc = run_r1("train", "configs/cls/digits.yaml", "data.name=imagefolder", f"data.root={tmp_path / 'empty'}",
+    proc = run_cli("train", "configs/cls/digits.yaml", "data.name=imagefolder", f"data.root={tmp_path / 'empty'}",
                   f"run.dir={tmp_path / 'r'}")
     assert proc.returncode == 3 and proc.stderr.strip().startswith("error: ") and "empty dataset" in proc.stderr
     cfg = load_config(None, ["data.name=imagefolder", f"data.root={tmp_path / 'nope'}"]).data

@@ -9,44 +9,12 @@ network input maps back to the original image by dividing by `scale` (sx, sy, sx
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from r1.config import DataConfig, opt
-from r1.errors import ConfigError
-
-
-@dataclass
-class DetDataConfig(DataConfig):
-    """Fields every detection dataset shares: input size, normalisation, augmentation."""
-
-    batch_size: int = opt(16, "Global training batch (split across processes under torchrun).", min=1)
-    eval_batch_size: int = opt(16, "Batch size for evaluation.", min=1)
-    size: int = opt(320, "Network input is size x size pixels.", min=32)
-    letterbox: bool = opt(True, "Keep the aspect ratio and pad (right/bottom); false: stretch to size x size.")
-    mean: list[float] = opt([0.485, 0.456, 0.406], "Per-channel mean for normalisation (0-1 scale).")
-    std: list[float] = opt([0.229, 0.224, 0.225], "Per-channel std for normalisation (0-1 scale).")
-    hflip: float = opt(0.5, "Probability of a horizontal flip (training).", min=0.0, max=1.0)
-    scale_range: list[float] = opt([0.75, 1.25], "Multi-scale training: the image is resized to size * s, "
-                                   "s uniform in this range, then padded / cropped to size. [1, 1]: off.")
-    photometric: bool = opt(True, "Random brightness / contrast / saturation / hue / channel order (training).")
-    iou_crop: bool = opt(False, "SSD-style random IoU crop, applied to half of the training images.")
-    zoom_out: float = opt(1.0, "SSD-style zoom out up to this factor (canvas filled with the mean) on half "
-                          "of the training images. 1: off.", min=1.0)
-    min_box_size: float = opt(1.0, "Boxes narrower or shorter than this (pixels, after transforms) are dropped.",
-                              min=0.0)
-    classes: list[str] = opt([], "Class names in training-index order. Empty: taken from the data.")
-
-    def validate(self, prefix: str) -> None:
-        lo_hi = self.scale_range
-        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
-            raise ConfigError(f"{prefix}.scale_range: expected [lo, hi] with 0 < lo <= hi, got {lo_hi}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError(f"{prefix}.mean/std: expected 3 numbers each (std > 0)")
+from r1.variants.det import DetDataConfig  # noqa: F401  (re-exported)
 
 
 def resize_params(h: int, w: int, size: int, letterbox: bool, jitter: float = 1.0) -> tuple[int, int]:

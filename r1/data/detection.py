@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from r1.config import opt
 from r1.data import DataBundle, register_data
 from r1.data.det_transforms import (DetDataConfig, build_transforms, det_collate, make_sample,
                                     preprocess_meta)
 from r1.errors import DataError
+from r1.variants.det import COCOConfig, DigitScenesConfig, VOCConfig
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +121,6 @@ def _resolve(root: str, path: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- VOC
-@dataclass
-class VOCConfig(DetDataConfig):
-    name: str = opt("voc", "Dataset kind.")
-    root: str = opt("", "VOC root holding Annotations/, ImageSets/Main/<split>.txt and JPEGImages/.")
-    train_split: str = opt("train", "ImageSets/Main/<name>.txt listing the training images.")
-    val_split: str = opt("val", "Split used for validation.")
-    test_split: str = opt("test", "Split used for testing. Empty: no test split.")
-    skip_difficult: bool = opt(False, "Drop objects marked <difficult>1</difficult>.")
-
-
 def parse_voc_xml(path: Path) -> tuple[list[str], np.ndarray, list[bool], str]:
     """VOC annotation -> (names, boxes (N, 4), difficult flags, <filename> or ""). DataError if malformed."""
     try:
@@ -195,18 +185,6 @@ def voc(cfg: VOCConfig, seed: int) -> DataBundle:
 
 
 # ----------------------------------------------------------------------------- COCO
-@dataclass
-class COCOConfig(DetDataConfig):
-    name: str = opt("coco", "Dataset kind.")
-    root: str = opt("", "Base directory for the relative paths below (may be empty).")
-    train_images: str = opt("train2017", "Training images directory.")
-    train_ann: str = opt("annotations/instances_train2017.json", "Training annotation file (COCO JSON).")
-    val_images: str = opt("val2017", "Validation images directory.")
-    val_ann: str = opt("annotations/instances_val2017.json", "Validation annotation file.")
-    test_images: str = opt("", "Test images directory. Empty: no test split.")
-    test_ann: str = opt("", "Test annotation file.")
-
-
 def load_coco_json(path: Path) -> dict:
     """Read and check a COCO annotation file; DataError naming the file when it cannot be used."""
     if not path.is_file():
@@ -286,25 +264,6 @@ def coco(cfg: COCOConfig, seed: int) -> DataBundle:
 
 
 # ----------------------------------------------------------------------------- digit scenes
-@dataclass
-class DigitScenesConfig(DetDataConfig):
-    name: str = opt("det_digits", "Dataset kind.")
-    size: int = opt(128, "Network input is size x size pixels.", min=32)
-    canvas: int = opt(128, "Side of the generated square canvas.", min=32)
-    num_train: int = opt(4000, "Generated training scenes.", min=1)
-    num_val: int = opt(300, "Generated validation scenes.", min=1)
-    num_test: int = opt(300, "Generated test scenes.", min=1)
-    digits_min: int = opt(1, "Fewest digits per scene.", min=0)
-    digits_max: int = opt(5, "Most digits per scene.", min=1)
-    digit_min: int = opt(16, "Smallest pasted digit side, pixels.", min=4)
-    digit_max: int = opt(44, "Largest pasted digit side, pixels.", min=4)
-    hflip: float = opt(0.0, "Probability of a horizontal flip (training). Off: mirrored digits change meaning.",
-                       min=0.0, max=1.0)
-    scale_range: list[float] = opt([0.85, 1.15], "Multi-scale training range (see voc).")
-    split_seed: int = opt(0, "Seed of the scenes and of the split of the 1,797 source digits into "
-                          "train (70%) / val (15%) / test (15%) writers' samples.", min=0)
-
-
 class DigitScenes(DetDataset):
     """Scenes generated on demand, deterministically from (split_seed, split, index)."""
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,35 +11,14 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from r1.config import DataConfig, opt
 from r1.data import DataBundle, register_data, skip_none_collate
 from r1.errors import DataError
+from r1.variants.cls import DigitsConfig, ImageFolderConfig
 
 log = logging.getLogger(__name__)
 
 # ImageNet statistics: a sensible default for natural images and harmless for digits.
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-@dataclass
-class DigitsConfig(DataConfig):
-    name: str = opt("digits", "Dataset kind.")
-    img_size: int = opt(32, "Side of the (square) upscaled digit images.", min=8)
-    val_frac: float = opt(0.15, "Share of the 1,797 digits held out for validation.", min=0.05, max=0.5)
-    test_frac: float = opt(0.15, "Share held out for testing.", min=0.05, max=0.5)
-    split_seed: int = opt(0, "Seed of the fixed train/val/test split (independent of run.seed).", min=0)
-    augment: bool = opt(True, "Random shifts (pad by img_size/10 and crop) on training images.")
-
-
-@dataclass
-class ImageFolderConfig(DataConfig):
-    name: str = opt("imagefolder", "Dataset kind.")
-    root: str = opt("", "Directory with one sub-directory per class, or train/ val/ [test/] splits of that.")
-    img_size: int = opt(224, "Images are resized to img_size x img_size.", min=8)
-    val_frac: float = opt(0.15, "Validation share when root has no val/ split.", min=0.0, max=0.5)
-    test_frac: float = opt(0.15, "Test share when root has no test/ split.", min=0.0, max=0.5)
-    split_seed: int = opt(0, "Seed of the train/val/test split when root is not pre-split.", min=0)
-    augment: bool = opt(True, "Random resized crop + horizontal flip on training images.")
 
 
 def _normalize() -> v2.Transform:

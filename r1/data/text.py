@@ -20,12 +20,11 @@ import dataclasses
 import json
 import logging
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from r1.config import DataConfig, opt
 from r1.data import DataBundle, register_data
 from r1.data.text_store import WindowDataset, cache_key, cache_root, write_tokens
 from r1.errors import ConfigError, DataError
@@ -33,55 +32,10 @@ from r1.lm.clean import clean_docs
 from r1.lm.masking import MASK, MaskedLMDataset
 from r1.lm.replay import ReplayMixDataset, ReservoirBuffer
 from r1.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer, tokenizer_from_dict
+from r1.variants.lm import EOT, LMDataConfig, TextDataConfig
 
 log = logging.getLogger(__name__)
-EOT = "<|endoftext|>"
 EMBEDDED = ("pydoc_topics", "stdlib_docs")
-
-
-@dataclass
-class LMDataConfig(DataConfig):
-    block_size: int = opt(64, "Tokens per sample (the model's context length).", min=1)
-    tokenizer: str = opt("char", "Tokenizer trained on the corpus.", choices=("char", "bpe"))
-    vocab_size: int = opt(1024, "BPE vocabulary size (tokenizer=bpe).", min=16)
-    specials: list[str] = opt([], "Special tokens added to the vocabulary, e.g. ['<|endoftext|>'] "
-                                  "(placed between documents when present).")
-    tokenizer_from: str = opt("", "Reuse a tokenizer: a tokenizer .json, a model.json or a run directory. "
-                                  "Empty: build one from the corpus.")
-    val_fraction: float = opt(0.1, "Share held out for validation.", min=0.0, max=0.5)
-    split: str = opt("tail", "tail: the last val_fraction of the token stream is validation (one long text); "
-                             "docs: whole documents by content hash (no document in both).", choices=("tail", "docs"))
-    train_stride: int = opt(1, "Distance between the starts of consecutive training windows.", min=1)
-    dedup: str = opt("near", "Duplicate removal before the split.", choices=("none", "exact", "near"))
-    dedup_threshold: float = opt(0.95, "Near-duplicate threshold on the Jaccard similarity of shingles.",
-                                 min=0.0, max=1.0)
-    shingle: int = opt(5, "Characters per shingle (near-duplicate detection).", min=1)
-    min_chars: int = opt(0, "Drop documents shorter than this.", min=0)
-    max_chars: int = opt(0, "Drop documents longer than this. 0: no limit.", min=0)
-    replay: str = opt("", "Continual learning: an earlier stage's corpus (pydoc_topics, stdlib_docs or a path) "
-                          "whose training windows are replayed. Empty: none.")
-    replay_ratio: float = opt(0.25, "Share of training samples drawn from the replay buffer.", min=0.0, max=1.0)
-    replay_size: int = opt(2000, "Replay buffer capacity (windows kept by reservoir sampling).", min=1)
-    replay_labels: bool = opt(False, "Mark each training sample as current (0) or replayed (1): inputs become "
-                                     "{idx, domain}, for the model's contrastive term (model.contrastive_weight).")
-    objective: str = opt("causal", "causal: next-token windows; mlm: masked-LM windows (mask_prob of the tokens "
-                                   "chosen, 80% -> <|mask|>, 10% random, 10% kept; targets only there) for a "
-                                   "bidirectional model, which takes this objective unless model.objective says "
-                                   "otherwise. <|mask|> is added to the specials.", choices=("causal", "mlm"))
-    mask_prob: float = opt(0.15, "Share of the tokens chosen for prediction (objective=mlm).", min=0.01, max=1.0)
-    test_from: str = opt("", "Use this corpus's validation split as the `test` split (e.g. the stage-1 corpus, "
-                             "to measure forgetting). Empty: no test split.")
-    earlier_split: str = opt("tail", "How the replay / test_from corpus was split in its own stage, so its "
-                                     "validation part is the same here.", choices=("tail", "docs"))
-    cache_dir: str = opt("", "Directory of the memory-mapped token files. Empty: $R1_CACHE or ~/.cache/r1.")
-
-
-@dataclass
-class TextDataConfig(LMDataConfig):
-    path: str = opt("", "A text file, a directory of .txt/.md/.jsonl files, or a .jsonl file.")
-    text_key: str = opt("text", "Field holding the text in JSONL records.")
-    doc_split: str = opt("file", "What one document is (the unit of cleaning): a whole file, "
-                                 "blank-line separated paragraphs, or lines.", choices=("file", "paragraph", "line"))
 
 
 # ----------------------------------------------------------------------------- reading

@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from r1.config import opt
 from r1.data import DataBundle, register_data
-from r1.data.text import EOT, LMDataConfig, _read_jsonl, lm_meta, with_replay_and_test
+from r1.data.text import EOT, _read_jsonl, lm_meta, with_replay_and_test
 from r1.errors import ConfigError, DataError
 from r1.lm.clean import clean_docs
 from r1.lm.tokenizer import CharTokenizer, BPETokenizer, load_tokenizer
+from r1.variants.lm import DEFAULT_TEMPLATE, InstructDataConfig  # noqa: F401  (DEFAULT_TEMPLATE re-exported)
 
 log = logging.getLogger(__name__)
-DEFAULT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
-
-
-@dataclass
-class InstructDataConfig(LMDataConfig):
-    path: str = opt("", "JSONL of instruction/response records. Empty: the embedded pairs built from Python's docs.")
-    prompt_key: str = opt("instruction", "JSONL field of the instruction.")
-    response_key: str = opt("response", "JSONL field of the response.")
-    template: str = opt(DEFAULT_TEMPLATE, "Chat template; {instruction} is replaced, the response follows it.")
-    split: str = opt("docs", "Pairs are split whole, by content hash.", choices=("docs",))
-    specials: list[str] = opt([EOT], "Special tokens; <|endoftext|> ends every response.")
 
 
 def format_prompt(template: str, instruction: str) -> str:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -21,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from r1.config_commands import ServeConfig  # noqa: F401  (typed `serve` section; re-exported)
 from r1.serve import inputs
 from r1.serve.batcher import Closed, DynamicBatcher, QueueFull
 from r1.serve.errors import ApiError, BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
@@ -30,47 +30,6 @@ from r1.serve.work import ImageTask, prepare_image, run_tasks
 from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServeConfig:
-    model: str = ""                 # run dir, .safetensors or .onnx
-    runtime: str = "torch"          # torch | onnx | tensorrt
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch: int = 32             # run a batch at this many queued requests ...
-    max_wait_ms: float = 5.0        # ... or this long after the oldest arrived
-    max_queue: int = 256            # waiting requests beyond this get 503 + Retry-After
-    timeout_ms: float = 30000.0     # per request, queue + inference; then 504
-    threads: int = 1                # inference threads (torch intra-op / onnxruntime intra-op)
-    inference: str = "process"      # process: the model in a worker process; thread: in this one
-    access_log: bool = False        # uvicorn's per-request log line
-    # Uploads of at most this many bytes are decoded by the server process (it unloads the
-    # worker), and their pixels sent on when at most this many; 0: the worker decodes everything.
-    prepare_max_bytes: int = 64 << 10
-    prepare_max_pixels: int = 512 * 512
-    max_body_bytes: int = 8 << 20   # 413 above this
-    max_pixels: int = 4096 * 4096   # decoded image size limit (decompression bombs): 413
-    top_k: int = 3                  # default classes per classification record
-    max_new_tokens: int = 256       # language models: the most tokens one request may ask for
-    max_text_chars: int = 8192      # language models: the longest prompt, characters
-    warmup_runs: int = 2
-    retry_after_s: int = 1
-
-    def validate(self) -> None:
-        from r1.errors import ConfigError
-        from r1.serve.schemas import MAX_NEW_TOKENS, MAX_TEXT_CHARS
-
-        for name in ("max_batch", "max_queue", "threads", "max_body_bytes", "max_pixels", "top_k",
-                     "max_new_tokens", "max_text_chars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.timeout_ms <= 0:
-            raise ConfigError("--max-wait-ms must be >= 0 and --timeout-ms > 0")
-        if self.inference not in ("process", "thread"):
-            raise ConfigError(f"--inference: {self.inference!r} is not allowed; allowed: process, thread")
-        if self.max_new_tokens > MAX_NEW_TOKENS or self.max_text_chars > MAX_TEXT_CHARS:
-            raise ConfigError(f"--max-new-tokens / --max-text-chars: at most {MAX_NEW_TOKENS} / {MAX_TEXT_CHARS}")
 
 
 class _State:
@@ -152,9 +111,10 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             if st.worker is not None:  # after the drain: the worker finishes what it was given
                 await asyncio.to_thread(st.worker.close, 0.0 if loading else 10.0)
 
-    app = FastAPI(title="R1 model server", version="1", lifespan=lifespan,
+    app = FastAPI(title="R1 model server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Dynamic-batching inference for R1 models (`r1 serve`).")
     app.state.r1 = st
+    _mount_docs(app)
 
     def api_error(err: ApiError) -> JSONResponse:
         if err.status in (503, 504, 413):
@@ -238,6 +198,27 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics)
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the packaged bundle (swagger-ui-bundle), served by this server, so the
+    page works on a machine without internet access (FastAPI's default loads it from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        base = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=base + app.openapi_url, title=f"{app.title} - docs",
+                                   swagger_js_url=f"{base}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{base}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{base}{DOCS_ASSETS}/favicon-32x32.png")
 
 
 def check_model(cfg: ServeConfig) -> None:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import r1
-from tests.conftest import run_r1
+from tests.conftest import run_cli, run_r1
 from r1.errors import ConfigError, Unavailable
 from r1.export.runtime import Predictor
 
@@ -64,9 +64,9 @@ def test_predictor_errors(trained_digits, exported, tmp_path):
 
 
 def test_cli_export_errors(trained_digits, tmp_path):
-    res = run_r1("export", str(trained_digits), "--format", "tflite")
+    res = run_cli("export", str(trained_digits), "--format", "tflite")
     assert res.returncode == 2 and "--format" in res.stderr
-    res = run_r1("export", str(tmp_path / "missing"), "--format", "onnx")
+    res = run_cli("export", str(tmp_path / "missing"), "--format", "onnx")
     assert res.returncode == 2 and "model not found" in res.stderr
 
 

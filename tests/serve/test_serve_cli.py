@@ -14,7 +14,7 @@ import pytest
 
 from r1.bench.latency import compare_runtimes, measure_latency
 from r1.bench.load import wait_ready
-from tests.conftest import ROOT, run_r1
+from tests.conftest import ROOT, run_cli, run_r1
 from tests.serve.helpers import png_bytes
 
 
@@ -59,11 +59,11 @@ def test_serve_subprocess_predict_bench_and_clean_exit(trained_digits, tmp_path)
 
 
 def test_serve_bad_arguments_fail_fast(tmp_path, trained_digits):
-    res = run_r1("serve", str(tmp_path / "nope"), "--port", "1")
+    res = run_cli("serve", str(tmp_path / "nope"), "--port", "1")
     assert res.returncode == 2 and "model not found" in res.stderr
-    res = run_r1("serve", str(trained_digits), "--max-batch", "0")
+    res = run_cli("serve", str(trained_digits), "--max-batch", "0")
     assert res.returncode == 2 and "--max-batch" in res.stderr
-    res = run_r1("bench", "serve")
+    res = run_cli("bench", "serve")
     assert res.returncode == 2 and "usage" in res.stderr
 
 

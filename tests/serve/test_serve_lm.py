@@ -148,9 +148,9 @@ def test_docs_describe_text_requests_and_generation(url):
 
 
 def test_serve_cli_refuses_other_runtimes_for_lm(lm_dir):
-    from tests.conftest import run_r1
+    from tests.conftest import run_cli
 
-    res = run_r1("serve", str(lm_dir), "--runtime", "onnx")
+    res = run_cli("serve", str(lm_dir), "--runtime", "onnx")
     assert res.returncode == 2 and "torch runtime only" in res.stderr
-    res = run_r1("serve", str(lm_dir), "--inference", "fork")
+    res = run_cli("serve", str(lm_dir), "--inference", "fork")
     assert res.returncode == 2 and "--inference" in res.stderr

@@ -2,22 +2,12 @@
 not depend on how a batch is split (used to check accumulation and DDP equivalence)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from r1.config import ModelConfig, opt
 from r1.registry import register_model
-
-
-@dataclass
-class MLPConfig(ModelConfig):
-    in_features: int = opt(3 * 32 * 32, "Flattened input size (channels x height x width).", min=1)
-    hidden: int = opt(256, "Hidden units per layer.", min=1)
-    depth: int = opt(2, "Hidden layers.", min=1)
-    dropout: float = opt(0.0, "Dropout after each hidden layer.", min=0.0, max=1.0)
+from r1.variants.cls import MLP_FLAVORS, MLPConfig
 
 
 class MLPClassifier(nn.Module):
@@ -40,9 +30,7 @@ class MLPClassifier(nn.Module):
         return logits if labels is None else self.loss(logits, labels)
 
 
-@register_model("mlp", family="cls", config=MLPConfig, flavors={
-    "tiny": {"hidden": 64, "depth": 1}, "small": {"hidden": 256, "depth": 2},
-})
+@register_model("mlp", family="cls", config=MLPConfig, flavors=MLP_FLAVORS)
 def mlp(cfg: MLPConfig) -> nn.Module:
     """Plain MLP classifier (baseline; BatchNorm-free)."""
     return MLPClassifier(cfg)

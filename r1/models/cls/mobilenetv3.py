@@ -5,16 +5,14 @@ features; `R1MobileNetV3` adds the classification head.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from r1.config import ModelConfig, opt
 from r1.layers import ConvBNAct, InvertedResidual, make_divisible
 from r1.registry import register_model
+from r1.variants.cls import MOBILENETV3_FLAVORS, MobileNetV3Config  # noqa: F401  (config: torch-free)
 
 # (kernel, expansion channels, out channels, squeeze-excite, activation, stride), from the paper.
 ARCHS: dict[str, list[tuple]] = {
@@ -32,20 +30,6 @@ ARCHS: dict[str, list[tuple]] = {
         (5, 672, 160, True, "hswish", 2), (5, 960, 160, True, "hswish", 1), (5, 960, 160, True, "hswish", 1),
     ],
 }
-
-
-@dataclass
-class MobileNetV3Config(ModelConfig):
-    arch: str = opt("small", "Block table from the MobileNetV3 paper.", choices=("small", "large"))
-    width: float = opt(1.0, "Width multiplier applied to every layer's channels.", min=0.1, max=4.0)
-    stem_stride: int = opt(2, "Stride of the first conv (1 keeps detail on small inputs such as 32x32).",
-                           choices=(1, 2))
-    in_chans: int = opt(3, "Input channels.", min=1)
-    head_dim: int = opt(1024, "Hidden size of the classifier head.", min=1)
-    exp_channels: list[int] = opt([], "Expansion channels per block (set by pruning). Empty: paper table x width.")
-    last_channels: int = opt(0, "Channels of the last 1x1 conv (set by pruning). 0: paper table x width.", min=0)
-    dropout: float = opt(0.2, "Dropout before the last linear layer.", min=0.0, max=1.0)
-    label_smoothing: float = opt(0.0, "Label smoothing of the cross-entropy loss.", min=0.0, max=1.0)
 
 
 class MobileNetV3Backbone(nn.Module):
@@ -139,11 +123,7 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-FLAVORS = {  # shared with the slimmable variant
-    "tiny": {"arch": "small", "width": 0.5, "head_dim": 256},
-    "small": {"arch": "small", "width": 1.0, "head_dim": 1024},
-    "base": {"arch": "large", "width": 1.0, "head_dim": 1280},
-}
+FLAVORS = MOBILENETV3_FLAVORS  # shared with the slimmable variant
 
 
 @register_model("r1_mobilenetv3", family="cls", config=MobileNetV3Config, flavors=FLAVORS)

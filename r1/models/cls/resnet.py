@@ -1,25 +1,17 @@
 """ResNet teacher: torchvision's architecture, random init or weights from a local file."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from r1.config import ModelConfig, opt
 from r1.registry import register_model
+from r1.variants.cls import RESNET_DEPTHS, RESNET_FLAVORS, ResNetConfig
 
 DEPTHS = {10: (BasicBlock, [1, 1, 1, 1]), 18: (BasicBlock, [2, 2, 2, 2]),
           34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}
-
-
-@dataclass
-class ResNetConfig(ModelConfig):
-    depth: int = opt(18, "ResNet depth.", choices=tuple(DEPTHS))
-    small_input: bool = opt(False, "3x3 stride-1 stem and no max-pool, for inputs of ~32x32.")
-    label_smoothing: float = opt(0.0, "Label smoothing of the cross-entropy loss.", min=0.0, max=1.0)
+assert tuple(DEPTHS) == RESNET_DEPTHS  # the config's allowed depths
 
 
 class ResNetClassifier(nn.Module):
@@ -42,9 +34,7 @@ class ResNetClassifier(nn.Module):
         return logits if labels is None else self.loss(logits, labels)
 
 
-@register_model("resnet", family="cls", config=ResNetConfig, flavors={
-    "tiny": {"depth": 10}, "small": {"depth": 18}, "base": {"depth": 34}, "large": {"depth": 50},
-})
+@register_model("resnet", family="cls", config=ResNetConfig, flavors=RESNET_FLAVORS)
 def resnet(cfg: ResNetConfig) -> nn.Module:
     """ResNet classifier (the teacher), torchvision's architecture."""
     return ResNetClassifier(cfg)

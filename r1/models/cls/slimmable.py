@@ -11,31 +11,16 @@ from the labels, each narrower one distils from the widest's predictions in the 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from r1.compress.distill import kd_loss
 from r1.compress.prune import _groups, apply_plan
-from r1.config import opt
 from r1.layers import make_divisible
 from r1.models.cls.mobilenetv3 import FLAVORS, MobileNetV3Config, R1MobileNetV3
 from r1.registry import register_model
-
-
-@dataclass
-class SlimConfig(MobileNetV3Config):
-    widths: list[float] = opt([1.0, 0.75, 0.5], "Widths trained together (fractions of the switchable channels).")
-    active_width: float = opt(1.0, "Width used for evaluation and inference; one of `widths`.", min=0.05, max=1.0)
-    inplace_kd_temperature: float = opt(1.0, "Temperature of the widest-to-narrower distillation.", min=0.1)
-
-    def validate(self, prefix: str) -> None:
-        from r1.errors import ConfigError
-        if not self.widths or max(self.widths) != 1.0 or any(not 0 < w <= 1 for w in self.widths):
-            raise ConfigError(f"{prefix}.widths: expected fractions in (0, 1] including 1.0, got {self.widths}")
-        if self.active_width not in self.widths:
-            raise ConfigError(f"{prefix}.active_width: {self.active_width} is not one of widths {self.widths}")
+from r1.variants.cls import SlimConfig
 
 
 class _Width:

@@ -6,7 +6,6 @@ internal `GeneralizedRCNNTransform` is made an identity (mean 0, std 1, size = t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -20,20 +19,11 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from r1.config import ModelConfig, opt
+from r1.config import ModelConfig
 from r1.errors import ConfigError
 from r1.models.det.flops import with_gflops
 from r1.registry import register_model
-
-
-@dataclass
-class TVDetConfig(ModelConfig):
-    width: float = opt(1.0, "Width multiplier of torchvision's MobileNetV3-Large backbone.", min=0.1, max=4.0)
-    fpn_channels: int = opt(256, "FPN / head channels (RetinaNet, FCOS).", min=8)
-    score_thresh: float = opt(0.05, "Post-process: drop detections scoring below this.", min=0.0, max=1.0)
-    nms_iou: float = opt(0.5, "Post-process: NMS IoU threshold.", min=0.0, max=1.0)
-    max_det: int = opt(100, "Post-process: detections kept per image.", min=1)
-    input_size: int = opt(320, "Nominal square input size, used for FLOP counts only.", min=32)
+from r1.variants.det import SSDLITE_FLAVORS, TVDET_FLAVORS, TVDetConfig
 
 
 class TorchvisionDetector(nn.Module):
@@ -94,8 +84,7 @@ def _post(cfg: TVDetConfig) -> dict:
             "nms_thresh": cfg.nms_iou, "detections_per_img": cfg.max_det}
 
 
-FLAVORS = {"tiny": {"width": 0.5, "fpn_channels": 64}, "small": {"width": 1.0, "fpn_channels": 128},
-           "base": {"width": 1.0, "fpn_channels": 256}}
+FLAVORS = TVDET_FLAVORS
 
 
 @with_gflops("tv_retinanet_mnv3")
@@ -115,8 +104,7 @@ def tv_fcos_mnv3(cfg: TVDetConfig) -> nn.Module:
 
 
 @with_gflops("tv_ssdlite320")
-@register_model("tv_ssdlite320", family="det", config=TVDetConfig, flavors={
-    "tiny": {"width": 0.5}, "small": {"width": 1.0}, "base": {"width": 1.0}})
+@register_model("tv_ssdlite320", family="det", config=TVDetConfig, flavors=SSDLITE_FLAVORS)
 def tv_ssdlite320(cfg: TVDetConfig) -> nn.Module:
     """torchvision SSDlite320 with MobileNetV3-Large (reduced tail), random init; fpn_channels unused."""
     _check_classes(cfg)

@@ -5,6 +5,7 @@ this module, so it imports `r1.evaluate.*` only inside functions.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from torchvision.ops import clip_boxes_to_image
 from r1.data.det_transforms import preprocess, resize_params, unscale
 from r1.errors import DataError
 
+log = logging.getLogger(__name__)
+
 
 def pil_to_uint8(im) -> torch.Tensor:
     """PIL image -> uint8 (3, H, W) RGB tensor."""
@@ -22,13 +25,17 @@ def pil_to_uint8(im) -> torch.Tensor:
 
 def draw_detections(image: torch.Tensor, pred: dict, classes: list[str], path: str | Path,
                     score_thresh: float = 0.3) -> Path:
-    """Draw boxes with "class score" labels on a uint8 (3, H, W) image and save it as PNG."""
+    """Draw the boxes scoring >= `score_thresh` with "class score" labels on a uint8 (3, H, W) image
+    and save it as PNG (with no such box, the image as it is)."""
     from PIL import Image
-    from torchvision.utils import draw_bounding_boxes
 
     keep = pred["scores"] >= score_thresh
-    labels = [f"{classes[int(c)]} {float(s):.2f}" for c, s in zip(pred["labels"][keep], pred["scores"][keep])]
-    drawn = draw_bounding_boxes(image, pred["boxes"][keep].float(), labels, width=2)
+    drawn = image
+    if bool(keep.any()):  # torchvision warns "No box was drawn" when handed none
+        from torchvision.utils import draw_bounding_boxes
+
+        labels = [f"{classes[int(c)]} {float(s):.2f}" for c, s in zip(pred["labels"][keep], pred["scores"][keep])]
+        drawn = draw_bounding_boxes(image, pred["boxes"][keep].float(), labels, width=2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(drawn.permute(1, 2, 0).numpy())).save(path)
@@ -87,10 +94,18 @@ def predict_records(outputs: list[dict], meta: dict, options: dict) -> list[dict
 
 
 def predict_draw(image, record: dict, meta: dict, path, score_thresh: float = 0.3) -> None:
-    """Draw one `predict_records` record on its PIL image, saved as PNG at `path`."""
+    """Draw one `predict_records` record's boxes scoring >= `score_thresh` on its PIL image, saved as
+    PNG at `path`; logs how many were drawn and how many fell below the threshold."""
+    scores = torch.tensor(record["scores"], dtype=torch.float32)
     pred = {"boxes": torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4),
-            "scores": torch.tensor(record["scores"]), "labels": torch.tensor(record["class_ids"], dtype=torch.int64)}
-    draw_detections(pil_to_uint8(image), pred, meta["classes"], path, score_thresh)
+            "scores": scores, "labels": torch.tensor(record["class_ids"], dtype=torch.int64)}
+    path = draw_detections(pil_to_uint8(image), pred, meta["classes"], path, score_thresh)
+    drawn = int((scores >= score_thresh).sum())
+    below = len(scores) - drawn
+    line = f"{path}: drew {drawn} box(es) scoring >= {score_thresh:g}, {below} below"
+    if drawn == 0 and below:
+        line += f" (best {float(scores.max()):.3f}; a lower --draw-threshold draws them)"
+    log.info(line)
 
 
 def write_coco_records(info: dict, records: list[dict], path: Path) -> Path:

@@ -8,14 +8,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import FeaturePyramidNetwork, generalized_box_iou_loss, sigmoid_focal_loss
 
-from r1.config import ModelConfig, opt
 from r1.errors import ConfigError
 from r1.models.cls.mobilenetv3 import MobileNetV3Backbone
 from r1.models.det.anchors import BoxCoder, cell_anchors, grid_anchors
@@ -23,45 +21,7 @@ from r1.models.det.assign import IGNORE, atss_assign, max_iou_assign
 from r1.models.det.flops import with_gflops
 from r1.models.det.postprocess import postprocess
 from r1.registry import register_model
-
-
-@dataclass
-class R1DetConfig(ModelConfig):
-    arch: str = opt("small", "Backbone block table (MobileNetV3 paper).", choices=("small", "large"))
-    width: float = opt(1.0, "Backbone width multiplier.", min=0.1, max=4.0)
-    exp_channels: list[int] = opt([], "Backbone expansion channels per block (set by pruning). Empty: table x width.")
-    levels: list[int] = opt([3, 4, 5], "Pyramid levels, stride 2**l, contiguous within 2..7 "
-                            "(2: small objects; 6, 7: extra stride-2 convs for large ones).")
-    fpn_channels: int = opt(64, "Channels of every pyramid level and of the head.", min=8)
-    head_convs: int = opt(2, "Conv layers in each head branch (cls and box) before the output conv.", min=0)
-    depthwise: bool = opt(True, "Depthwise-separable head convs (3x3 depthwise + 1x1) instead of full 3x3.")
-    anchor_size: float = opt(4.0, "Anchor base size as a multiple of its level's stride.", min=0.5)
-    anchor_scales: list[float] = opt([1.0, 1.26, 1.587], "Anchor scales per location (times the base size).")
-    anchor_ratios: list[float] = opt([0.5, 1.0, 2.0], "Anchor aspect ratios (height / width) per location.")
-    assigner: str = opt("atss", "Anchor assignment.", choices=("atss", "maxiou"))
-    atss_topk: int = opt(9, "ATSS: candidate anchors per level and box, nearest by centre distance.", min=1)
-    pos_iou: float = opt(0.5, "maxiou: IoU at or above which an anchor is positive.", min=0.0, max=1.0)
-    neg_iou: float = opt(0.4, "maxiou: IoU below which an anchor is background (between: ignored).",
-                         min=0.0, max=1.0)
-    box_loss: str = opt("giou", "Box regression loss.", choices=("giou", "smooth_l1"))
-    box_weight: float = opt(2.0, "Weight of the box loss against the focal loss.", min=0.0)
-    focal_alpha: float = opt(0.25, "Focal loss alpha (weight of positives).", min=0.0, max=1.0)
-    focal_gamma: float = opt(2.0, "Focal loss gamma (down-weighting of easy examples).", min=0.0)
-    score_thresh: float = opt(0.05, "Post-process: drop detections scoring below this.", min=0.0, max=1.0)
-    topk: int = opt(1000, "Post-process: best candidates kept per level before NMS.", min=1)
-    nms_iou: float = opt(0.5, "Post-process: IoU above which NMS suppresses a same-class box.", min=0.0, max=1.0)
-    max_det: int = opt(100, "Post-process: detections kept per image.", min=1)
-    input_size: int = opt(320, "Nominal square input size, used for FLOP counts only.", min=32)
-
-    def validate(self, prefix: str) -> None:
-        lv = self.levels
-        if not lv or lv != list(range(lv[0], lv[0] + len(lv))) or lv[0] < 2 or lv[-1] > 7 or lv[0] > 5:
-            raise ConfigError(f"{prefix}.levels: expected contiguous ascending levels within 2..7 "
-                              f"starting at 5 or below, got {lv}")
-        if not self.anchor_scales or not self.anchor_ratios or min(self.anchor_scales + self.anchor_ratios) <= 0:
-            raise ConfigError(f"{prefix}.anchor_scales/anchor_ratios: expected non-empty lists of positive numbers")
-        if self.neg_iou > self.pos_iou:
-            raise ConfigError(f"{prefix}.neg_iou: must not exceed pos_iou ({self.pos_iou})")
+from r1.variants.det import R1DET_FLAVORS, R1DetConfig
 
 
 def _head_conv(ch: int, depthwise: bool) -> nn.Sequential:
@@ -219,11 +179,7 @@ class R1Det(nn.Module):
 
 
 @with_gflops("r1_det")
-@register_model("r1_det", family="det", config=R1DetConfig, flavors={
-    "tiny": {"arch": "small", "width": 0.5, "fpn_channels": 32, "head_convs": 1, "depthwise": True},
-    "small": {"arch": "small", "width": 1.0, "fpn_channels": 64, "head_convs": 2, "depthwise": True},
-    "base": {"arch": "large", "width": 1.0, "fpn_channels": 96, "head_convs": 3, "depthwise": False},
-})
+@register_model("r1_det", family="det", config=R1DetConfig, flavors=R1DET_FLAVORS)
 def r1_det(cfg: R1DetConfig) -> nn.Module:
     """R1-Det: MobileNetV3 + FPN + shared head, focal loss, ATSS assignment, batched NMS."""
     return R1Det(cfg)

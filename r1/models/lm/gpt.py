@@ -7,32 +7,15 @@ GPT-2 initialisation. The `small` flavor is nanoGPT's Shakespeare CPU configurat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from r1.config import ModelConfig, opt
 from r1.errors import ConfigError
 from r1.models.lm.layers import MLP, KVCache, causal_mask, split_inputs
 from r1.registry import register_model
-
-
-@dataclass
-class GPTConfig(ModelConfig):
-    n_layer: int = opt(4, "Transformer blocks.", min=1)
-    n_head: int = opt(4, "Attention heads.", min=1)
-    n_embd: int = opt(128, "Embedding (channel) size; divisible by n_head.", min=8)
-    block_size: int = opt(64, "Context length (tokens). 0: the data's block_size.", min=0)
-    dropout: float = opt(0.0, "Dropout on embeddings, attention output and MLP.", min=0.0, max=1.0)
-    bias: bool = opt(False, "Biases in Linear and LayerNorm layers (nanoGPT's default is False).")
-    objective: str = opt("", "causal: next-token prediction; mlm: masked tokens, bidirectional attention (no "
-                             "generation). Empty: the data's objective.", choices=("", "causal", "mlm"))
-
-    def validate(self, prefix: str) -> None:
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"{prefix}.n_embd: {self.n_embd} is not divisible by n_head={self.n_head}")
+from r1.variants.lm import GPT_FLAVORS, GPTConfig
 
 
 class CausalSelfAttention(nn.Module):
@@ -136,12 +119,7 @@ class GPT(nn.Module):
         return KVCache(self.n_layer, self.block_size)
 
 
-@register_model("gpt", family="lm", config=GPTConfig, flavors={
-    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32},
-    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64},    # nanoGPT shakespeare CPU
-    "medium": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256},  # nanoGPT shakespeare GPU
-    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024},  # GPT-2 124M shape
-})
+@register_model("gpt", family="lm", config=GPTConfig, flavors=GPT_FLAVORS)
 def gpt(cfg: GPTConfig) -> nn.Module:
     """Plain GPT baseline (learned positions, LayerNorm, GELU, tied embeddings)."""
     return GPT(cfg)

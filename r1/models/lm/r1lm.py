@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache, partial
 
 import torch
@@ -34,67 +33,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from r1.config import ModelConfig, opt
 from r1.errors import ConfigError
 from r1.lm.contrastive import domain_contrastive, mean_pool
 from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, band_mask, causal_mask, split_inputs
 from r1.registry import register_model
-
-
-@dataclass
-class R1LMConfig(ModelConfig):
-    n_layer: int = opt(4, "Transformer blocks.", min=1)
-    n_head: int = opt(4, "Attention heads.", min=1)
-    n_kv_head: int = opt(0, "Key/value heads, each shared by n_head / n_kv_head query heads (grouped-query "
-                            "attention: a smaller qkv matmul and KV cache). 0: n_head (plain multi-head).", min=0)
-    n_embd: int = opt(128, "Embedding (channel) size; divisible by n_head.", min=8)
-    block_size: int = opt(64, "Context length (tokens). 0: the data's block_size.", min=0)
-    window: int = opt(16, "Keys seen by the local (sliding-window) attention branch, the token itself included.", min=1)
-    pos: str = opt("rope", "Positional scheme.", choices=("rope", "learned"))
-    mlp: str = opt("gelu", "Feed-forward type (same parameter count).", choices=("gelu", "swiglu"))
-    dropout: float = opt(0.0, "Dropout on embeddings, attention output and MLP.", min=0.0, max=1.0)
-    fusion: bool = opt(True, "Cross-layer fusion: block j-2's output enters block j (needs n_layer >= 3).")
-    exit_layers: list[int] = opt([], "1-indexed blocks followed by an exit head. Empty: every block but the last.")
-    exit_weight: float = opt(0.3, "Weight of the mean exit-head cross-entropy (loss key `exit`). 0: no exit loss.", min=0.0)
-    exit_stride: int = opt(1, "Training: the exit losses read every n-th position (the last one included); 1: all. "
-                              "2 halves their cost (~6 ms of a ~115 ms step at the small flavor); in a 2,000-step "
-                              "shakespeare ablation the step-time gain was within noise and val loss ended 0.02 higher.", min=1)
-    exit_threshold: float = opt(0.5, "Default inference threshold on the exit confidence (above 1.0: never exit).",
-                                min=0.0, max=1.01)
-    exit_thresholds: list[float] = opt([], "Per exit head thresholds (in exit_layers order), set by the calibration "
-                                           "after training; when given they are the default instead of exit_threshold.")
-    exit_calibrate: float = opt(0.015, "After training, choose exit_thresholds on the validation set: the most blocks "
-                                       "saved whose validation loss rise stays within this budget. 0: no calibration.",
-                                min=0.0)
-    exit_criterion: str = opt("learned", "Exit confidence: `learned` = a light classifier per exit head predicting "
-                                         "that exiting changes the prediction by less than exit_kl_tol; `maxprob` = "
-                                         "the exit head's top probability.", choices=("learned", "maxprob"))
-    exit_kl_tol: float = opt(0.04, "Exiting is `safe` (the classifier's target) when KL(final || exit) is below this.",
-                             min=0.0)
-    freeze_layers: int = opt(0, "Progressive unfreezing: lower blocks frozen at the start of training.", min=0)
-    unfreeze_share: float = opt(0.0, "Share of the steps over which the frozen blocks are released, top first.",
-                                min=0.0, max=1.0)
-    objective: str = opt("", "causal: next-token prediction, causal attention; mlm: masked-token prediction, "
-                             "bidirectional attention (the local branch sees |i - j| < window; no generation). "
-                             "Empty: the data's objective (data.objective).", choices=("", "causal", "mlm"))
-    contrastive_weight: float = opt(0.0, "Domain adaptation: weight of the `contrastive` loss, a supervised InfoNCE "
-                                         "between mean-pooled sequence embeddings of current-stage and replayed "
-                                         "general samples (needs data.replay and data.replay_labels=true). 0: off.",
-                                    min=0.0)
-    contrastive_temp: float = opt(0.1, "Temperature of the contrastive loss.", min=1e-3)
-
-    def validate(self, prefix: str) -> None:
-        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise ConfigError(f"{prefix}.n_embd: {self.n_embd} must split into n_head={self.n_head} even head sizes")
-        if self.n_kv_head and self.n_head % self.n_kv_head:
-            raise ConfigError(f"{prefix}.n_kv_head: {self.n_kv_head} does not divide n_head={self.n_head}")
-        bad = [j for j in self.exit_layers if not 1 <= j < self.n_layer]
-        if bad:
-            raise ConfigError(f"{prefix}.exit_layers: {bad} outside 1..{self.n_layer - 1}")
-        n_exits = len(set(self.exit_layers)) if self.exit_layers else self.n_layer - 1
-        if self.exit_thresholds and len(self.exit_thresholds) != n_exits:
-            raise ConfigError(f"{prefix}.exit_thresholds: {len(self.exit_thresholds)} values for {n_exits} exit heads")
-
+from r1.variants.lm import R1LM_FLAVORS, R1LMConfig
 
 CONF_STRIDE = 4  # exit classifiers train on every 4th position: plenty for 4k parameters, a quarter of the cost
 
@@ -448,12 +391,7 @@ class R1LM(nn.Module):
         return KVCache(self.n_layer, self.block_size)
 
 
-@register_model("r1_lm", family="lm", config=R1LMConfig, flavors={
-    "tiny": {"n_layer": 3, "n_head": 2, "n_embd": 32, "block_size": 32, "window": 8},
-    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "window": 16},  # <= 0.85M params at 65 chars
-    "medium": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "window": 64},
-    "base": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024, "window": 256},  # seed's config
-})
+@register_model("r1_lm", family="lm", config=R1LMConfig, flavors=R1LM_FLAVORS)
 def r1_lm(cfg: R1LMConfig) -> nn.Module:
     """R1-LM: gated global+local attention, early exit, cross-layer fusion, tied weights."""
     return R1LM(cfg)

@@ -1,0 +1,141 @@
+"""Typed sections of the commands that use a trained model: `serve`, `export`, `bench`.
+
+Declared with the same `opt()` fields as the training config (`r1.config`), so they parse and
+report errors the same way and `r1 config explain serve` documents them. One YAML file may hold
+any of the three sections (a command reads its own):
+
+    serve:
+      max_batch: 16
+      max_wait_ms: 2
+
+Each setting comes from, highest first: a command-line flag (`--max-batch 16`), a dotted override
+argument naming the section (`serve.max_batch=16`), the file (`--config serve.yaml`), the default.
+This module imports neither torch nor the server, so bad settings fail in well under a second.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from r1.config import apply_overrides, check_bounds, from_dict, opt, read_yaml
+from r1.errors import ConfigError
+
+MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the request schema's own limits (r1/serve/schemas.py)
+
+
+@dataclass
+class ServeConfig:
+    model: str = opt("", "Run dir, model.safetensors or .onnx to serve (the MODEL argument sets it).")
+    runtime: str = opt("torch", "Inference runtime: torch, onnx or tensorrt.")
+    host: str = opt("127.0.0.1", "Bind address.")
+    port: int = opt(8000, "Port.", min=0, max=65535)
+    max_batch: int = opt(32, "Run a batch at this many queued requests ...", min=1)
+    max_wait_ms: float = opt(5.0, "... or this long after the oldest arrived.", min=0.0)
+    max_queue: int = opt(256, "Queued requests beyond this get 503 + Retry-After.", min=1)
+    timeout_ms: float = opt(30000.0, "Per-request limit (queue + inference), then 504.", min=0.001)
+    threads: int = opt(1, "Inference threads (torch intra-op / onnxruntime intra-op).", min=1)
+    inference: str = opt("process", "process: the model in a worker process (the event loop keeps its own "
+                         "GIL); thread: in the server process.", choices=("process", "thread"))
+    access_log: bool = opt(False, "Log every request (uvicorn's access log; ~0.1 ms of event-loop CPU each).")
+    prepare_max_bytes: int = opt(64 << 10, "Uploads of at most this many bytes are decoded by the server "
+                                 "process (it unloads the worker). 0: the worker decodes everything.", min=0)
+    prepare_max_pixels: int = opt(512 * 512, "... and their pixels sent on when at most this many.", min=0)
+    max_body_bytes: int = opt(8 << 20, "Request body limit in bytes (--max-body-mb sets it in MiB): 413.", min=1)
+    max_pixels: int = opt(4096 * 4096, "Decoded image pixel limit (decompression bombs): 413.", min=1)
+    top_k: int = opt(3, "Default classes per classification record.", min=1)
+    max_new_tokens: int = opt(256, "Language models: the most tokens one request may ask for (else 422).",
+                              min=1, max=MAX_NEW_TOKENS)
+    max_text_chars: int = opt(8192, "Language models: the longest prompt, characters (else 422).",
+                              min=1, max=MAX_TEXT_CHARS)
+    warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready.", min=0)
+    retry_after_s: int = opt(1, "Retry-After seconds sent with 503 answers.", min=0)
+
+    def validate(self, prefix: str = "serve") -> None:
+        """Bounds of every field, also for a ServeConfig built in code (`create_app` calls this). The
+        runtime is checked by `check_model`: tests serve injected loaders under other names."""
+        check_bounds(self, prefix)
+
+
+@dataclass
+class ExportConfig:
+    format: str = opt("onnx", "Output format.", choices=("onnx", "tensorrt"))
+    dynamic_batch: bool = opt(True, "ONNX: dynamic batch dimension.")
+    opset: Optional[int] = opt(None, "ONNX opset. null: the exporter's default.", min=7)
+    out: str = opt("", "Output file. Empty: model.onnx / model.engine beside the model.")
+    nms: bool = opt(False, "Detection: NMS inside the graph; outputs boxes, scores, labels, num_dets "
+                    "(fixed size, padded; see the r1.det metadata).")
+    fp16: bool = opt(False, "TensorRT: FP16 kernels.")
+    int8: bool = opt(False, "TensorRT: INT8 (calibrated on the model's val data).")
+    max_batch: int = opt(32, "TensorRT: profile max batch (min 1, opt max/4).", min=1)
+
+
+@dataclass
+class BenchConfig:
+    runtime: str = opt("", "Only this runtime. Empty: compare all.", choices=("", "torch", "onnx", "tensorrt"))
+    batch_sizes: list[int] = opt([1, 8, 32], "In-process batch sizes.")
+    runs: int = opt(30, "Timed runs per batch size (>= 20 for p95).", min=20)
+    threads: int = opt(1, "Inference threads.", min=1)
+    concurrency: list[int] = opt([1, 8, 32], "`bench serve`: concurrent clients per level.")
+    duration: float = opt(20.0, "`bench serve`: seconds per concurrency level.", min=0.001, max=3600.0)
+    max_requests: int = opt(100_000, "`bench serve`: request cap per level.", min=1)
+    client: str = opt("raw", "`bench serve`: raw (keep-alive asyncio streams) or httpx.", choices=("raw", "httpx"))
+    json: str = opt("", "Also write the rows here (JSON). Empty: only the table.")
+
+    def validate(self, prefix: str = "bench") -> None:
+        for name in ("batch_sizes", "concurrency"):
+            values = getattr(self, name)
+            if not values or min(values) < 1:
+                raise ConfigError(f"{prefix}.{name}: expected integers >= 1, got {values}")
+
+
+SECTIONS: dict[str, type] = {"serve": ServeConfig, "export": ExportConfig, "bench": BenchConfig}
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def is_override(arg: str) -> bool:
+    """`serve.max_batch=16` (a dotted key, `=`, a value) rather than a path or URL."""
+    return bool(_OVERRIDE.match(arg))
+
+
+def field_help(section: str, name: str) -> str:
+    """The help text of a field, with its default: what the command's shorthand flag shows."""
+    f = SECTIONS[section].__dataclass_fields__[name]
+    default = f.default_factory() if callable(f.default_factory) else f.default
+    return f"{f.metadata['help']} (default {default!r}; {section}.{name})"
+
+
+def load_section(section: str, path: str | Path | None = None, overrides: list[str] | None = None,
+                 flags: dict[str, Any] | None = None, flag_names: dict[str, str] | None = None) -> Any:
+    """Build the `section` config: default < YAML file < `section.key=value` overrides < flags.
+
+    `flags` maps field names to flag values (None: flag not given); `flag_names` names the flags
+    whose spelling is not `--field-name`, so an error names the flag the user typed.
+    """
+    cls = SECTIONS[section]
+    data = read_yaml(path) if path else {}
+    where = f"{path}: " if path else ""
+    for key in data:
+        if key not in SECTIONS:
+            raise ConfigError(f"{where}unknown key {key}; allowed: {', '.join(SECTIONS)}")
+    for text in overrides or []:
+        if not text.startswith(f"{section}."):
+            raise ConfigError(f"override {text!r}: `r1 {section}` takes {section}.KEY=VALUE, "
+                              f"e.g. {section}.{next(iter(cls.__dataclass_fields__))}=...")
+    data = apply_overrides(data, overrides or [])
+    own = data.get(section)
+    if own is None:
+        own = {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"{where}{section}: expected a mapping, got {own!r}")
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    try:
+        return from_dict(cls, {**own, **given}, section)
+    except ConfigError as err:
+        text = str(err)
+        for name in given:
+            if text.startswith(f"{section}.{name}:") or text.startswith(f"{section}.{name}["):
+                flag = (flag_names or {}).get(name, "--" + name.replace("_", "-"))
+                raise ConfigError(f"{flag} ({section}.{name}){text[len(section) + 1 + len(name):]}") from None
+        raise
