@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from r1.train.callbacks import Callback, register_callback

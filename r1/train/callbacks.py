@@ -26,7 +26,7 @@ import importlib
 import logging
 import time
 
-import torch.nn as nn
+from torch import nn
 
 from r1.errors import ConfigError
 
@@ -37,7 +37,7 @@ class Callback:
     order = 100  # position among the built-in callbacks (lower first)
 
     @classmethod
-    def from_config(cls, cfg) -> "Callback | None":
+    def from_config(cls, cfg) -> Callback | None:
         """The callback `cfg` asks for, or None when the feature is off."""
         return None
 

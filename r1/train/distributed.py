@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -14,7 +14,7 @@ class DistInfo:
     world: int = 1
     local_rank: int = 0
     local_world: int = 1
-    device: torch.device = torch.device("cpu")  # where collectives' tensors live (NCCL needs CUDA ones)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives' tensors live (NCCL needs CUDA ones)
 
     @property
     def is_main(self) -> bool:

@@ -293,7 +293,8 @@ class Trainer:
             else:
                 self.state["bad_evals"] += 1
             stop = bool(self.cfg.train.patience) and self.state["bad_evals"] >= self.cfg.train.patience
-            stop = any([cb.on_eval_end(self, metrics) for cb in self.callbacks]) or stop
+            asked = [cb.on_eval_end(self, metrics) for cb in self.callbacks]  # every callback sees the metrics
+            stop = stop or any(asked)
             log.info("eval step %d | %s | best %s %.4f%s", self.state["step"],
                      " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), self.monitor, self.state["best"],
                      " | early stop" if stop else "")
