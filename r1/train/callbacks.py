@@ -70,8 +70,8 @@ class Callback:
 
 
 _REGISTRY: list[type[Callback]] = []
-# modules whose import registers built-in callbacks
-_BUILTIN_MODULES = ("r1.train.callbacks", "r1.train.bn_stats")
+# modules outside this one whose import registers built-in callbacks
+_BUILTIN_MODULES = ("r1.train.bn_stats",)
 
 
 def register_callback(cls: type[Callback]) -> type[Callback]:
