@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -14,6 +14,7 @@ class DistInfo:
     world: int = 1
     local_rank: int = 0
     local_world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives' tensors live (NCCL needs CUDA ones)
 
     @property
     def is_main(self) -> bool:
@@ -24,15 +25,35 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise single process."""
+def env_local_rank() -> int:
+    """This process's rank on its machine under torchrun (LOCAL_RANK), 0 otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_distributed(device: torch.device | str) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise single process.
+    On CUDA, `device` is this rank's GPU (cuda:LOCAL_RANK, see `hardware.pick_device`): it becomes
+    the current device before NCCL starts, so each rank's collectives run on its own GPU."""
+    device = torch.device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo()
+        return DistInfo(device=device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")),
-                    int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), world, env_local_rank(),
+                    int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), device)
+
+
+def ddp_kwargs(device: torch.device) -> dict:
+    """DistributedDataParallel placement: on CUDA the module lives on this rank's GPU only."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return {"device_ids": [index], "output_device": index}
+    return {}
 
 
 def all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -48,7 +69,7 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     """True if `flag` is true on any rank (so every rank takes the same branch)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
 

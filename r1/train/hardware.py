@@ -32,6 +32,8 @@ def set_threads(requested: int, local_world: int = 1) -> int:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`run.device` -> the device of this process: under torchrun each rank takes its own GPU,
+    cuda:LOCAL_RANK (`distributed.env_local_rank()`)."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

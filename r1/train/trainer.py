@@ -3,11 +3,14 @@
 Order of one optimizer step (fixed; each piece is optional by config):
   accum_steps micro-batches (DDP syncs grads on the last one) -> non-finite guard ->
   unscale (fp16) -> clip + grad-norm alarm -> optimizer step -> scheduler step -> EMA update.
+
+Features beyond that core (distillation, EWC, QAT, progressive unfreezing, exit calibration,
+BatchNorm statistics of short runs) are callbacks (`r1.train.callbacks`): the config activates
+them, callers may add their own, and the core only calls hooks.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import logging
@@ -29,10 +32,10 @@ from r1.config import Config, save_config, to_dict
 from r1.data import DataBundle, build_data
 from r1.errors import ConfigError, TrainingAborted
 from r1.evaluate import evaluate, get_evaluator
-from r1.registry import build_model, get_entry
+from r1.registry import build_model, get_entry, list_models
 from r1.train import distributed as D
+from r1.train.callbacks import Callback, StepFunction, WrapModel, config_callbacks
 from r1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from r1.train.ewc import FILE as EWC_FILE, EWCPenalty, estimate_fisher, save_ewc
 from r1.train.hardware import memory_mb, pick_device, resolve_amp, set_threads
 from r1.train.logs import StepLog, setup_run_logging
 from r1.train.optim import build_optimizer, build_scheduler
@@ -55,11 +58,19 @@ def fill_from_meta(model_cfg, meta: dict):
 
 
 class Trainer:
+    """`Trainer(cfg).fit()`. `callbacks` are added after the ones the config activates;
+    `on_step(step, total_steps, out)` and `wrap_model(model, data) -> model` are shorthands for
+    a callback with that one hook."""
+
     def __init__(self, cfg: Config, resume: bool = False, on_step: Callable | None = None,
-                 wrap_model: Callable[[nn.Module, DataBundle], nn.Module] | None = None):
-        self.cfg, self.on_step = cfg, on_step
-        self.device = pick_device(cfg.run.device)
-        self.dist = D.init_distributed(self.device.type)
+                 wrap_model: Callable[[nn.Module, DataBundle], nn.Module] | None = None,
+                 callbacks: list[Callback] | tuple = ()):
+        self.cfg = cfg
+        self.callbacks = [*config_callbacks(cfg), *callbacks]
+        self.callbacks += [WrapModel(wrap_model)] if wrap_model else []
+        self.callbacks += [StepFunction(on_step)] if on_step else []
+        self.device = pick_device(cfg.run.device, D.env_local_rank())
+        self.dist = D.init_distributed(self.device)
         self.threads = set_threads(cfg.run.threads, self.dist.local_world)
         self.dir = cfg.run.resolved_dir()
         self._check_run_dir(resume)
@@ -67,15 +78,11 @@ class Trainer:
         seed_everything(cfg.run.seed)
         self.data = build_data(cfg.data, cfg.run.seed)
         self.family = self.data.family
-        if wrap_model is None and cfg.distill.teacher:
-            from r1.compress.distill import wrap_for_distillation
-            wrap_model = wrap_for_distillation(cfg.distill)
-        self.model = self._build_model(wrap_model)
-        self.student = getattr(self.model, "student", self.model)  # what is evaluated and saved
-        self.ewc = (EWCPenalty.from_run(cfg.train.ewc_from, self.student, cfg.train.ewc_lambda)
-                    if cfg.train.ewc_from else None)
+        check_family(cfg, self.data)
+        self.model = self._build_model()
+        self.student = getattr(self.model, "student", self.model)  # what is evaluated and saved (wrappers expose it)
         self.micro_bs = self._micro_batch_size()
-        self.train_loader = self._loader(self.data.train, train=True)
+        self.train_loader = self.loader(self.data.train, train=True)
         self.steps_per_epoch = max(1, len(self.train_loader.sampler) // (self.micro_bs * cfg.train.accum_steps))
         self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
         self.opt = build_optimizer(self.model, cfg.optim)
@@ -84,8 +91,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = (AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                                   use_buffers=True) if cfg.train.ema else None)
-        # Progressive unfreezing changes requires_grad mid-run: DDP must expect unused parameters.
-        self.ddp = (DDP(self.model, find_unused_parameters=hasattr(self.student, "on_step_start"))
+        self.ddp = (DDP(self.model, **D.ddp_kwargs(self.device), **self._merged("ddp_kwargs"))
                     if self.dist.enabled else None)
         ev = get_evaluator(self.family)
         self.monitor = cfg.train.monitor or ev.monitor
@@ -94,6 +100,8 @@ class Trainer:
                       "nonfinite_streak": 0, "nonfinite_total": 0, "time": 0.0, "cpu": 0.0}
         if resume:
             self._load_state()
+        for cb in self.callbacks:
+            cb.on_setup(self)
 
     # ------------------------------------------------------------------ set-up
     def _check_run_dir(self, resume: bool) -> None:
@@ -104,7 +112,13 @@ class Trainer:
             raise ConfigError(f"run dir {self.dir} already holds a run; pass --resume to continue it "
                               "or choose another run.dir")
 
-    def _build_model(self, wrap_model) -> nn.Module:
+    def _merged(self, hook: str, *args) -> dict:
+        out = {}
+        for cb in self.callbacks:
+            out.update(getattr(cb, hook)(self, *args))
+        return out
+
+    def _build_model(self) -> nn.Module:
         cfg = self.cfg
         cfg.model = fill_from_meta(cfg.model, self.data.meta)
         model = build_model(cfg.model)
@@ -112,15 +126,12 @@ class Trainer:
             if path:
                 missing, skipped = load_weights(model, path)
                 log.info("%s: loaded %s (%d missing, %d skipped for shape)", what, path, len(missing), len(skipped))
-        if cfg.qat.enabled:  # after loading float weights, before wrapping: QAT transforms the student
-            from r1.compress.qat import prepare_qat
-            prepare_qat(model, cfg.qat.keep_float)
         if cfg.train.grad_ckpt:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise ConfigError(f"train.grad_ckpt: model {cfg.model.name} does not support gradient checkpointing")
             model.set_grad_checkpointing(True)
-        if wrap_model is not None:
-            model = wrap_model(model, self.data)
+        for cb in self.callbacks:  # in order: transforms of the model (QAT), then wrappers (distillation)
+            model = cb.on_build_model(self, model)
         return model.to(self.device)
 
     def _micro_batch_size(self) -> int:
@@ -133,7 +144,8 @@ class Trainer:
             raise ConfigError(f"data.batch_size: {bs} exceeds the {len(self.data.train)} training samples")
         return micro
 
-    def _loader(self, dataset, train: bool) -> DataLoader:
+    def loader(self, dataset, train: bool) -> DataLoader:
+        """Training loader (this rank's shard, resumable order, micro-batches) or evaluation loader."""
         if train:
             sampler = ResumableSampler(len(dataset), self.cfg.run.seed, True, self.dist.rank, self.dist.world)
             return DataLoader(SeededItems(dataset), batch_size=self.micro_bs, sampler=sampler, drop_last=True,
@@ -183,18 +195,18 @@ class Trainer:
                 yield batch
             self.state["pos"] = sampler.per_rank  # epoch done
 
+    def to_device(self, x):
+        return _to(x, self.device)
+
     def _forward(self, batch, sync: bool) -> dict[str, torch.Tensor]:
-        inputs, targets = batch
-        inputs = _to(inputs, self.device)
-        targets = _to(targets, self.device)
+        inputs, targets = self.to_device(batch)
         net = self.ddp or self.model
         ctx = net.no_sync() if (self.ddp is not None and not sync) else contextlib.nullcontext()
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
         with ctx, autocast:
             losses = net(inputs, targets)
-            if self.ewc is not None:
-                losses["ewc"] = self.ewc()
+            losses.update(self._merged("extra_losses", inputs, targets))
             total = sum(losses.values())
             self.scaler.scale(total / self.cfg.train.accum_steps).backward()
         return {k: v.detach().float() for k, v in losses.items()}
@@ -202,8 +214,8 @@ class Trainer:
     def train_step(self, batches) -> dict[str, float] | None:
         """One optimizer step over accum_steps micro-batches; None if it was skipped (non-finite)."""
         cfg = self.cfg.train
-        if hasattr(self.student, "on_step_start"):
-            self.student.on_step_start(self.state["step"], self.total_steps)
+        for cb in self.callbacks:
+            cb.on_step_start(self, self.state["step"])
         self.opt.zero_grad(set_to_none=True)
         parts: dict[str, torch.Tensor] = {}
         for i in range(cfg.accum_steps):
@@ -248,11 +260,15 @@ class Trainer:
                                   f"{self.state['step']}; lower optim.lr or set train.clip_grad")
         return None
 
+    def _before_eval(self, final: bool) -> None:
+        for cb in self.callbacks:
+            cb.before_eval(self, self.eval_model(), final)
+
     def _evaluate(self, split: str, out_dir: Path | None = None) -> dict[str, float]:
         dataset = {"val": self.data.val, "test": self.data.test}[split]
         if dataset is None:
             return {}
-        metrics = evaluate(self.family, self.eval_model(), self._loader(dataset, train=False),
+        metrics = evaluate(self.family, self.eval_model(), self.loader(dataset, train=False),
                            self.data.meta, self.device, out_dir)
         return {f"{split}/{k}": v for k, v in metrics.items()}
 
@@ -264,6 +280,7 @@ class Trainer:
         """Validate (rank 0), keep best weights, save last.pt; True when early stopping triggers."""
         stop = False
         if self.dist.is_main:
+            self._before_eval(final=False)
             metrics = self._evaluate("val")
             value = metrics.get(f"val/{self.monitor}")
             if value is None:
@@ -276,6 +293,8 @@ class Trainer:
             else:
                 self.state["bad_evals"] += 1
             stop = bool(self.cfg.train.patience) and self.state["bad_evals"] >= self.cfg.train.patience
+            asked = [cb.on_eval_end(self, metrics) for cb in self.callbacks]  # every callback sees the metrics
+            stop = stop or any(asked)
             log.info("eval step %d | %s | best %s %.4f%s", self.state["step"],
                      " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), self.monitor, self.state["best"],
                      " | early stop" if stop else "")
@@ -321,8 +340,8 @@ class Trainer:
                 history.log_train(rec, self.writer)
                 window, t0, seen = {}, time.perf_counter(), 0
                 c0 = time.process_time()
-            if self.on_step:
-                self.on_step(step, self.total_steps, out)
+            for cb in self.callbacks:
+                cb.on_step_end(self, step, out)
             stop = False
             if step % eval_every == 0 or step == self.total_steps:
                 self.state["time"] += time.perf_counter() - t0
@@ -342,10 +361,7 @@ class Trainer:
             best = self.dir / "checkpoints" / "best.pt"
             if best.is_file():
                 self.eval_model().load_state_dict(load_checkpoint(best)["model"])
-            if hasattr(self.eval_model(), "calibrate") and self.data.val is not None:
-                # post-training calibration on validation data (R1-LM: default early-exit thresholds);
-                # it changes the model config that model.json records
-                self.eval_model().calibrate(self._loader(self.data.val, train=False))
+            self._before_eval(final=True)
             metrics.update(self._evaluate("val"))
             metrics.update(self._evaluate("test", out_dir=self.dir))
             metrics.update({"train/steps": self.state["step"], "train/time_s": round(self.state["time"], 2),
@@ -353,14 +369,9 @@ class Trainer:
                             "train/nonfinite_skipped": self.state["nonfinite_total"]})
             metrics.update({f"data/{k}": v for k, v in self.data.stats.items()})
             final = self.eval_model()
-            if self.cfg.qat.enabled:  # the artifact is the plain float model that QAT trained
-                from r1.compress.qat import strip_qat
-                final = strip_qat(copy.deepcopy(final))
+            for cb in self.callbacks:
+                final = cb.on_finish(self, final)
             save_artifact(final, self.dir, self.data.meta, to_dict(self.cfg.data))
-            if self.cfg.train.ewc_samples:  # for a later stage's train.ewc_from
-                fisher = estimate_fisher(final, self.data.train, self.data.collate, self.cfg.train.ewc_samples,
-                                         lambda b: _to(b, self.device), self.cfg.run.seed)
-                save_ewc(self.dir / EWC_FILE, final, fisher, previous=self.ewc)
             (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             history.write({"step": self.state["step"], "final": True, **metrics})
             log.info("done | %s | artifacts in %s", " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
@@ -387,7 +398,18 @@ def _to(x, device: torch.device):
     return x
 
 
+def check_family(cfg: Config, data: DataBundle) -> None:
+    """The model must belong to the data's family (a digits config with model.name=r1_lm is a
+    one-line error, not a traceback from inside the model)."""
+    family = get_entry(cfg.model.name).family
+    if family != data.family:
+        raise ConfigError(f"model.name: {cfg.model.name} is a {family}-family model but data.name {cfg.data.name} is "
+                          f"{data.family}-family data; allowed models for {data.family} data: "
+                          f"{', '.join(list_models(family=data.family))}")
+
+
 def fit(cfg: Config, resume: bool = False, on_step: Callable | None = None, **kw) -> dict[str, float]:
-    """Train `cfg` to completion; returns the final metrics (also written to metrics.json)."""
+    """Train `cfg` to completion; returns the final metrics (also written to metrics.json).
+    `kw`: `wrap_model=`, `callbacks=` (see Trainer)."""
     get_entry(cfg.model.name)  # fail on an unknown model before touching data
     return Trainer(cfg, resume=resume, on_step=on_step, **kw).fit()
