@@ -21,9 +21,11 @@ demo: install
 	@echo "the r1 command of this checkout: bin/r1 --help (or: source .venv/bin/activate; r1 --help)"
 
 test: install
+	$(PY) -m ruff check r1 tests benchmarks examples
 	$(PY) -m pytest -q
 
 test-all: install
+	$(PY) -m ruff check r1 tests benchmarks examples
 	$(PY) -m pytest -q -m ''
 
 clean:

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from r1.bench.load import run_load, wait_ready  # noqa: E402
 from serve_bench import free_port, tiny_digits_model  # noqa: E402
+
+from r1.bench.load import run_load, wait_ready  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

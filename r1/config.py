@@ -41,13 +41,9 @@ class Variant:
 
     @classmethod
     def load_light_variants(cls) -> None:
-        """Import the torch-free modules declaring variant config classes (`r1.variants.*`)."""
-        import importlib
-        import pkgutil
-
-        import r1.variants
-        for mod in pkgutil.iter_modules(r1.variants.__path__):
-            importlib.import_module(f"r1.variants.{mod.name}")
+        """Import the torch-free modules declaring variant config classes (`r1/models/<family>/config.py`)."""
+        import r1.models
+        r1.models.light_configs()
 
     @classmethod
     def load_variants(cls) -> None:
@@ -110,7 +106,8 @@ class ModelConfig(Variant):
 
     @classmethod
     def load_variants(cls) -> None:
-        import r1.models  # noqa: F401
+        import r1.models
+        r1.models.load_all()
 
     @classmethod
     def presets(cls, data: dict) -> dict:

@@ -70,6 +70,7 @@ class FamilySpec:
     kd: Any = None  # (student, teacher, inputs, targets) -> (task losses, student logits, teacher logits, mask)
     prune: Any = None  # (model, fraction, reference) -> pruned model (its config rebuilds it)
     example_inputs: Any = None  # (meta, n, torch.Generator) -> a batch of n model inputs (bench, report)
+    primary_loss: str | None = None  # the loss part that heads training log lines (else the total)
     writers: dict[str, Any] = field(default_factory=dict)  # extra result formats, e.g. {"coco": fn(info, records, path)}
 
     def __post_init__(self):
@@ -120,7 +121,8 @@ def unregister_family(name: str) -> None:
 
 
 def _ensure_loaded() -> None:
-    import r1.models  # noqa: F401  (each family registers its spec)
+    import r1.models
+    r1.models.load_all()  # each family registers its spec
 
 
 def get_family(name: str) -> FamilySpec:

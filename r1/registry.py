@@ -45,7 +45,8 @@ def register_model(name: str, *, family: str, config: type = ModelConfig, flavor
 
 
 def _ensure_loaded() -> None:
-    import r1.models  # noqa: F401  (registers every family)
+    import r1.models
+    r1.models.load_all()  # registers every family's models
 
 
 def get_entry(name: str) -> ModelEntry:

@@ -11,8 +11,15 @@ import torch.nn as nn
 from r1.config import load_config
 from r1.train import Trainer
 from r1.train.bn_stats import ShortRunBatchNorm, recompute_bn_stats
-from r1.train.callbacks import (Callback, Distillation, ElasticWeightConsolidation, ExitCalibration,
-                                ProgressiveUnfreezing, QuantizationAware, config_callbacks)
+from r1.train.callbacks import (
+    Callback,
+    Distillation,
+    ElasticWeightConsolidation,
+    ExitCalibration,
+    ProgressiveUnfreezing,
+    QuantizationAware,
+    config_callbacks,
+)
 from tests.conftest import ROOT, tiny_cls_overrides
 
 DIGITS = ROOT / "configs/cls/digits.yaml"

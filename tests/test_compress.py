@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from r1.compress.distill import kd_loss
-from r1.compress.prune import count_macs, count_params, group_sizes, l1_plan, apply_plan
+from r1.compress.prune import apply_plan, count_macs, count_params, group_sizes, l1_plan
 from r1.registry import build_model
 
 

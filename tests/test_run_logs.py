@@ -17,11 +17,11 @@ REC = {"lr": 1e-3, "grad_norm": 1.0, "samples_per_s": 100.0, "mem_mb": 10.0}
 
 
 def test_step_line_headlines_the_primary_loss_and_keeps_the_total():
-    lm = format_step({"step": 5, "loss": 9.37, "lm": 3.01, "exit": 6.04, "conf": 0.32, **REC}, 10)
+    lm = format_step({"step": 5, "loss": 9.37, "lm": 3.01, "exit": 6.04, "conf": 0.32, **REC}, 10, primary="lm")
     assert "| lm 3.0100 (total 9.3700: exit 6.0400 conf 0.3200) |" in lm
     ce = format_step({"step": 5, "loss": 0.5, "ce": 0.4, "kd": 0.1, **REC}, 10)
     assert "| loss 0.5000 (ce 0.4000 kd 0.1000) |" in ce
-    only = format_step({"step": 5, "loss": 3.0, "lm": 3.0, **REC}, 10)  # nothing else: the total is the lm loss
+    only = format_step({"step": 5, "loss": 3.0, "lm": 3.0, **REC}, 10, primary="lm")  # nothing else: the total is the lm loss
     assert "| loss 3.0000 (lm 3.0000) |" in only
 
 

@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from r1.variants.det import DetDataConfig  # noqa: F401  (re-exported)
+from r1.models.det.config import DetDataConfig  # noqa: F401  (re-exported)
 
 
 def resize_params(h: int, w: int, size: int, letterbox: bool, jitter: float = 1.0) -> tuple[int, int]:

@@ -22,10 +22,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
-from r1.data.det_transforms import (DetDataConfig, build_transforms, det_collate, make_sample,
-                                    preprocess_meta)
+from r1.data.det_transforms import DetDataConfig, build_transforms, det_collate, make_sample, preprocess_meta
 from r1.errors import DataError
-from r1.variants.det import COCOConfig, DigitScenesConfig, VOCConfig
+from r1.models.det.config import COCOConfig, DigitScenesConfig, VOCConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
 from r1.data import DataBundle, register_data, skip_none_collate
 from r1.errors import DataError
-from r1.variants.cls import DigitsConfig, ImageFolderConfig
+from r1.models.cls.config import DigitsConfig, ImageFolderConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,6 @@ import zlib
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from r1.data import DataBundle, register_data
 from r1.data.text_store import WindowDataset, cache_key, cache_root, write_tokens
 from r1.errors import ConfigError, DataError
@@ -32,7 +30,7 @@ from r1.lm.clean import clean_docs
 from r1.lm.masking import MASK, MaskedLMDataset
 from r1.lm.replay import ReplayMixDataset, ReservoirBuffer
 from r1.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer, tokenizer_from_dict
-from r1.variants.lm import EOT, LMDataConfig, TextDataConfig
+from r1.models.lm.config import EOT, LMDataConfig, TextDataConfig
 
 log = logging.getLogger(__name__)
 EMBEDDED = ("pydoc_topics", "stdlib_docs")

@@ -17,8 +17,8 @@ from r1.data import DataBundle, register_data
 from r1.data.text import EOT, _read_jsonl, lm_meta, with_replay_and_test
 from r1.errors import ConfigError, DataError
 from r1.lm.clean import clean_docs
-from r1.lm.tokenizer import CharTokenizer, BPETokenizer, load_tokenizer
-from r1.variants.lm import DEFAULT_TEMPLATE, InstructDataConfig  # noqa: F401  (DEFAULT_TEMPLATE re-exported)
+from r1.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from r1.models.lm.config import DEFAULT_TEMPLATE, InstructDataConfig  # noqa: F401  (DEFAULT_TEMPLATE re-exported)
 
 log = logging.getLogger(__name__)
 

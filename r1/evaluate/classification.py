@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 
-
 def confusion_matrix(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """cm[true, pred] counts."""
     return np.bincount(labels * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)

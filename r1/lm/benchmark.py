@@ -80,6 +80,7 @@ def exit_holdout(model, val) -> dict:
     """The exit calibration checked out of sample: a copy calibrated (exit_calibrate budget) on the odd
     validation windows, measured on the even ones."""
     import copy
+
     from torch.utils.data import DataLoader, Subset
     twin = copy.deepcopy(model)
     cal = calibrate_exits(twin, DataLoader(Subset(val, range(1, len(val), 2)), batch_size=256),
@@ -94,8 +95,10 @@ def ablate(data_path: str, variants: list[str], steps: int = 400, lr: float = 2e
     the same data order, schedule (warmup 100, cosine to 0.1 lr) and seed for each; val loss on
     the first `val_windows` validation windows. Used to pick defaults by measurement."""
     import math
+
     import yaml
-    from r1.config import from_dict, DataConfig
+
+    from r1.config import DataConfig, from_dict
     from r1.data import build_data
     from r1.registry import build_model
     data = build_data(from_dict(DataConfig, {"name": "text", "path": data_path, "block_size": 64,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 
 def default_exit_threshold(model) -> float | list[float] | None:

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 from r1.bench.report import NOISY_SPREAD, is_noisy
-from r1.train.logs import PRIMARY_LOSSES
 
 # Label offsets (points) tried around a marker, nearest ring first: right, left, above, below, diagonals.
 _OFFSETS = [(round(dx * r), round(dy * r)) for r in (1, 2, 3, 4.5, 6)
@@ -111,6 +110,14 @@ def plot_size(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _primary_loss(run_dir: Path) -> str:
+    """The loss part the run's family headlines (FamilySpec.primary_loss), else the total."""
+    from r1.artifacts import read_info
+    from r1.family import get_family
+
+    return get_family(read_info(run_dir)["family"]).primary_loss or "loss"
+
+
 def plot_training_curves(rows: list[dict], outputs: dict[str, str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -121,7 +128,8 @@ def plot_training_curves(rows: list[dict], outputs: dict[str, str], path: Path) 
         if not hist.is_file():
             continue
         recs = [json.loads(line) for line in hist.read_text().splitlines()]
-        key = next((f"train/{k}" for k in PRIMARY_LOSSES if any(f"train/{k}" in x for x in recs)), "train/loss")
+        primary = f"train/{_primary_loss(Path(outputs[r['name']]))}"
+        key = primary if any(primary in x for x in recs) else "train/loss"
         pts = [(x["step"], x[key]) for x in recs if key in x]
         if pts:
             ax.plot(*zip(*pts), label=r["name"])

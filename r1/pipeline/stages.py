@@ -9,8 +9,7 @@ from pathlib import Path
 from r1.artifacts import load_model, read_info, save_artifact
 from r1.config import load_config
 from r1.errors import ConfigError
-from r1.pipeline.recipe import (ExportStage, PruneStage, QuantizeStage, Recipe, TrainStage, WidthStage,
-                                train_config)
+from r1.pipeline.recipe import ExportStage, PruneStage, QuantizeStage, Recipe, TrainStage, WidthStage, train_config
 
 log = logging.getLogger("r1.pipeline")
 

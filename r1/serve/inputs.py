@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import json
+
 from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from r1.serve.errors import ApiError
 from r1.serve.schemas import ImageRequest, TextRequest
 from r1.serve.work import TextTask
+
 OPENAPI_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary", "description": "The image file."},

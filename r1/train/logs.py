@@ -10,9 +10,6 @@ from pathlib import Path
 log = logging.getLogger("r1.train")
 
 FIXED = ("loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "mem_mb")
-# Loss parts that are the model's objective when present: the step line headlines them instead of the
-# total, which auxiliary terms (early-exit heads, confidence, EWC) can dominate. history.jsonl keeps all.
-PRIMARY_LOSSES = ("lm",)
 
 
 def setup_run_logging(run_dir: Path, is_main: bool):
@@ -56,11 +53,14 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def format_step(rec: dict, total: int, elapsed: float | None = None, eta: float | None = None) -> str:
+def format_step(rec: dict, total: int, elapsed: float | None = None, eta: float | None = None,
+                primary: str | None = None) -> str:
     """`step 20/300 | loss 0.5120 (ce 0.5120) | lr 1.00e-03 | grad_norm 1.23 | 512 samples/s | mem 812 MB
     | elapsed 1m02s, ETA 3m10s`; with a primary loss part: `lm 3.0100 (total 9.3700: exit 6.0400 ...)`."""
     parts = [k for k in rec if k not in FIXED and k != "step"]
-    main = next((k for k in PRIMARY_LOSSES if k in parts and len(parts) > 1), None)
+    # the family's objective (FamilySpec.primary_loss) heads the line instead of the total, which
+    # auxiliary terms (early-exit heads, confidence, EWC) can dominate; history.jsonl keeps every part
+    main = primary if primary in parts and len(parts) > 1 else None
     if main:
         rest = " ".join(f"{k} {rec[k]:.4f}" for k in parts if k != main)
         head = f"{main} {rec[main]:.4f} (total {rec['loss']:.4f}: {rest})"
@@ -93,8 +93,9 @@ class StepLog:
     """history.jsonl (one JSON object per logged step or evaluation) plus the step log line, with the
     wall time since this run (or resumption) started and the ETA at the rate so far (evaluations included)."""
 
-    def __init__(self, path: Path, is_main: bool, total_steps: int = 0, start_step: int | None = None):
-        self.run_dir = path.parent
+    def __init__(self, path: Path, is_main: bool, total_steps: int = 0, start_step: int | None = None,
+                 primary_loss: str | None = None):
+        self.run_dir, self.primary_loss = path.parent, primary_loss
         self.start_step = (start_step if start_step is not None else _last_step(path)) if is_main else 0
         self.file = path.open("a") if is_main else None
         self.total = total_steps
@@ -118,7 +119,7 @@ class StepLog:
 
     def log_train(self, rec: dict, writer=None) -> None:
         if self.file:
-            log.info(format_step(rec, self.total, *self.timing(rec["step"])))
+            log.info(format_step(rec, self.total, *self.timing(rec["step"]), primary=self.primary_loss))
         self.write({"step": rec["step"], **{f"train/{k}": v for k, v in rec.items() if k != "step"}}, writer)
 
     def close(self) -> None:

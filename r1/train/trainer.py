@@ -32,6 +32,7 @@ from r1.config import Config, save_config, to_dict
 from r1.data import DataBundle, build_data
 from r1.errors import ConfigError, TrainingAborted
 from r1.evaluate import evaluate, get_evaluator
+from r1.family import get_family
 from r1.registry import build_model, get_entry, list_models
 from r1.train import distributed as D
 from r1.train.callbacks import Callback, StepFunction, WrapModel, config_callbacks
@@ -313,7 +314,8 @@ class Trainer:
                      self.dir, cfg.model.name, cfg.model.flavor, count_params(self.student) / 1e6,
                      len(self.data.train), self.total_steps, self.steps_per_epoch, cfg.data.batch_size,
                      self.micro_bs, cfg.train.accum_steps, self.dist.world, self.threads, self.device)
-        history = StepLog(self.dir / "history.jsonl", self.dist.is_main, self.total_steps)
+        history = StepLog(self.dir / "history.jsonl", self.dist.is_main, self.total_steps,
+                          primary_loss=get_family(self.family).primary_loss)
         batches = self._batches()
         eval_every = cfg.train.eval_every or self.steps_per_epoch
         ckpt_every = cfg.train.ckpt_every or eval_every

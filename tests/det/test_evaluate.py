@@ -104,8 +104,8 @@ def test_predict_files_maps_boxes_to_original_pixels(tmp_path):
 def test_predict_hooks_records_in_original_pixels_and_drawing(tmp_path):
     from PIL import Image
 
-    from r1.models.det.predict_io import predict_draw, predict_preprocess, predict_records
     from r1.family import get_family
+    from r1.models.det.predict_io import predict_draw, predict_preprocess, predict_records
 
     assert get_family("det").io.postprocess is predict_records
     im = Image.fromarray(__import__("numpy").zeros((100, 200, 3), "uint8"))

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from r1.models.det import count_gflops, count_params
+from r1.models.det.flops import count_gflops, count_params
 from r1.registry import build_model, list_models
 
 DET_MODELS = list_models(family="det")

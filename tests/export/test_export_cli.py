@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 import r1
-from tests.conftest import run_cli, run_r1
 from r1.errors import ConfigError, Unavailable
 from r1.export.runtime import Predictor
+from tests.conftest import run_cli, run_r1
 
 
 @pytest.fixture(scope="module")

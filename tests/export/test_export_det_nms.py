@@ -14,8 +14,8 @@ from PIL import Image
 
 from r1.artifacts import save_artifact
 from r1.errors import ConfigError
-from r1.models.det.export_nms import CONTRACT, OUTPUTS, DetWithNMS, match_detections, unpad
 from r1.export.onnx import export_onnx, ort_session, read_onnx_meta
+from r1.models.det.export_nms import CONTRACT, OUTPUTS, DetWithNMS, match_detections, unpad
 from r1.registry import build_model
 
 META = {"classes": ["a", "b", "c"], "num_classes": 3,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_r1
 from r1.errors import Unavailable
 from r1.export.tensorrt import build_engine, require_tensorrt
+from tests.conftest import run_r1
 
 
 def _have_tensorrt() -> bool:

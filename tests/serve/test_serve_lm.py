@@ -9,9 +9,9 @@ import torch
 from r1.artifacts import save_artifact
 from r1.bench.load import wait_ready
 from r1.export.runtime import Predictor
-from r1.models.lm.predictor import TextPredictor
 from r1.lm.generate import default_exit_threshold, generate
 from r1.lm.tokenizer import CharTokenizer
+from r1.models.lm.predictor import TextPredictor
 from r1.registry import build_model
 from r1.serve import ServeConfig, create_app
 from tests.serve.helpers import png_bytes, running_server

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from r1.models.cls.config import MLP_FLAVORS, MLPConfig
 from r1.registry import register_model
-from r1.variants.cls import MLP_FLAVORS, MLPConfig
 
 
 class MLPClassifier(nn.Module):

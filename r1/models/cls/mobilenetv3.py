@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from r1.layers import ConvBNAct, InvertedResidual, make_divisible
+from r1.models.cls.config import MOBILENETV3_FLAVORS, MobileNetV3Config  # noqa: F401  (config: torch-free)
 from r1.registry import register_model
-from r1.variants.cls import MOBILENETV3_FLAVORS, MobileNetV3Config  # noqa: F401  (config: torch-free)
 
 # (kernel, expansion channels, out channels, squeeze-excite, activation, stride), from the paper.
 ARCHS: dict[str, list[tuple]] = {

@@ -6,8 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from r1.models.cls.config import RESNET_DEPTHS, RESNET_FLAVORS, ResNetConfig
 from r1.registry import register_model
-from r1.variants.cls import RESNET_DEPTHS, RESNET_FLAVORS, ResNetConfig
 
 DEPTHS = {10: (BasicBlock, [1, 1, 1, 1]), 18: (BasicBlock, [2, 2, 2, 2]),
           34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}

@@ -18,9 +18,9 @@ import torch.nn as nn
 from r1.compress.distill import kd_loss
 from r1.compress.prune import _groups, apply_plan
 from r1.layers import make_divisible
+from r1.models.cls.config import SlimConfig
 from r1.models.cls.mobilenetv3 import FLAVORS, MobileNetV3Config, R1MobileNetV3
 from r1.registry import register_model
-from r1.variants.cls import SlimConfig
 
 
 class _Width:
@@ -127,7 +127,7 @@ def materialize(model: SlimMobileNetV3, width: float) -> R1MobileNetV3:
     """A plain R1 MobileNetV3 holding `model`'s weights at `width` (for export, serving, benchmarks)."""
     net = copy.deepcopy(model.net)
     idx = model.switch.widths.index(width)
-    for name, module in list(net.named_modules()):
+    for _name, module in list(net.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, _SwitchableBN):
                 setattr(module, child_name, child.bns[idx])

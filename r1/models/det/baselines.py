@@ -12,18 +12,18 @@ import torch
 import torch.nn as nn
 from torchvision.models import mobilenet_v3_large
 from torchvision.models.detection import FCOS, RetinaNet
-from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection import ssdlite as tv_ssdlite
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.ssd import SSD
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from r1.config import ModelConfig
 from r1.errors import ConfigError
+from r1.models.det.config import SSDLITE_FLAVORS, TVDET_FLAVORS, TVDetConfig
 from r1.models.det.flops import with_gflops
 from r1.registry import register_model
-from r1.variants.det import SSDLITE_FLAVORS, TVDET_FLAVORS, TVDetConfig
 
 
 class TorchvisionDetector(nn.Module):

@@ -18,10 +18,10 @@ from r1.errors import ConfigError
 from r1.models.cls.mobilenetv3 import MobileNetV3Backbone
 from r1.models.det.anchors import BoxCoder, cell_anchors, grid_anchors
 from r1.models.det.assign import IGNORE, atss_assign, max_iou_assign
+from r1.models.det.config import R1DET_FLAVORS, R1DetConfig
 from r1.models.det.flops import with_gflops
 from r1.models.det.postprocess import postprocess
 from r1.registry import register_model
-from r1.variants.det import R1DET_FLAVORS, R1DetConfig
 
 
 def _head_conv(ch: int, depthwise: bool) -> nn.Sequential:

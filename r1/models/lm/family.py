@@ -29,4 +29,4 @@ SPEC = register_family(FamilySpec(
     name="lm", summary="language modelling: text in, generated text out",
     evaluate="r1.evaluate.language:evaluate_lm", monitor="loss", mode="min",
     inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch",),
-    kd=lm_kd, example_inputs=token_batch))
+    kd=lm_kd, example_inputs=token_batch, primary_loss="lm"))

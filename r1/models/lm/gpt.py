@@ -13,9 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from r1.errors import ConfigError
+from r1.models.lm.config import GPT_FLAVORS, GPTConfig
 from r1.models.lm.layers import MLP, KVCache, causal_mask, split_inputs
 from r1.registry import register_model
-from r1.variants.lm import GPT_FLAVORS, GPTConfig
 
 
 class CausalSelfAttention(nn.Module):

@@ -35,9 +35,9 @@ from torch.utils.checkpoint import checkpoint
 
 from r1.errors import ConfigError
 from r1.lm.contrastive import domain_contrastive, mean_pool
+from r1.models.lm.config import R1LM_FLAVORS, R1LMConfig
 from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, band_mask, causal_mask, split_inputs
 from r1.registry import register_model
-from r1.variants.lm import R1LM_FLAVORS, R1LMConfig
 
 CONF_STRIDE = 4  # exit classifiers train on every 4th position: plenty for 4k parameters, a quarter of the cost
 
@@ -185,7 +185,7 @@ class R1LM(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for name, m in self.named_modules():
+        for _name, m in self.named_modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
