@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -92,6 +93,12 @@ class RunConfig:
     threads: int = opt(0, "Torch intra-op threads. 0: the number of physical cores.", min=0)
     device: str = opt("auto", "Device.", choices=("auto", "cpu", "cuda"))
 
+    def validate(self, prefix: str) -> None:
+        parts = Path(self.name).parts
+        if not self.name or Path(self.name).is_absolute() or ".." in parts:
+            raise ConfigError(f"{prefix}.name: {show(self.name)} must be a relative name inside runs/ (no '..', "
+                              "not absolute); set run.dir for a directory elsewhere")
+
     def resolved_dir(self) -> Path:
         return Path(self.dir or f"runs/{self.name}")
 
@@ -116,7 +123,7 @@ class ModelConfig(Variant):
             from r1.registry import flavor_preset  # unknown name: its error lists the registered models
             return flavor_preset(name, flavor)
         if flavor not in cls._flavors[name]:
-            raise ConfigError(f"model.flavor: unknown flavor {flavor!r} for {name}; "
+            raise ConfigError(f"model.flavor: unknown flavor {show(flavor)} for {name}; "
                               f"allowed: {', '.join(cls._flavors[name])}")
         return {"flavor": flavor, **cls._flavors[name][flavor]}
 
@@ -146,7 +153,7 @@ class OptimConfig:
 
     def validate(self, prefix: str) -> None:
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"{prefix}.betas: expected two numbers in [0, 1), got {self.betas}")
+            raise ConfigError(f"{prefix}.betas: expected two numbers in [0, 1), got {show(self.betas)}")
 
 
 @dataclass
@@ -217,6 +224,18 @@ class Config:
 
 
 # ----------------------------------------------------------------------------- parsing
+MESSAGE_VALUE_CHARS = 200  # a value quoted in an error message is cut to this many characters
+
+
+def show(value: Any, limit: int = MESSAGE_VALUE_CHARS) -> str:
+    """`repr(value)` for an error message, shortened: a config value can be huge (or recursive)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -235,13 +254,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _coerce(value, inner[0], key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {show(value)}")
         args = typing.get_args(tp)
         item_tp = args[0] if args else Any
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {show(value)}")
         return dict(value)
     if tp is Any:
         return value
@@ -250,19 +269,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in YAML11_BOOLS:
             return YAML11_BOOLS[value.lower()]
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {show(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {show(value)}")
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
@@ -273,7 +292,7 @@ def _pick_variant(cls: type, data: dict, key: str) -> type:
     name = data.get("name", default)
     found = cls.find_variant(name)
     if found is None:
-        raise ConfigError(f"{key}.name: unknown {key} {name!r}; allowed: {', '.join(sorted(cls._variants))}")
+        raise ConfigError(f"{key}.name: unknown {key} {show(name)}; allowed: {', '.join(sorted(cls._variants))}")
     return found
 
 
@@ -281,7 +300,7 @@ def from_dict(cls: type, data: dict | None, key: str = "") -> Any:
     """Build dataclass `cls` from a plain mapping, strictly. `key` is the dotted prefix for messages."""
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"{key or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{key or 'config'}: expected a mapping, got {show(data)}")
     cls = _pick_variant(cls, data, key)
     if issubclass(cls, Variant):
         data = {**cls.presets(data), **data}
@@ -318,11 +337,11 @@ def _check_bounds(value: Any, meta: Any, key: str) -> None:
     if value is None:  # an Optional field left unset
         return
     if choices and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+        raise ConfigError(f"{key}: {show(value)} is not allowed; allowed: {', '.join(map(str, choices))}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{key}: {value!r} is below the minimum {lo}")
+        raise ConfigError(f"{key}: {show(value)} is below the minimum {lo}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{key}: {value!r} is above the maximum {hi}")
+        raise ConfigError(f"{key}: {show(value)} is above the maximum {hi}")
 
 
 def to_dict(obj: Any) -> Any:
@@ -344,34 +363,97 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, resolving `_base_: other.yaml` (relative to the file) by deep merge."""
+MAX_YAML_NODES = 100_000  # nodes a YAML document may expand to, aliases counted at every use
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    pass
+
+
+class BudgetLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases expand past MAX_YAML_NODES nodes (an
+    "alias bomb": 500 bytes that expand to 10^9 list items) or refer to themselves."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """Nodes of `node` with every alias expanded, counted without expanding (shared nodes counted once
+    per use, from `sizes`); YAMLTooLarge past the budget or on a node that contains itself."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise YAMLTooLarge("a YAML alias refers to a node that contains it (recursive structure)")
+    open_.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    total = 1 + sum(_expanded_size(child, sizes, open_) for child in children)
+    open_.discard(id(node))
+    if total > MAX_YAML_NODES:
+        raise YAMLTooLarge(f"aliases expand the document past {MAX_YAML_NODES} values")
+    sizes[id(node)] = total
+    return total
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """YAML text -> Python data (safe types only, bounded alias expansion); ConfigError naming `where`."""
+    try:
+        return yaml.load(text, Loader=BudgetLoader)
+    except YAMLTooLarge as err:
+        raise ConfigError(f"{where}: refused: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}{line}: invalid YAML ({show(getattr(err, 'problem', None) or err)})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: refused: YAML nested too deeply") from None
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML mapping, resolving `_base_: other.yaml` (or a list of files, merged in order; paths
+    relative to the file) by deep merge: the file's own keys win."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    real = path.resolve()
+    if real in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain[_chain.index(real):], real))
+        raise ConfigError(f"{path}: _base_ include cycle ({cycle})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from None
+    data = load_yaml_text(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = data.pop("_base_", None)
-    if base:
-        data = _deep_merge(read_yaml(path.parent / base), data)
-    return data
+    bases = [base] if isinstance(base, str) else base
+    if base is not None and not (isinstance(bases, list) and all(isinstance(b, str) and b for b in bases)):
+        raise ConfigError(f"{path}: _base_: expected a file name or a list of file names, got {show(base)}")
+    merged: dict = {}
+    for name in bases or []:
+        merged = _deep_merge(merged, read_yaml(path.parent / name, (*_chain, real)))
+    return _deep_merge(merged, data) if merged else data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.lr=3e-4` -> (['train', 'lr'], 0.0003). Values are parsed as YAML scalars."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=3e-3")
+        raise ConfigError(f"override {show(text)}: expected key=value, e.g. optim.lr=3e-3")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key")
+        raise ConfigError(f"override {show(text)}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.load(raw, Loader=BudgetLoader) if raw != "" else ""
+    except YAMLTooLarge as err:
+        raise ConfigError(f"override {show(text)}: refused: {err}") from None
     except yaml.YAMLError:
         value = raw
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
@@ -396,7 +478,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
+                raise ConfigError(f"override {show(text)}: {part} is not a section")
         if path[-1] == "name" and len(path) == 2 and path[0] in variants and node.get("name", value) != value:
             # Switching a variant drops the old variant's fields that the new one may not know.
             node.clear()
@@ -445,7 +527,7 @@ def explain_sections(section: str | None = None) -> list[str]:
 
     every = {**typing.get_type_hints(Config), **SECTIONS}
     if section is not None and section not in every:
-        raise ConfigError(f"config explain: unknown section {section!r}; allowed: {', '.join(every)}")
+        raise ConfigError(f"config explain: unknown section {show(section)}; allowed: {', '.join(every)}")
     lines = []
     for name, cls in every.items():
         if section not in (None, name):
