@@ -1,14 +1,41 @@
 """What `r1 export` runs: ONNX export, or ONNX then a TensorRT engine."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from r1.errors import ConfigError
 
 
+SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan")}
+SOURCE_FILES = ("model.safetensors", "model.json", "config.yaml", "metrics.json", "checkpoints")
+
+
 def default_out(model: Path, suffix: str) -> Path:
     base = model if model.is_dir() else model.parent
     return base / f"model{suffix}"
+
+
+def check_out(model: Path, out: Path, fmt: str) -> None:
+    """The export target must carry the format's suffix, must not be a file of the source artifact
+    (its weights, model.json, a checkpoint: overwriting those loses the model) and must be writable."""
+    if out.suffix not in SUFFIXES[fmt]:
+        raise ConfigError(f"--out: {out} must end with {' or '.join(SUFFIXES[fmt])} for --format {fmt}")
+    base = model if model.is_dir() else model.parent
+    sources = ([] if model.is_dir() else [model]) + [base / name for name in SOURCE_FILES]
+    for src in sources:
+        if src.exists() and out.exists() and out.samefile(src) or _inside(out, src):
+            raise ConfigError(f"--out: {out} would overwrite the source model's {src.name}; choose another path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out: cannot create {out.parent} ({err.strerror or err})") from None
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"--out: cannot write {out} ({'a directory' if out.is_dir() else 'not writable'})")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder.is_dir() and os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
 
 
 def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | None = None,
@@ -22,19 +49,23 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     if fmt == "onnx":
         if model.suffix == ".onnx":
             raise ConfigError(f"{model}: already ONNX; export takes a run dir or .safetensors")
-        return export_onnx(model, out or default_out(model, ".onnx"), dynamic_batch=dynamic_batch,
+        out = out or default_out(model, ".onnx")
+        check_out(model, out, fmt)
+        return export_onnx(model, out, dynamic_batch=dynamic_batch,
                            opset=opset, options=options)
 
     from r1.export.tensorrt import build_engine, require_tensorrt
 
+    out = out or (model.with_suffix(".engine") if model.suffix == ".onnx" else default_out(model, ".engine"))
+    check_out(model, out, fmt)
     require_tensorrt()  # fail before a slow ONNX export on machines without a GPU
     if model.suffix == ".onnx":
         onnx_path = model
     else:
-        onnx_path = (out or default_out(model, ".engine")).with_suffix(".onnx")
+        onnx_path = out.with_suffix(".onnx")
         export_onnx(model, onnx_path, dynamic_batch=True, opset=opset, options=options)
     calibration = _calibration_batches(model) if int8 else None
-    return build_engine(onnx_path, out or onnx_path.with_suffix(".engine"), fp16=fp16, int8=int8,
+    return build_engine(onnx_path, out, fp16=fp16, int8=int8,
                         calibration=calibration, min_batch=1, opt_batch=max(1, max_batch // 4),
                         max_batch=max_batch)
 

@@ -35,6 +35,7 @@ from r1.evaluate import evaluate, get_evaluator
 from r1.family import get_family
 from r1.registry import build_model, get_entry, list_models
 from r1.train import distributed as D
+from r1.train import rundir
 from r1.train.callbacks import Callback, StepFunction, WrapModel, config_callbacks
 from r1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from r1.train.hardware import memory_mb, pick_device, resolve_amp, set_threads
@@ -74,7 +75,7 @@ class Trainer:
         self.dist = D.init_distributed(self.device)
         self.threads = set_threads(cfg.run.threads, self.dist.local_world)
         self.dir = cfg.run.resolved_dir()
-        self._check_run_dir(resume)
+        self.run_lock = rundir.claim(self.dir, resume, self.dist.is_main)  # checks, then an exclusive lock
         self.writer = setup_run_logging(self.dir, self.dist.is_main)
         seed_everything(cfg.run.seed)
         self.data = build_data(cfg.data, cfg.run.seed)
@@ -105,14 +106,6 @@ class Trainer:
             cb.on_setup(self)
 
     # ------------------------------------------------------------------ set-up
-    def _check_run_dir(self, resume: bool) -> None:
-        last = self.dir / "checkpoints" / "last.pt"
-        if resume and not last.is_file():
-            raise ConfigError(f"--resume: no checkpoint at {last}")
-        if not resume and last.is_file():
-            raise ConfigError(f"run dir {self.dir} already holds a run; pass --resume to continue it "
-                              "or choose another run.dir")
-
     def _merged(self, hook: str, *args) -> dict:
         out = {}
         for cb in self.callbacks:
@@ -381,6 +374,8 @@ class Trainer:
             if self.writer:
                 self.writer.close()
         history.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
         D.barrier(self.dist)
         D.cleanup(self.dist)
         return metrics
