@@ -6,7 +6,6 @@ from pathlib import Path
 
 from r1.errors import ConfigError
 
-
 SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan")}
 SOURCE_FILES = ("model.safetensors", "model.json", "config.yaml", "metrics.json", "checkpoints")
 

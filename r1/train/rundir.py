@@ -85,8 +85,9 @@ def check_foreign(run_dir: Path) -> None:
     entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
     if entries and not is_r1_dir(run_dir):
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise ConfigError(f"run.dir: {run_dir} is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: {shown}) and is not an R1 "
-                          "run directory; choose a new or empty directory")
+        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        raise ConfigError(f"run.dir: {run_dir} is not empty ({count}: {shown}) and is not an R1 run directory; "
+                          "choose a new or empty directory")
 
 
 def check_state(run_dir: Path, resume: bool) -> None:
