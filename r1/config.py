@@ -183,6 +183,9 @@ class TrainConfig:
     monitor_mode: str = opt("auto", "Whether larger or smaller monitor values are better.", choices=("auto", "max", "min"))
     patience: int = opt(0, "Early stopping: evaluations without improvement before stopping. 0: off.", min=0)
     max_nonfinite: int = opt(5, "Abort after this many non-finite losses in a row (each such step is skipped).", min=1)
+    max_bad_batches: float = opt(0.5, "Abort (exit 3, bad data) when more than this share of an epoch's training "
+                                      "micro-batches has no decodable sample (also after an epoch's worth in a row); "
+                                      "unreadable files are skipped, each logged once.", min=0.0, max=1.0)
     init_from: str = opt("", "Run directory or .safetensors whose weights initialise the model (no training state).")
     ewc_from: str = opt("", "Continual learning: a run dir (or its ewc.safetensors) of an earlier stage trained with "
                             "ewc_samples > 0; adds the loss `ewc` = ewc_lambda/2 * sum F_i (theta_i - theta*_i)^2. "

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
 from r1.data.det_transforms import DetDataConfig, build_transforms, det_collate, make_sample, preprocess_meta
+from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
 from r1.models.det.config import COCOConfig, DigitScenesConfig, VOCConfig
 
@@ -54,7 +55,7 @@ class DetDataset(Dataset):
             with Image.open(path) as im:
                 return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
         except (OSError, ValueError, SyntaxError) as err:
-            log.warning("skipping unreadable image %s (%s)", path, err)
+            UNREADABLE.note(path, err)
             return None
 
     def __getitem__(self, i: int):
@@ -91,18 +92,37 @@ def _image_size(path: Path, stats: Counter) -> tuple[int, int] | None:
         return None
 
 
-def _finish(name: str, split: str, records: list[Record], stats: Counter, where: Path) -> list[Record]:
+DROPPED = ("degenerate boxes dropped", "boxes of unlisted classes dropped", "boxes of unknown images dropped",
+           "difficult boxes dropped")
+
+
+def _finish(name: str, split: str, records: list[Record], stats: Counter, where: Path,
+            train: bool = False) -> list[Record]:
+    """Count (into `stats`), log and check one split: no images, or a training split without a single
+    usable box, is a DataError with the counts; dropped boxes are a warning (and `data/train_*` metrics)."""
     stats["images"] = len(records)
     stats["boxes"] = sum(len(r.labels) for r in records)
     stats["images without boxes"] = sum(len(r.labels) == 0 for r in records)
-    log.info("%s %s: %s", name, split, ", ".join(f"{v} {k}" for k, v in stats.items()))
+    counts = ", ".join(f"{v} {k}" for k, v in stats.items() if v)
+    log.info("%s %s: %s", name, split, counts)
     if not records:
-        raise DataError(f"{where}: no usable images in the {split} split")
+        raise DataError(f"{where}: no usable images in the {split} split ({counts})")
+    dropped = sum(stats[k] for k in DROPPED)
+    if train and stats["boxes"] == 0:
+        raise DataError(f"{where}: no usable boxes in the {split} split, nothing to learn ({counts})")
+    if dropped:
+        log.warning("%s %s: %d of %d boxes dropped (%s); see %s", name, split, dropped, dropped + stats["boxes"],
+                    ", ".join(f"{stats[k]} {k}" for k in DROPPED if stats[k]), where)
     return records
 
 
+def _train_stats(stats: Counter) -> dict[str, int]:
+    """The training split's counts as `data/train_*` metrics."""
+    return {f"train_{k.replace(' ', '_')}": int(v) for k, v in stats.items()}
+
+
 def _bundle(cfg: DetDataConfig, name: str, splits: dict[str, list[Record] | None], classes: list[str],
-            extra_meta: dict | None = None) -> DataBundle:
+            extra_meta: dict | None = None, stats: dict[str, int] | None = None) -> DataBundle:
     train_tf, eval_tf = build_transforms(cfg, train=True), build_transforms(cfg, train=False)
 
     def ds(key, train):
@@ -111,7 +131,8 @@ def _bundle(cfg: DetDataConfig, name: str, splits: dict[str, list[Record] | None
 
     meta = {"task": "det", "dataset": name, "classes": list(classes), "num_classes": len(classes),
             "preprocess": preprocess_meta(cfg), **(extra_meta or {})}
-    return DataBundle(ds("train", True), ds("val", False), ds("test", False), "det", meta, det_collate)
+    return DataBundle(ds("train", True), ds("val", False), ds("test", False), "det", meta, det_collate,
+                      stats=stats or {})
 
 
 def _resolve(root: str, path: str) -> Path:
@@ -159,7 +180,7 @@ def voc(cfg: VOCConfig, seed: int) -> DataBundle:
               for k, s in names.items() if s}
     classes = list(cfg.classes) or sorted({n for p in parsed.values() for a in p.values() for n in a[0]})
     index = {c: i for i, c in enumerate(classes)}
-    splits = {}
+    splits, every = {}, {}
     for key, anns in parsed.items():
         stats, records = Counter(), []
         for n, (img_id, (objs, boxes, difficult, filename)) in enumerate(anns.items()):
@@ -179,8 +200,9 @@ def voc(cfg: VOCConfig, seed: int) -> DataBundle:
                 ok &= ~np.array(difficult, dtype=bool)
             labels = np.array([index.get(o, -1) for o in objs], dtype=np.int64)[ok]
             records.append(Record(path, boxes[ok], labels, n + 1, hw))
-        splits[key] = _finish("voc", names[key], records, +stats, root)
-    return _bundle(cfg, "voc", splits, classes)
+        splits[key] = _finish("voc", names[key], records, stats, root, train=key == "train")
+        every[key] = stats
+    return _bundle(cfg, "voc", splits, classes, stats=_train_stats(every["train"]))
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -192,21 +214,32 @@ def load_coco_json(path: Path) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: malformed COCO annotation file (invalid JSON: {err})") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
-        raise DataError(f"{path}: malformed COCO annotation file (needs 'images' and 'categories' lists)")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{path}: malformed COCO annotation file (needs an 'images' list)")
+    if not isinstance(data.get("categories"), list):
+        raise DataError(f"{path}: malformed COCO annotation file: no 'categories' list (each class as "
+                        '{"id": <int>, "name": <str>}; the classes come from it)')
     try:
-        for im in data["images"]:
-            int(im["id"]), str(im["file_name"])
-        for c in data["categories"]:
-            int(c["id"]), str(c["name"])
-        for a in data.get("annotations", []):
-            int(a["image_id"]), int(a["category_id"])
+        for n, im in enumerate(data["images"]):
+            _int_id(im["id"], f"images[{n}].id"), str(im["file_name"])
+        for n, c in enumerate(data["categories"]):
+            _int_id(c["id"], f"categories[{n}].id"), str(c["name"])
+        for n, a in enumerate(data.get("annotations", [])):
+            _int_id(a["image_id"], f"annotations[{n}].image_id")
+            _int_id(a["category_id"], f"annotations[{n}].category_id")
             if len(a["bbox"]) != 4:
                 raise ValueError("bbox must have 4 numbers")
             [float(v) for v in a["bbox"]]
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path}: malformed COCO annotation file ({type(err).__name__}: {err})") from None
     return data
+
+
+def _int_id(value, where: str) -> int:
+    """COCO ids are integers: a string id ("3") would silently match nothing."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where} must be an integer, got {value!r:.40}")
+    return value
 
 
 def _coco_records(data: dict, images_dir: Path, cat_index: dict[int, int], stats: Counter) -> list[Record]:
@@ -243,6 +276,9 @@ def coco(cfg: COCOConfig, seed: int) -> DataBundle:
     loaded = {k: (_resolve(cfg.root, im), load_coco_json(_resolve(cfg.root, ann)))
               for k, (im, ann) in split_files.items() if ann}
     cats = sorted(loaded["train"][1]["categories"], key=lambda c: c["id"])
+    if not cats:
+        raise DataError(f"{_resolve(cfg.root, cfg.train_ann)}: 'categories' is empty; list each class as "
+                        '{"id": <int>, "name": <str>}')
     if cfg.classes:
         by_name = {c["name"]: c["id"] for c in cats}
         missing = [n for n in cfg.classes if n not in by_name]
@@ -253,13 +289,13 @@ def coco(cfg: COCOConfig, seed: int) -> DataBundle:
     else:
         cat_ids, classes = [c["id"] for c in cats], [c["name"] for c in cats]
     cat_index = {cid: i for i, cid in enumerate(cat_ids)}
-    splits = {}
+    splits, every = {}, {}
     for key, (images_dir, data) in loaded.items():
-        stats = Counter()
-        splits[key] = _finish("coco", key, _coco_records(data, images_dir, cat_index, stats), +stats,
-                              _resolve(cfg.root, split_files[key][1]))
+        stats = every[key] = Counter()
+        splits[key] = _finish("coco", key, _coco_records(data, images_dir, cat_index, stats), stats,
+                              _resolve(cfg.root, split_files[key][1]), train=key == "train")
     # category_ids maps training indices back to the annotation file's ids (for results JSON).
-    return _bundle(cfg, "coco", splits, classes, {"category_ids": cat_ids})
+    return _bundle(cfg, "coco", splits, classes, {"category_ids": cat_ids}, _train_stats(every["train"]))
 
 
 # ----------------------------------------------------------------------------- digit scenes

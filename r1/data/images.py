@@ -12,6 +12,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from r1.data import DataBundle, register_data, skip_none_collate
+from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
 from r1.models.cls.config import DigitsConfig, ImageFolderConfig
 
@@ -98,8 +99,8 @@ class CheckedImageFolder(datasets.ImageFolder):
     def __getitem__(self, i: int):
         try:
             return super().__getitem__(i)
-        except (OSError, UnidentifiedImageError) as err:  # passed verify() but fails to decode (truncated)
-            log.warning("%s: skipped, cannot decode (%s)", self.samples[i][0], err)
+        except (OSError, UnidentifiedImageError, ValueError) as err:  # passed verify(), fails to decode (truncated)
+            UNREADABLE.note(self.samples[i][0], err)
             return None  # dropped by `skip_none_collate`
 
 
@@ -115,6 +116,24 @@ class Transformed(Dataset):
     def __getitem__(self, i: int):
         item = self.base[self.indices[i]]
         return None if item is None else (self.transform(item[0]), item[1])
+
+
+def _check_classes(root: Path, classes: list[str], folder: CheckedImageFolder, train_indices: list[int]) -> None:
+    """Every class needs readable images: an empty class (or one of only broken files) is a class the model
+    is asked to predict but can never learn (DataError); one without training images after the split is
+    a warning."""
+    have = np.bincount(np.asarray(folder.targets, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, have) if n == 0]
+    if empty:
+        broken = {c: sum(Path(p).relative_to(folder.root).parts[0] == c for p in folder.skipped) for c in empty}
+        detail = ", ".join(f"{c!r} ({broken[c]} unreadable file(s) skipped)" if broken[c] else repr(c) for c in empty)
+        raise DataError(f"{folder.root}: class(es) without readable images: {detail}; add images or remove the "
+                        f"folder(s) ({len(classes) - len(empty)} of {len(classes)} classes have images)")
+    in_train = set(folder.targets[i] for i in train_indices)
+    unseen = [c for i, c in enumerate(classes) if i not in in_train]
+    if unseen:
+        log.warning("%s: class(es) %s have no image in the training split (all went to val/test); the model "
+                    "cannot learn them", root, ", ".join(unseen))
 
 
 @register_data("imagefolder", ImageFolderConfig)
@@ -149,6 +168,7 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
                         f"{', '.join(datasets.folder.IMG_EXTENSIONS)})")
     if len(val) == 0:
         raise DataError(f"{root}: the validation split is empty; add images or raise data.val_frac")
+    _check_classes(root, classes, folders[0], train.indices)
     skipped = sum(len(f.skipped) for f in folders if f is not None)
     return DataBundle(train, val, test, "cls", _meta(classes, size), skip_none_collate,
                       stats={"skipped_images": skipped})

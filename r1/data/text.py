@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -76,10 +77,29 @@ def read_docs(spec: str, text_key: str = "text", unit: str = "file") -> list[str
         if f.suffix == ".jsonl":
             docs += [str(r[text_key]) for r in _read_jsonl(f, text_key)]
         else:
-            docs += _split_doc(f.read_text(encoding="utf-8", errors="replace"), unit)
+            text = f.read_text(encoding="utf-8", errors="replace")
+            check_text(f, text)
+            docs += _split_doc(text, unit)
     if not docs:
         raise DataError(f"data.path: no text found in {spec}")
     return docs
+
+
+MAX_BINARY_SHARE = 0.05  # of a text file's characters that may be undecodable bytes or control characters
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffd]")
+
+
+def check_text(path: Path, text: str, sample: int = 1 << 20) -> None:
+    """DataError for a file that is not text (random bytes decode to U+FFFD and control characters):
+    a language model would train on noise without a word of warning."""
+    head = text[:sample]
+    if not head:
+        return
+    bad = len(_CONTROL.findall(head))
+    if bad > MAX_BINARY_SHARE * len(head):
+        raise DataError(f"{path}: not text: {bad / len(head):.0%} of its first {len(head)} characters are "
+                        f"undecodable bytes or control characters (limit {MAX_BINARY_SHARE:.0%}); "
+                        "give UTF-8 text files")
 
 
 def source_identity(spec: str) -> dict:

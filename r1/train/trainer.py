@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from r1.artifacts import load_weights, save_artifact
 from r1.config import Config, save_config, to_dict
 from r1.data import DataBundle, build_data
+from r1.data.unreadable import DecodeGuard, describe
 from r1.errors import ConfigError, TrainingAborted
 from r1.evaluate import evaluate, get_evaluator
 from r1.family import get_family
@@ -85,6 +86,7 @@ class Trainer:
         self.student = getattr(self.model, "student", self.model)  # what is evaluated and saved (wrappers expose it)
         self.micro_bs = self._micro_batch_size()
         self.train_loader = self.loader(self.data.train, train=True)
+        self.decode_guard = DecodeGuard(len(self.train_loader), cfg.train.max_bad_batches, describe(cfg.data))
         self.steps_per_epoch = max(1, len(self.train_loader.sampler) // (self.micro_bs * cfg.train.accum_steps))
         self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
         self.opt = build_optimizer(self.model, cfg.optim)
@@ -186,7 +188,8 @@ class Trainer:
             sampler.set_epoch(self.state["epoch"], self.state["pos"])
             for batch in self.train_loader:
                 self.state["pos"] += self.micro_bs
-                yield batch
+                if self.decode_guard.passes(batch, self.state["epoch"]):  # DataError when nothing decodes
+                    yield batch
             self.state["pos"] = sampler.per_rank  # epoch done
 
     def to_device(self, x):
@@ -213,9 +216,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         parts: dict[str, torch.Tensor] = {}
         for i in range(cfg.accum_steps):
-            batch = next(batches)
-            while batch is None:  # every item of the micro-batch was unreadable
-                batch = next(batches)
+            batch = next(batches)  # never None: _batches skips micro-batches with nothing decodable
             for k, v in self._forward(batch, sync=i == cfg.accum_steps - 1).items():
                 parts[k] = parts.get(k, 0.0) + v / cfg.accum_steps
         loss = sum(parts.values())
@@ -362,7 +363,7 @@ class Trainer:
             metrics.update({"train/steps": self.state["step"], "train/time_s": round(self.state["time"], 2),
                             "train/cpu_s": round(self.state.get("cpu", 0.0), 2),
                             "train/nonfinite_skipped": self.state["nonfinite_total"]})
-            metrics.update({f"data/{k}": v for k, v in self.data.stats.items()})
+            metrics.update({f"data/{k}": v for k, v in self.data.stats.items()}, **self.decode_guard.metrics())
             final = self.eval_model()
             for cb in self.callbacks:
                 final = cb.on_finish(self, final)
