@@ -8,15 +8,18 @@ Format versions: `r1-model/2` (current) adds `r1_version` (the R1 that wrote it)
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
 from r1 import __version__
-from r1.config import ModelConfig, from_dict, to_dict
-from r1.errors import ConfigError
+from r1.config import ModelConfig, from_dict, show, to_dict
+from r1.errors import ConfigError, DataError
 from r1.registry import build_model, get_entry
 
 FORMAT = "r1-model/2"
@@ -66,15 +69,45 @@ def _with_weights(model: nn.Module, state_dict: dict) -> nn.Module:
 
 
 def read_info(path: str | Path) -> dict:
+    """model.json beside the weights, checked: DataError (exit 3) naming the file and the problem when it
+    is not JSON, not an object, lacks a key, or names a family other than its model's."""
     weights = resolve_weights(path)
     info_path = weights.with_name("model.json")
     if not info_path.is_file():
         raise ConfigError(f"{info_path}: missing; it holds the model config needed to rebuild {weights.name}")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{info_path}: not valid JSON ({_first_line(err)})") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{info_path}: expected a JSON object, got {type(info).__name__}")
     if info.get("format") not in READABLE:
-        raise ConfigError(f"{info_path}: unknown format {info.get('format')!r}; this R1 ({__version__}) reads "
+        raise ConfigError(f"{info_path}: unknown format {show(info.get('format'))}; this R1 ({__version__}) reads "
                           f"{', '.join(READABLE)}")
+    _check_info(info, info_path)
     return info
+
+
+def _check_info(info: dict, where: Path) -> None:
+    kinds = {"family": str, "model": dict, "meta": dict}
+    for key, kind in kinds.items():
+        if not isinstance(info.get(key), kind):
+            raise DataError(f"{where}: key {key!r} missing or not a{'n object' if kind is dict else ' string'} "
+                            f"(got {show(info.get(key))})")
+    if not isinstance(info["model"].get("name"), str):
+        raise DataError(f"{where}: model.name missing")
+    try:
+        family = get_entry(info["model"]["name"]).family
+    except ConfigError as err:
+        raise DataError(f"{where}: {err}") from None
+    if info["family"] != family:
+        raise DataError(f"{where}: family {show(info['family'])} does not match model {info['model']['name']}, "
+                        f"a {family}-family model")
+    size = info["meta"].get("preprocess", {}).get("size") if isinstance(info["meta"].get("preprocess"), dict) else None
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise DataError(f"{where}: meta.preprocess.size must be two positive integers [height, width], got "
+                        f"{show(size)}")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", **fields) -> nn.Module:
@@ -93,12 +126,14 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> tu
     (e.g. a classifier for another class count) are skipped and reported. Returns (missing, skipped)."""
     p = Path(path)
     if p.is_dir() or p.suffix == ".safetensors":
-        state = load_file(str(resolve_weights(p)))
+        state = read_safetensors(resolve_weights(p))
     elif p.is_file():
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = load_pickle_safely(p)
         state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
     else:
         raise ConfigError(f"weights not found: {path}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{path}: not a state dict of tensors")
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     if strict and skipped:
@@ -111,6 +146,34 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> tu
         if really:
             raise ConfigError(f"{path}: missing weights (e.g. {really[0]})")
     return list(missing), skipped
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file's tensors; DataError naming the file when it is truncated or not safetensors."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable safetensors file ({_first_line(err)}); truncated or not "
+                        "written by safetensors?") from None
+
+
+def load_pickle_safely(path: Path):
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never code; DataError naming the
+    file when it holds anything else (a crafted pickle) or is damaged."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        why = next((line.strip() for line in str(err).splitlines()  # torch names the blocked global there
+                    if "GLOBAL" in line), "it holds more than tensors and containers")
+        raise DataError(f"{path}: refused: not a plain tensor checkpoint, loading it would run pickled code "
+                        f"({why[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: unreadable checkpoint ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__
 
 
 def _is_tied(model: nn.Module, key: str, loaded: dict) -> bool:

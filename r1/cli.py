@@ -123,7 +123,7 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
 def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, .onnx or TensorRT engine"),
             images: list[Path] = typer.Argument(..., help="Image files"),
             out: Optional[Path] = typer.Option(None, help="Directory for annotated PNGs (detection)"),
-            top_k: int = typer.Option(3, help="Classes shown per image (classification)"),
+            top_k: int = typer.Option(3, min=1, help="Classes shown per image (classification)"),
             draw_threshold: float = typer.Option(0.3, min=0.0, max=1.0,
                                                  help="Detection, with --out: draw boxes scoring at least this"),
             coco_json: Optional[Path] = typer.Option(None, "--coco-json",

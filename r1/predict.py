@@ -22,7 +22,9 @@ def open_image(path) -> Image.Image:
             return im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: refused: {err}") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise DataError(f"{path}: not a readable image ({err})") from None
 
 

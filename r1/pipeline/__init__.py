@@ -64,11 +64,22 @@ class _Clock:
                 f"{format_duration(self.elapsed())}, ETA {format_duration(eta) if eta is not None else 'unknown'}")
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
+def _read(path: Path, warn: bool = True) -> dict | None:
+    """A stage's JSON record; None when absent, or (with a warning) when damaged, e.g. truncated by a
+    crash while it was written: the stage then counts as not finished and runs again."""
+    if not path.is_file():
         return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        data, why = None, f"unreadable ({err})"
+    else:
+        why = "not a stage record"
+    if isinstance(data, dict) and (path.name == PENDING or "output" in data):
+        return data
+    if warn:
+        log.warning("%s: %s; the stage is taken as not finished", path, why)
+    return None
 
 
 def _set_aside(out_dir: Path) -> Path:
@@ -93,7 +104,7 @@ def _finished(out_dir: Path, stage, fp: str, record: dict) -> dict | None:
 def _clear_stale(out_dir: Path, stage, fp: str, record: dict) -> None:
     """Set aside a finished run with other settings, or an interrupted one with other settings; an
     interrupted run with these settings stays and continues (its checkpoints/last.pt)."""
-    done, pending = _read(out_dir / MARKER), _read(out_dir / PENDING)
+    done, pending = _read(out_dir / MARKER, warn=False), _read(out_dir / PENDING)
     if done or (out_dir.exists() and (pending or {}).get("fingerprint") != fp):
         reason = why_changed((done or pending or {}).get("record"), record)
         old = _set_aside(out_dir)

@@ -54,4 +54,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The checkpoint's tensors and containers only (`weights_only`); DataError when it holds anything else."""
+    from r1.artifacts import load_pickle_safely
+
+    return load_pickle_safely(path)
