@@ -138,3 +138,14 @@ def test_random_bytes_as_lm_text_is_exit_3(tmp_path):
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"error: {noise}: not text: 55% of its first ")
+
+
+def test_coco_image_truncated_after_its_header_is_skipped_and_noted_once(tmp_path):
+    write_coco(tmp_path, COCO_OK)
+    bundle = coco_bundle(tmp_path)
+    _truncated_jpeg(tmp_path / "img" / "x.jpg", np.random.default_rng(0))  # the header still reads
+    UNREADABLE.reset()
+    assert bundle.train[0] is None and bundle.train[0] is None
+    assert list(UNREADABLE.errors) == [str(tmp_path / "img" / "x.jpg")]
+    assert bundle.collate([bundle.train[0]]) is None
+    UNREADABLE.reset()
