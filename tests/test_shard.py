@@ -77,6 +77,30 @@ def test_zero1_two_procs_equal_one_then_resume_with_one(reference, tmp_path):
     _same_weights(run_dir, reference)
 
 
+@pytest.mark.integration
+def test_two_local_nodes_over_loopback(reference, tmp_path):
+    """The multi-node launch (`torchrun --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT`, one
+    command per machine) with two "machines" on 127.0.0.1, one process each."""
+    args = ["-m", "r1.cli", "train", "configs/cls/digits.yaml",
+            *tiny_cls_overrides(tmp_path / "nodes", **OVER, **{"train.max_steps": 8}), "train.parallel=fsdp",
+            "--no-progress"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+              "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29546", "--rdzv-id=r1-test-nodes", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        outs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outs]
+    assert "x 2 procs" in (tmp_path / "nodes" / "log.txt").read_text()
+    assert _losses(tmp_path / "nodes") == pytest.approx(_losses(reference), abs=1e-5)
+    _same_weights(tmp_path / "nodes", reference)
+
+
 def test_parallel_modes_resolve():
     from r1.errors import ConfigError
     from r1.train.sharding import resolve_parallel

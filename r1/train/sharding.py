@@ -11,6 +11,10 @@ Shard units (fsdp): a model may define `shard_units() -> list[nn.Module]` (e.g. 
 otherwise every member of the model's `nn.ModuleList`s (a transformer's blocks) is one unit; the
 root module holds the rest (embeddings, heads).
 
+Launch (one machine): `torchrun --nproc_per_node=N -m r1.cli train CONFIG train.parallel=fsdp`. Several
+machines: the same command on each, with `--nnodes=M --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT
+--rdzv-id=JOB` (HOST: any one of the machines, reachable from all; NCCL on GPUs, gloo on CPUs).
+
 Checkpoints never depend on the mode: `state_dicts` gathers the full model and the optimizer
 state in `torch.optim.Optimizer.state_dict()` form (parameters numbered in optimizer order) on
 rank 0, and `load_state_dicts` shards such a full state again, so that `checkpoints/last.pt` of a
