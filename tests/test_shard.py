@@ -78,14 +78,20 @@ def test_zero1_two_procs_equal_one_then_resume_with_one(reference, tmp_path):
 
 
 @pytest.mark.integration
-def test_two_local_nodes_over_loopback(reference, tmp_path):
-    """The multi-node launch (`torchrun --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT`, one
-    command per machine) with two "machines" on 127.0.0.1, one process each."""
-    args = ["-m", "r1.cli", "train", "configs/cls/digits.yaml",
-            *tiny_cls_overrides(tmp_path / "nodes", **OVER, **{"train.max_steps": 8}), "train.parallel=fsdp",
-            "--no-progress"]
+def test_lm_sharded_per_block_on_two_local_nodes_over_loopback(tmp_path):
+    """R1-LM (tiny) under fsdp, one shard unit per block, launched as on two machines
+    (`torchrun --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT`, one command per machine)
+    with both "machines" on 127.0.0.1, one process each: the losses of one process."""
+    (tmp_path / "a.txt").write_text("".join(chr(97 + (i * 7 + i // 13) % 26) for i in range(6000)))
+    over = ["model.name=r1_lm", "model.flavor=tiny", "data.name=text", f"data.path={tmp_path / 'a.txt'}",
+            "data.block_size=32", "data.batch_size=8", "data.dedup=none", f"data.cache_dir={tmp_path / 'cache'}",
+            "train.max_steps=4", "train.eval_every=4", "train.log_every=1", "run.threads=1", "train.amp=off"]
+    args = ["train", "configs/lm/shakespeare-char.yaml", *over, "--no-progress"]
+    one = run_r1(*args, f"run.dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-              "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29546", "--rdzv-id=r1-test-nodes", *args]
+              "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29546", "--rdzv-id=r1-test-nodes",
+              "-m", "r1.cli", *args, f"run.dir={tmp_path / 'nodes'}", "train.parallel=fsdp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -96,9 +102,27 @@ def test_two_local_nodes_over_loopback(reference, tmp_path):
             if node.poll() is None:
                 node.kill()
     assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outs]
-    assert "x 2 procs" in (tmp_path / "nodes" / "log.txt").read_text()
-    assert _losses(tmp_path / "nodes") == pytest.approx(_losses(reference), abs=1e-5)
-    _same_weights(tmp_path / "nodes", reference)
+    log = (tmp_path / "nodes" / "log.txt").read_text()
+    assert "x 2 procs" in log and "fsdp: 4 shard units + root over 2 ranks" in log  # tiny: 3 blocks, 1 fusion
+    assert _losses(tmp_path / "nodes") == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)
+    _same_weights(tmp_path / "nodes", tmp_path / "one")
+
+
+def test_shard_units_are_blocks_and_stages():
+    import r1.models
+    from r1.registry import build_model
+    from r1.train.sharding import shard_units
+
+    r1.models.load_all()
+
+    def units(name, **kw):
+        model = build_model(name, flavor="tiny", num_classes=10, **kw)
+        names = {id(m): n for n, m in model.named_modules()}
+        return [names[id(u)] for u in shard_units(model)]
+
+    assert units("r1_lm", fusion=False) == ["blocks.0", "blocks.1", "blocks.2"]  # exit heads (ModuleDict) stay at the root
+    assert units("resnet") == ["net.layer1", "net.layer2", "net.layer3", "net.layer4"]
+    assert units("mlp") == []  # one Sequential holding everything: the root is the only unit
 
 
 def test_parallel_modes_resolve():

@@ -7,9 +7,9 @@
     fsdp   FSDP2 (`torch.distributed.fsdp.fully_shard`): parameters, gradients and optimizer
            state sharded 1/N; each shard unit is gathered only around its own forward/backward
 
-Shard units (fsdp): a model may define `shard_units() -> list[nn.Module]` (e.g. a CNN's stages);
-otherwise every member of the model's `nn.ModuleList`s (a transformer's blocks) is one unit; the
-root module holds the rest (embeddings, heads).
+Shard units (fsdp): a model may define `shard_units() -> list[nn.Module]`; otherwise each member
+of an `nn.ModuleList` (a transformer's blocks) and each `nn.Sequential` (a CNN's stages) below the
+root is one unit (`shard_units`); the root module holds the rest (embeddings, stems, heads).
 
 Launch (one machine): `torchrun --nproc_per_node=N -m r1.cli train CONFIG train.parallel=fsdp`. Several
 machines: the same command on each, with `--nnodes=M --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT
@@ -52,13 +52,33 @@ def resolve_parallel(mode: str, world: int) -> str:
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
-    """The submodules FSDP shards one by one (the root shards the rest)."""
+    """The submodules FSDP shards one by one (the root shards the rest): `model.shard_units()` when
+    defined; else the outermost containers below the root: each member of an `nn.ModuleList` (a
+    transformer's blocks) and each `nn.Sequential` (a CNN's stages), except a container holding
+    every parameter (an MLP's one `Sequential`), which is looked into instead; `nn.ModuleDict`s
+    stay with the root. A unit's parameters are gathered only around its own `forward`: a model
+    that reads a submodule's weights otherwise must list its units itself."""
     if hasattr(model, "shard_units"):
         return list(model.shard_units())
+    total = sum(1 for p in model.parameters() if p.requires_grad)
     units: list[nn.Module] = []
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList):
-            units.extend(m for m in module if any(p.requires_grad for p in m.parameters()))
+
+    def trainable(m: nn.Module) -> int:
+        return sum(1 for p in m.parameters() if p.requires_grad)
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            n = trainable(child)
+            if n == 0 or isinstance(child, nn.ModuleDict):  # looked up by key, maybe read without forward
+                continue
+            if isinstance(child, nn.ModuleList) and n < total:
+                units.extend(m for m in child if trainable(m))
+            elif isinstance(child, nn.Sequential) and n < total:
+                units.append(child)
+            else:
+                visit(child)
+
+    visit(model)
     return units
 
 
