@@ -234,7 +234,7 @@ def _split_args(args: list[str], command: str, usage: str, most: int) -> tuple[l
 
 
 @app.command("export")
-def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors, or (for tensorrt) an .onnx"),
+def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors, or (for tensorrt, triton) an .onnx"),
                overrides: Optional[list[str]] = typer.Argument(None, help="export.KEY=VALUE, e.g. export.opset=17"),
                config: Optional[Path] = CONFIG_FILE,
                format: Optional[str] = typer.Option(None, "--format", help=_help("export", "format")),

@@ -176,4 +176,5 @@ def write_repository(onnx_path: Path, repo: Path, settings: TritonSettings, sour
             "labels": str(model_dir / LABELS) if classes else None,
             "inputs": {s.name: [s.data_type, s.dims] for s in inputs},
             "outputs": {s.name: [s.data_type, s.dims] for s in outputs},
-            "checked_with_triton_proto": checked, "serve": f"tritonserver --model-repository {repo}"}
+            "checked_with_triton_proto": checked, "serve": f"tritonserver --model-repository {repo}",
+            "perf": f"perf_analyzer -m {name} -b 1 --concurrency-range 1:8"}
