@@ -234,7 +234,7 @@ def _split_args(args: list[str], command: str, usage: str, most: int) -> tuple[l
 
 
 @app.command("export")
-def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors, or (for tensorrt) an .onnx"),
+def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors, or (for tensorrt, triton) an .onnx"),
                overrides: Optional[list[str]] = typer.Argument(None, help="export.KEY=VALUE, e.g. export.opset=17"),
                config: Optional[Path] = CONFIG_FILE,
                format: Optional[str] = typer.Option(None, "--format", help=_help("export", "format")),
@@ -246,7 +246,7 @@ def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensor
                fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help=_help("export", "fp16")),
                int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=_help("export", "int8")),
                max_batch: Optional[int] = typer.Option(None, help=_help("export", "max_batch"))):
-    """Export to ONNX (verified against torch with onnxruntime on another batch size) or TensorRT.
+    """Export to ONNX (verified against torch with onnxruntime on another batch size), TensorRT or a Triton repository.
 
     Settings: flags > export.KEY=VALUE > --config FILE > defaults (`r1 config explain export`)."""
     from r1.config_commands import load_section
@@ -259,7 +259,7 @@ def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensor
     _console_logging()
     typer.echo(json.dumps(run_export(model, cfg.format, cfg.dynamic_batch, cfg.opset,
                                      Path(cfg.out) if cfg.out else None, cfg.nms, cfg.fp16, cfg.int8,
-                                     cfg.max_batch), indent=2))
+                                     cfg.max_batch, triton=cfg.triton_settings()), indent=2))
 
 
 @app.command("serve")

@@ -191,6 +191,12 @@ class TrainConfig:
                             "ewc_samples > 0; adds the loss `ewc` = ewc_lambda/2 * sum F_i (theta_i - theta*_i)^2. "
                             "Empty: no penalty.")
     ewc_lambda: float = opt(1.0, "EWC strength lambda (Fisher of per-sample mean losses).", min=0.0)
+    parallel: str = opt("auto", "Multi-process training under torchrun: ddp (every rank holds the model and optimizer "
+                        "state), zero1 (DDP + ZeroRedundancyOptimizer: optimizer state sharded 1/N), fsdp (FSDP2 "
+                        "fully_shard per block / stage: parameters, gradients and optimizer state sharded 1/N), "
+                        "none (one process). auto: ddp under torchrun, none in one process; a sharded mode in "
+                        "one process trains unsharded (checkpoints resume across modes and process counts).",
+                        choices=("auto", "none", "ddp", "fsdp", "zero1"))
     ewc_samples: int = opt(0, "After training, estimate the diagonal Fisher on this many training samples (one "
                               "backward each) and save it with the weights as ewc.safetensors, for a later stage's "
                               "ewc_from (summed with this stage's own ewc_from Fisher). 0: none.", min=0)

@@ -60,15 +60,39 @@ class ServeConfig:
 
 @dataclass
 class ExportConfig:
-    format: str = opt("onnx", "Output format.", choices=("onnx", "tensorrt"))
-    dynamic_batch: bool = opt(True, "ONNX: dynamic batch dimension.")
+    format: str = opt("onnx", "Output format: onnx, tensorrt (an engine), triton (a Triton model repository around "
+                      "the ONNX model: <out>/<name>/config.pbtxt, 1/model.onnx, labels.txt).",
+                      choices=("onnx", "tensorrt", "triton"))
+    dynamic_batch: bool = opt(True, "ONNX: dynamic batch dimension (always on for triton).")
     opset: Optional[int] = opt(None, "ONNX opset. null: the exporter's default.", min=7)
-    out: str = opt("", "Output file. Empty: model.onnx / model.engine beside the model.")
+    out: str = opt("", "Output file (triton: the repository folder). Empty: model.onnx / model.engine / triton/ "
+                   "beside the model.")
     nms: bool = opt(False, "Detection: NMS inside the graph; outputs boxes, scores, labels, num_dets "
                     "(fixed size, padded; see the r1.det metadata).")
     fp16: bool = opt(False, "TensorRT: FP16 kernels.")
     int8: bool = opt(False, "TensorRT: INT8 (calibrated on the model's val data).")
-    max_batch: int = opt(32, "TensorRT: profile max batch (min 1, opt max/4).", min=1)
+    max_batch: int = opt(32, "TensorRT: profile max batch (min 1, opt max/4). Triton: max_batch_size.", min=1)
+    triton_name: str = opt("", "Triton: model name in the repository. Empty: the run dir's name.")
+    triton_preferred_batch: list[int] = opt([], "Triton dynamic batching: preferred batch sizes. Empty: powers of "
+                                                "two from 4 up to max_batch.")
+    triton_queue_delay_us: int = opt(500, "Triton dynamic batching: max queue delay in microseconds.", min=0)
+    triton_instance: str = opt("cpu", "Triton instance_group kind: cpu (KIND_CPU) or gpu (KIND_GPU).",
+                               choices=("cpu", "gpu"))
+    triton_instances: int = opt(1, "Triton instance_group count (model instances per device).", min=1)
+
+    def triton_settings(self):
+        from r1.export.triton import TritonSettings
+
+        preferred = self.triton_preferred_batch or auto_preferred(self.max_batch)
+        return TritonSettings(name=self.triton_name, max_batch_size=self.max_batch,
+                              preferred_batch_sizes=tuple(preferred), max_queue_delay_us=self.triton_queue_delay_us,
+                              instance_kind=self.triton_instance, instance_count=self.triton_instances)
+
+
+def auto_preferred(max_batch: int) -> list[int]:
+    """Powers of two from 4 up to max_batch (just max_batch when it is below 4)."""
+    sizes = [2 ** k for k in range(2, 16) if 2 ** k <= max_batch]
+    return sizes or [max_batch]
 
 
 @dataclass

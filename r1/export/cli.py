@@ -1,4 +1,4 @@
-"""What `r1 export` runs: ONNX export, or ONNX then a TensorRT engine."""
+"""What `r1 export` runs: ONNX export, then optionally a TensorRT engine or a Triton model repository."""
 from __future__ import annotations
 
 import os
@@ -39,12 +39,15 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | None = None,
                out: Path | None = None, nms: bool = False, fp16: bool = False, int8: bool = False,
-               max_batch: int = 32) -> dict:
+               max_batch: int = 32, triton=None) -> dict:
+    """`triton`: `r1.export.triton.TritonSettings` for fmt="triton" (None: defaults, max_batch_size=max_batch)."""
     from r1.export.onnx import export_onnx
 
-    if fmt not in ("onnx", "tensorrt"):
-        raise ConfigError(f"--format: {fmt!r} is not allowed; allowed: onnx, tensorrt")
+    if fmt not in ("onnx", "tensorrt", "triton"):
+        raise ConfigError(f"--format: {fmt!r} is not allowed; allowed: onnx, tensorrt, triton")
     options = {"nms": True} if nms else {}
+    if fmt == "triton":
+        return _export_triton(model, out, opset, options, triton, max_batch)
     if fmt == "onnx":
         if model.suffix == ".onnx":
             raise ConfigError(f"{model}: already ONNX; export takes a run dir or .safetensors")
@@ -67,6 +70,26 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     return build_engine(onnx_path, out, fp16=fp16, int8=int8,
                         calibration=calibration, min_batch=1, opt_batch=max(1, max_batch // 4),
                         max_batch=max_batch)
+
+
+def _export_triton(model: Path, out: Path | None, opset: int | None, options: dict, settings, max_batch: int) -> dict:
+    import tempfile
+
+    from r1.config_commands import auto_preferred
+    from r1.export.onnx import export_onnx
+    from r1.export.triton import TritonSettings, write_repository
+
+    if settings is None:
+        settings = TritonSettings(max_batch_size=max_batch, preferred_batch_sizes=tuple(auto_preferred(max_batch)))
+    settings.validate()
+    repo = out or default_out(model, "").with_name("triton")
+    if model.suffix == ".onnx":  # an existing export: checked and copied as it is
+        return write_repository(model, repo, settings, source=model)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_onnx(model, Path(tmp) / "model.onnx", dynamic_batch=True, opset=opset, options=options)
+        report.update(write_repository(Path(tmp) / "model.onnx", repo, settings, source=model))
+    report["path"] = report["onnx"]
+    return report
 
 
 def _calibration_batches(model: Path, batches: int = 16):

@@ -43,6 +43,7 @@ from r1.train.hardware import memory_mb, pick_device, resolve_amp, set_threads
 from r1.train.logs import StepLog, setup_run_logging
 from r1.train.optim import build_optimizer, build_scheduler
 from r1.train.sampler import ResumableSampler, SeededItems
+from r1.train.sharding import Sharding, resolve_parallel
 
 log = logging.getLogger("r1.train")
 
@@ -74,6 +75,7 @@ class Trainer:
         self.callbacks += [StepFunction(on_step)] if on_step else []
         self.device = pick_device(cfg.run.device, D.env_local_rank())
         self.dist = D.init_distributed(self.device)
+        self.sharding = Sharding(resolve_parallel(cfg.train.parallel, self.dist.world), self.dist, self.device)
         self.threads = set_threads(cfg.run.threads, self.dist.local_world)
         self.dir = cfg.run.resolved_dir()
         self.run_lock = rundir.claim(self.dir, resume, self.dist.is_main)  # checks, then an exclusive lock
@@ -89,14 +91,15 @@ class Trainer:
         self.decode_guard = DecodeGuard(len(self.train_loader), cfg.train.max_bad_batches, describe(cfg.data))
         self.steps_per_epoch = max(1, len(self.train_loader.sampler) // (self.micro_bs * cfg.train.accum_steps))
         self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
-        self.opt = build_optimizer(self.model, cfg.optim)
+        self.model = self.sharding.shard_model(self.model, cfg)
+        self.opt = self.sharding.wrap_optimizer(build_optimizer(self.model, cfg.optim))
         self.sched = build_scheduler(self.opt, cfg.sched, self.total_steps)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = (AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                                   use_buffers=True) if cfg.train.ema else None)
         self.ddp = (DDP(self.model, **D.ddp_kwargs(self.device), **self._merged("ddp_kwargs"))
-                    if self.dist.enabled else None)
+                    if self.sharding.uses_ddp else None)
         ev = get_evaluator(self.family)
         self.monitor = cfg.train.monitor or ev.monitor
         self.mode = ev.mode if cfg.train.monitor_mode == "auto" else cfg.train.monitor_mode
@@ -152,30 +155,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _training_state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+        """Full state (gathered from the shards under train.parallel=fsdp/zero1: every rank calls this)."""
+        model_sd, optim_sd = self.sharding.state_dicts(self.model, self.opt)
+        return {"model": model_sd, "optimizer": optim_sd,
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else {}, "rng": rng_state(),
-                "trainer": dict(self.state)}
+                "trainer": dict(self.state, world=self.dist.world)}
 
     def _save_last(self) -> None:
+        state = self._training_state()
         if self.dist.is_main:
-            save_checkpoint(self._training_state(), self.dir / "checkpoints" / "last.pt")
+            save_checkpoint(state, self.dir / "checkpoints" / "last.pt")
 
     def _load_state(self) -> None:
         ckpt = load_checkpoint(self.dir / "checkpoints" / "last.pt")
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sharding.load_state_dicts(self.model, self.opt, ckpt["model"], ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema:
             self.ema.load_state_dict(ckpt["ema"])
-        self.state.update(ckpt["trainer"])
+        saved = dict(ckpt["trainer"])
+        saved["pos"] = saved["pos"] * saved.pop("world", self.dist.world) // self.dist.world  # samples per rank
+        self.state.update(saved)
         set_rng_state(ckpt["rng"])
         log.info("resumed from %s at step %d (epoch %d, sample %d)", self.dir / "checkpoints" / "last.pt",
                  self.state["step"], self.state["epoch"], self.state["pos"])
 
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema else self.student
+        if self.ema:
+            return self.ema.module
+        full = self.sharding.full  # fsdp: the unsharded copy (rank 0)
+        return self.student if full is None else getattr(full, "student", full)
 
     # ------------------------------------------------------------------ loop
     def _batches(self):
@@ -198,7 +208,7 @@ class Trainer:
     def _forward(self, batch, sync: bool) -> dict[str, torch.Tensor]:
         inputs, targets = self.to_device(batch)
         net = self.ddp or self.model
-        ctx = net.no_sync() if (self.ddp is not None and not sync) else contextlib.nullcontext()
+        ctx = self.sharding.grad_sync(self.ddp, self.model, sync)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
         with ctx, autocast:
@@ -223,6 +233,7 @@ class Trainer:
         self.scaler.unscale_(self.opt)
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # fsdp: a DTensor
         bad = not (math.isfinite(float(loss)) and math.isfinite(float(grad_norm)))
         if D.any_rank(bad, self.dist):
             return self._skip_nonfinite(float(loss))
@@ -274,6 +285,7 @@ class Trainer:
     def _eval_and_checkpoint(self, history) -> bool:
         """Validate (rank 0), keep best weights, save last.pt; True when early stopping triggers."""
         stop = False
+        self.sharding.refresh_full(self.model)
         if self.dist.is_main:
             self._before_eval(final=False)
             metrics = self._evaluate("val")
@@ -353,6 +365,7 @@ class Trainer:
 
     def _finish(self, history) -> dict[str, float]:
         metrics: dict[str, float] = {}
+        self.sharding.refresh_full(self.model)
         if self.dist.is_main:
             best = self.dir / "checkpoints" / "best.pt"
             if best.is_file():
