@@ -125,7 +125,7 @@ class SortOfClevrConfig(DataConfig):
     questions: str = opt("all", "Questions kept: all, relational only or non-relational only.",
                          choices=("all", "relational", "nonrelational"))
     tokenizer: str = opt("char", "Question tokenizer, built from the question templates.", choices=("char", "bpe"))
-    vocab_size: int = opt(300, "BPE vocabulary size (tokenizer=bpe; the byte alphabet alone is 256).", min=257)
+    vocab_size: int = opt(400, "BPE vocabulary size (tokenizer=bpe; the byte alphabet alone is 256).", min=257)
 
 
 variant(ModelConfig, "r1_mm", flavors=R1MM_FLAVORS)(R1MMConfig)

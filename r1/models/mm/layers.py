@@ -204,8 +204,8 @@ class MoE(nn.Module):
 
     A linear router scores E experts per token; the k best are run and their outputs mixed with
     the renormalised router probabilities. Each expert takes at most
-    capacity = ceil(capacity_factor * N * k / E) tokens (first come, first served over the k
-    choices in order); a token over capacity gets nothing from that expert. The load-balancing
+    capacity = ceil(capacity_factor * N * k / E) tokens in training (first come, first served over
+    the k choices in order); a token over capacity gets nothing from that expert. The load-balancing
     loss (Switch Transformer) is E * sum_e f_e * P_e with f_e the share of routed slots that went
     to expert e and P_e its mean router probability: 1.0 for a uniform router, larger when skewed.
     Each token costs k expert MLPs instead of E: `flops_ratio` = k / E of a dense layer with all experts.
@@ -228,7 +228,9 @@ class MoE(nn.Module):
         return self.top_k / self.experts
 
     def capacity(self, n_tokens: int) -> int:
-        if self.capacity_factor <= 0:
+        """Tokens one expert takes in training; evaluation has no limit, so that an answer never
+        depends on the other samples of its batch."""
+        if self.capacity_factor <= 0 or not self.training:
             return n_tokens
         return max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / self.experts))
 

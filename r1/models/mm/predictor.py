@@ -55,6 +55,8 @@ class VQAPredictor:
         """Questions -> padded token ids (B, T) and mask; DataError when one has no known token."""
         ids = []
         for text in texts:
+            if not text.strip():
+                raise DataError("text: empty question")
             if self.meta.get("text", {}).get("lowercase"):
                 text = text.lower()
             tok = self.tokenizer.encode(text.strip())
