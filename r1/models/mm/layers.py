@@ -50,11 +50,13 @@ class ImageEncoder(nn.Module):
     """3x3 stride-2 stem, then one stride-2 MobileNetV3 inverted residual per further width
     (75 -> 38 -> 19 -> 10 -> 5 for four widths), one stride-1 inverted residual with squeeze-excite,
     then `late_blocks` residual 3x3 blocks at that resolution, the last `deform_layers` of them
-    deformable. -> feature map (B, C, h, w): the grid of image tokens."""
+    deformable. `coords`: x, y coordinate channels appended to the input (CoordConv).
+    -> feature map (B, C, h, w): the grid of image tokens."""
 
-    def __init__(self, channels: list[int], late_blocks: int, deform_layers: int):
+    def __init__(self, channels: list[int], late_blocks: int, deform_layers: int, coords: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [ConvBNAct(3, channels[0], 3, 2, act="hswish")]
+        self.coords = coords
+        layers: list[nn.Module] = [ConvBNAct(5 if coords else 3, channels[0], 3, 2, act="hswish")]
         for c_in, c_out in zip(channels, channels[1:]):
             layers.append(InvertedResidual(c_in, 3 * c_in, c_out, 3, 2, se=False, act="hswish"))
         c = channels[-1]
@@ -65,6 +67,10 @@ class ImageEncoder(nn.Module):
         self.out_channels = c
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.coords:
+            B, _, H, W = images.shape
+            xy = grid_coords(H, W, images.device).to(images.dtype).t().reshape(1, 2, H, W).expand(B, -1, -1, -1)
+            images = torch.cat([images, xy], 1)
         return self.body(images)
 
 

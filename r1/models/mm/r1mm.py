@@ -89,7 +89,7 @@ class R1MM(nn.Module):
             raise ConfigError("model.num_classes: the answer vocabulary is unknown (0); set it or use an mm data kind")
         self.cfg = cfg
         D = cfg.dim
-        self.image = ImageEncoder(cfg.channels, cfg.late_blocks, cfg.deform_layers)
+        self.image = ImageEncoder(cfg.channels, cfg.late_blocks, cfg.deform_layers, cfg.coords)
         self.image_proj = nn.Conv2d(self.image.out_channels, D, 1)
         self.image_pos = nn.Linear(2, D)  # cell coordinates -> position embedding (any grid size)
         self.text = TextEncoder(cfg.vocab_size or PLACEHOLDER_VOCAB, D, cfg.heads, cfg.text_layers,
