@@ -53,7 +53,7 @@ def test_losses_logits_backward(name):
     assert get_entry(name).doc
 
 
-@pytest.mark.parametrize("fields", [{"deform_layers": 0}, {"ffn": "dense"}, {"fusion": "sum"}, {"coords": False},
+@pytest.mark.parametrize("fields", [{"deform_layers": 0}, {"ffn": "dense"}, {"fusion": "sum"}, {"coords": False}, {"film": True},
                                     {"share_cross": True, "align_weighting": True, "align_weight": 0.0}])
 def test_r1_mm_options(fields):
     model = build("r1_mm", **fields).train()
@@ -66,6 +66,8 @@ def test_r1_mm_options(fields):
     if fields.get("share_cross"):
         assert model.cross[0].t2i is model.cross[1].t2i
         assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in build("r1_mm").parameters())
+    if fields.get("film"):
+        assert model.film is not None and float(model.film.weight.grad.abs().sum()) > 0
     if "coords" in fields:
         assert model.image.body[0][0].in_channels == 3  # no coordinate channels
     if fields.get("deform_layers") == 0:

@@ -36,6 +36,8 @@ class MMBaseConfig(ModelConfig):
 class R1MMConfig(MMBaseConfig):
     coords: bool = opt(True, "Append x and y coordinate channels to the image (CoordConv): image tokens know "
                              "where they are to sub-cell precision (left/top and distance questions).")
+    film: bool = opt(False, "Question-conditioned feature modulation of the image tokens before the cross layers "
+                            "(FiLM: v * (1 + gamma(q)) + beta(q), q the pooled question; starts as identity).")
     late_blocks: int = opt(2, "Residual 3x3 blocks at the lowest resolution (the image-token grid).", min=0)
     deform_layers: int = opt(1, "How many of the late blocks (the last ones) are deformable (torchvision "
                                 "DeformConv2d, learned offsets + mask; ~10-50x a plain conv on CPU, so only at "

@@ -94,6 +94,10 @@ class R1MM(nn.Module):
         self.image_pos = nn.Linear(2, D)  # cell coordinates -> position embedding (any grid size)
         self.text = TextEncoder(cfg.vocab_size or PLACEHOLDER_VOCAB, D, cfg.heads, cfg.text_layers,
                                 cfg.max_len or 64, cfg.dropout)
+        self.film = nn.Linear(D, 2 * D) if cfg.film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         n_pairs = 1 if cfg.share_cross else cfg.cross_layers
         pairs = [(CrossAttention(D, cfg.heads, cfg.dropout), CrossAttention(D, cfg.heads, cfg.dropout))
                  for _ in range(n_pairs)]
@@ -117,6 +121,9 @@ class R1MM(nn.Module):
         v = fmap.flatten(2).transpose(1, 2) + self.image_pos(grid_coords(h, w, fmap.device)).to(fmap.dtype)
         t = self.text(tokens, mask)
         out = {"text0": masked_mean(t, mask), "image0": v.mean(1), "mask": mask}
+        if self.film is not None:
+            gamma, beta = self.film(out["text0"]).unsqueeze(1).chunk(2, dim=-1)
+            v = v * (1 + gamma) + beta
         balance = v.new_zeros(())
         hidden = []
         for layer in self.cross:
