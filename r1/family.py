@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from r1.errors import ConfigError, Unavailable
 
-INPUT_KINDS = ("image", "text")
+INPUT_KINDS = ("image", "text", "image+text")
 
 
 @dataclass
@@ -62,7 +62,7 @@ class FamilySpec:
     evaluate: Any  # (model, loader, meta, device, out_dir) -> {metric: value} (keys without split prefix)
     monitor: str  # the metric that picks the best checkpoint by default
     mode: str  # "max" or "min": which monitor values are better
-    inputs: str = "image"  # what predict / serve / bench feed the model: "image" or "text"
+    inputs: str = "image"  # what predict / serve / bench feed the model: "image", "text" or "image+text"
     io: Any = None  # FamilyIO, for image families
     predictor: Any = None  # a class with `load(path, runtime, threads)`: the family's own Predictor
     export: Any = None  # ExportHook; None: the family has no ONNX export
@@ -80,6 +80,8 @@ class FamilySpec:
             raise ValueError(f"family {self.name}: inputs must be one of {INPUT_KINDS}, got {self.inputs!r}")
         if self.inputs == "image" and self.io is None:
             raise ValueError(f"family {self.name}: an image family needs `io` (FamilyIO)")
+        if self.inputs == "image+text" and self.predictor is None:
+            raise ValueError(f"family {self.name}: an image+text family needs its own `predictor`")
 
     def hook(self, name: str, what: str = ""):
         """The hook `name`, imported if given as "module:attribute"; Unavailable when the family has none."""
