@@ -57,8 +57,8 @@ def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, to
 
     predictor = Predictor.load(model_path, runtime=runtime, threads=threads)
     if predictor.inputs != "image":
-        raise ConfigError(f"{model_path}: this model takes {predictor.inputs}, not image files "
-                          f"(use `r1 generate` for language models)")
+        hint = {"text": "; use `r1 generate`"}.get(predictor.inputs, "; use r1.load(...).predict in Python or `r1 serve`")
+        raise ConfigError(f"{model_path}: this model takes {predictor.inputs} inputs, not image files alone{hint}")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(paths), batch_size):
