@@ -57,7 +57,7 @@ def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, to
 
     predictor = Predictor.load(model_path, runtime=runtime, threads=threads)
     if predictor.inputs != "image":
-        hint = {"text": "; use `r1 generate`"}.get(predictor.inputs, "; use r1.load(...).predict in Python or `r1 serve`")
+        hint = {"text": "; use `r1 generate`"}.get(predictor.inputs, "; use r1.load(...).predict in Python")
         raise ConfigError(f"{model_path}: this model takes {predictor.inputs} inputs, not image files alone{hint}")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
