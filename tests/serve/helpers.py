@@ -85,3 +85,43 @@ class FakeLoader:
         if self.fail:
             raise RuntimeError(self.fail)
         return FakePredictor(self.delay)
+
+
+class FakeTextPredictor:
+    """A text-in, text-out stand-in: prompt "boom" raises, "nan" returns a NaN score, "slow" runs
+    for `slow_s` seconds checking `r1.cancel` (a long generation), anything else echoes."""
+
+    family, runtime, inputs = "fake-lm", "fake", "text"
+
+    def __init__(self, delay: float = 0.0, slow_s: float = 20.0):
+        self.delay, self.slow_s = delay, slow_s
+
+    def generate(self, text, max_new_tokens=64, temperature=0.8, top_k=0, top_p=1.0, seed=None, chat=None):
+        from r1 import cancel
+
+        time.sleep(self.delay)
+        if text == "boom":
+            raise RuntimeError("boom")
+        if text == "slow":
+            end = time.monotonic() + self.slow_s
+            while time.monotonic() < end:
+                cancel.check()
+                time.sleep(0.01)
+        rec = {"text": text[::-1], "prompt_tokens": len(text), "context_tokens": len(text),
+               "generated_tokens": len(text), "finish_reason": "length", "seed": seed or 0}
+        if text == "nan":
+            rec["score"] = float("nan")
+        return rec
+
+    def warmup(self, runs=1, batch_sizes=(1,)):
+        pass
+
+
+class FakeTextLoader:
+    """A picklable loader of FakeTextPredictor(delay, slow_s)."""
+
+    def __init__(self, delay: float = 0.0, slow_s: float = 20.0):
+        self.delay, self.slow_s = delay, slow_s
+
+    def __call__(self, cfg):
+        return FakeTextPredictor(self.delay, self.slow_s)
