@@ -135,7 +135,13 @@ def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, 
     records = []
     for record in predict_files(model, images, out_dir=out, top_k=top_k,
                                 draw_options={"score_thresh": draw_threshold}):
-        typer.echo(json.dumps(record))
+        try:
+            line = json.dumps(record, allow_nan=False)
+        except ValueError:  # NaN is not JSON: broken weights or a preprocess std of 0
+            from r1.errors import NonFiniteOutput
+            raise NonFiniteOutput(f"{record.get('file', model)}: the model's output is not finite (NaN/inf); "
+                                  f"its weights or preprocessing (std 0?) are broken") from None
+        typer.echo(line)
         records.append(record)
     if coco_json is not None:
         from r1.predict import write_results

@@ -17,6 +17,9 @@ import multiprocessing as mp
 import signal
 import time
 
+from r1.errors import NonFiniteOutput
+from r1.serve.work import is_finite
+
 log = logging.getLogger(__name__)
 
 
@@ -29,11 +32,49 @@ class WorkerDied(RuntimeError):
 
 
 def load_and_warm(loader, cfg):
-    """-> (predictor, seconds) for `cfg`, warmed at every batch size the server will run."""
+    """-> (predictor, seconds) for `cfg`, warmed at every batch size the server will run and
+    checked to answer with finite numbers (NonFiniteOutput: the server stays not ready, with why)."""
     t0 = time.perf_counter()
     p = loader(cfg)
     p.warmup(cfg.warmup_runs, tuple(sorted({1, cfg.max_batch})))
+    check_finite(p, cfg)
     return p, time.perf_counter() - t0
+
+
+def _finite(value) -> bool:
+    """No NaN/inf in tensors, arrays, numbers, or lists/dicts of them."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return is_finite(value)
+
+
+def check_finite(predictor, cfg) -> None:
+    """Image models: a mid-grey image through preprocess, forward and postprocess must stay finite
+    (NaN weights, a preprocessing std of 0). Text models check their logits as they sample
+    (`r1.lm.generate.sample_next`), so their warm-up has raised already."""
+    if predictor.inputs != "image":
+        return
+    from PIL import Image
+
+    _, h, w = predictor.input_shape
+    image = Image.new("RGB", (w, h), (128, 128, 128))
+    batch = predictor.preprocess([image])
+    if not _finite(batch):
+        raise NonFiniteOutput("preprocessing gives non-finite values (NaN/inf): is a preprocess std 0 in "
+                              "model.json?")
+    outputs = predictor.forward(batch)
+    if not _finite(outputs) or not _finite(predictor.postprocess(outputs, top_k=cfg.top_k, images=[image])):
+        raise NonFiniteOutput("the model's outputs are not finite (NaN/inf) on a plain grey image: its weights "
+                              "are broken")
 
 
 def describe(predictor, seconds: float) -> dict:

@@ -52,17 +52,21 @@ class FakePredictor:
 
     family, runtime, inputs, input_shape = "cls", "fake", "image", (3, 8, 8)
 
-    def __init__(self, delay: float = 0.0):
-        self.delay, self.batches = delay, []
+    def __init__(self, delay: float = 0.0, nan_width: int = 0):
+        self.delay, self.batches, self.nan_width = delay, [], nan_width
         self.meta = {"classes": ["a", "b"], "preprocess": {"size": [8, 8], "mean": [0.5] * 3, "std": [0.5] * 3}}
 
     def preprocess(self, images):
-        return np.zeros((len(images), 3, 8, 8), np.float32)
+        out = np.zeros((len(images), 3, 8, 8), np.float32)
+        out[:, 0, 0, 0] = [im.width for im in images]  # forward answers NaN for images `nan_width` wide
+        return out
 
     def forward(self, batch):
         self.batches.append(len(batch))
         time.sleep(self.delay)
-        return np.tile(np.array([[2.0, 1.0]], np.float32), (len(batch), 1))
+        out = np.tile(np.array([[2.0, 1.0]], np.float32), (len(batch), 1))
+        out[batch[:, 0, 0, 0] == self.nan_width] = np.nan
+        return out
 
     def postprocess(self, outputs, top_k=3, images=None):
         from r1.models.cls.family import classification_records
@@ -76,15 +80,17 @@ class FakeLoader:
     """A picklable loader (it runs in the worker process): waits for `wait_file` to exist, fails
     with `fail` when set, else returns a FakePredictor(delay)."""
 
-    def __init__(self, delay: float = 0.0, wait_file: str | None = None, fail: str | None = None):
-        self.delay, self.wait_file, self.fail = delay, wait_file, fail
+    def __init__(self, delay: float = 0.0, wait_file: str | None = None, fail: str | None = None,
+                 nan_width: int = 0, fail_file: str | None = None):
+        self.delay, self.wait_file, self.fail, self.nan_width = delay, wait_file, fail, nan_width
+        self.fail_file = fail_file  # fail once this file exists (a restart that cannot load)
 
     def __call__(self, cfg):
         while self.wait_file and not os.path.exists(self.wait_file):
             time.sleep(0.02)
-        if self.fail:
-            raise RuntimeError(self.fail)
-        return FakePredictor(self.delay)
+        if self.fail or (self.fail_file and os.path.exists(self.fail_file)):
+            raise RuntimeError(self.fail or "weights vanished")
+        return FakePredictor(self.delay, self.nan_width)
 
 
 class FakeTextPredictor:
