@@ -10,9 +10,13 @@ batcher, then stops the worker. Every error is a JSON `ErrorResponse`; bad input
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import re
+import socket
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -41,6 +45,25 @@ class _State:
         self.ready, self.load_error, self.load_seconds = False, None, None
 
 
+def model_name(path: str) -> str:
+    """The name responses give the served model: `runs/digits`, `runs/digits/model.safetensors`,
+    `runs/digits/onnx/model-<hash>.onnx` -> "digits"; `exports/net.onnx` -> "net"."""
+    p = Path(path).resolve() if path else Path("model")
+    if p.suffix:
+        if not p.stem.startswith("model"):
+            return p.stem
+        p = p.parent.parent if p.parent.name == "onnx" else p.parent
+    return p.name or "model"
+
+
+_ABS_PATH = re.compile(r"(?<![\w.~/-])/(?:[^\s/:'\"(),]+/)*([^\s/:'\"(),]+)")
+
+
+def redact_paths(text: str) -> str:
+    """Absolute paths -> their last part: errors that clients see never show the server's files."""
+    return _ABS_PATH.sub(r"\1", text)
+
+
 def _default_loader(cfg: ServeConfig):
     from r1.export.runtime import Predictor
 
@@ -53,6 +76,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     cfg.validate()
     st = _State(cfg)
     loader = loader or _default_loader
+    name = model_name(cfg.model)  # what responses say: never the server's file paths
 
     def worker_died(err: WorkerDied) -> None:
         st.ready, st.load_error = False, str(err)
@@ -83,8 +107,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
                 st.info = describe(predictor, seconds)
                 run_batch = lambda tasks: run_tasks(predictor, tasks, cfg.max_pixels)  # noqa: E731
         except Exception as err:  # reported by /readyz; the process stays up for /healthz
-            st.load_error = f"{type(err).__name__}: {err}"
-            log.error("model load failed: %s", st.load_error)
+            log.error("model load failed: %s: %s", type(err).__name__, err)
+            st.load_error = redact_paths(f"{type(err).__name__}: {err}")
             return
         st.load_seconds = st.info["load_seconds"]
         st.batcher = DynamicBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
@@ -148,7 +172,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     async def readyz():
         if st.ready and st.worker is not None and not st.worker.proc.is_alive():  # died while idle
             worker_died(WorkerDied(f"inference process exited (exit code {st.worker.proc.exitcode})"))
-        body = Ready(ready=st.ready, model=cfg.model, runtime=cfg.runtime,
+        body = Ready(ready=st.ready, model=name, runtime=cfg.runtime,
                      family=st.info.get("family"), load_seconds=st.load_seconds,
                      detail=st.load_error or (None if st.ready else "loading"))
         return JSONResponse(body.model_dump(), status_code=200 if st.ready else 503)
@@ -190,7 +214,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             raise ApiError(*result[1:])
         # A Response skips FastAPI's re-validation of the body (the schema still documents it in
         # /docs): a measurable share of the per-request CPU at small models.
-        return JSONResponse({"model": cfg.model, "family": family, "runtime": st.info["runtime"],
+        return JSONResponse({"model": name, "family": family, "runtime": st.info["runtime"],
                              "latency_ms": round((time.perf_counter() - t0) * 1000, 3), "result": result[1]})
 
     # outermost first: metrics, body limit, then POST /v1/predict past FastAPI's routing
@@ -241,10 +265,36 @@ def check_model(cfg: ServeConfig) -> None:
         check_runtime(read_info(cfg.model)["family"], cfg.runtime)
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (ConfigError, exit 2, naming the port when it is taken or
+    the address cannot be used), bound before the model loads so that a taken port fails fast."""
+    from r1.errors import ConfigError
+
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ConfigError(f"--host {host!r}: not an address this machine can listen on ({err})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as err:
+        sock.close()
+        why = "already in use by another process; pick another --port" if err.errno == errno.EADDRINUSE \
+            else err.strerror
+        raise ConfigError(f"--port {port}: cannot listen on {host}:{port}: {why}") from None
+    return sock
+
+
 def serve(cfg: ServeConfig, log_level: str = "info") -> None:
     """Run the app with uvicorn (blocking) on cfg.host:cfg.port."""
     import uvicorn
 
+    sock = bind_socket(cfg.host, cfg.port)
     # Access logs cost ~0.1 ms of event-loop CPU per request: off unless asked for.
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level=log_level, access_log=cfg.access_log,
-                timeout_graceful_shutdown=max(5, int(cfg.timeout_ms / 1000) + 1))
+    config = uvicorn.Config(create_app(cfg), log_level=log_level, access_log=cfg.access_log,
+                            timeout_graceful_shutdown=max(5, int(cfg.timeout_ms / 1000) + 1))
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

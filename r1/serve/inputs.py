@@ -142,6 +142,11 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             raise ApiError(413, "image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
         if w < 1 or h < 1:
             raise ApiError(400, "bad_image", f"image has no pixels ({w}x{h})")
+        if im.format == "JPEG" and len(data) * 8 < -(-w // 8) * -(-h // 8):
+            # Huffman-coded JPEG spends at least one bit per 8x8 block: a header claiming more blocks
+            # than the data has bits is forged or truncated (libjpeg would pad it with grey)
+            raise ApiError(400, "bad_image", f"JPEG data ({len(data)} bytes) too short for its declared "
+                                             f"{w}x{h} size: truncated or forged header")
         return im.convert("RGB")  # decodes: truncated / corrupt data fails here
     except ApiError:
         raise
