@@ -33,7 +33,7 @@ class ServeConfig:
     port: int = opt(8000, "Port.", min=0, max=65535)
     max_batch: int = opt(32, "Run a batch at this many queued requests ...", min=1)
     max_wait_ms: float = opt(5.0, "... or this long after the oldest arrived.", min=0.0)
-    max_queue: int = opt(256, "Queued requests beyond this get 503 + Retry-After.", min=1)
+    max_queue: int = opt(256, "Requests being read, decoded or queued beyond this get 503 + Retry-After.", min=1)
     timeout_ms: float = opt(30000.0, "Per-request limit (queue + inference), then 504.", min=0.001)
     threads: int = opt(1, "Inference threads (torch intra-op / onnxruntime intra-op).", min=1)
     inference: str = opt("process", "process: the model in a worker process (the event loop keeps its own "
@@ -49,7 +49,8 @@ class ServeConfig:
                               min=1, max=MAX_NEW_TOKENS)
     max_text_chars: int = opt(8192, "Language models: the longest prompt, characters (else 422).",
                               min=1, max=MAX_TEXT_CHARS)
-    warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready.", min=0)
+    warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready; then a grey image must give finite outputs "
+                       "(else not ready, with the reason). 0: neither.", min=0)
     retry_after_s: int = opt(1, "Retry-After seconds sent with 503 answers.", min=0)
 
     def validate(self, prefix: str = "serve") -> None:

@@ -3,7 +3,10 @@
 The lifespan starts loading + warming the model (in a worker process by default, or a thread),
 so `/healthz` answers at once and `/readyz` says 503 until the model is warm; then a
 `DynamicBatcher` serves `/v1/predict`. The event loop only parses requests into tasks
-(`r1.serve.work`); decoding, preprocessing, the model and post-processing run in the worker.
+(`r1.serve.work`) and never decodes an image: small ones (bytes and pixels read from the header)
+are decoded by decode threads, the rest by the worker, which also preprocesses, runs the model and
+post-processes. Admission control counts requests being read or decoded with the queued ones
+(`max_queue`), so decode work is bounded too.
 Shutdown (uvicorn stops accepting, waits for open requests, then the lifespan exits) drains the
 batcher, then stops the worker. Every error is a JSON `ErrorResponse`; bad input is a 4xx, never a 500.
 """
@@ -15,6 +18,7 @@ import logging
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
@@ -43,6 +47,9 @@ class _State:
         self.worker: InferenceProcess | None = None
         self.batcher: DynamicBatcher | None = None
         self.ready, self.load_error, self.load_seconds = False, None, None
+        self.admitting = 0  # requests past admission that are not in the batch queue yet (reading, decoding)
+        # small uploads are decoded here, in threads: never on the event loop (PIL releases the GIL)
+        self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="r1-decode")
 
 
 def model_name(path: str) -> str:
@@ -134,6 +141,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
                 await st.batcher.close(drain=True)
             if st.worker is not None:  # after the drain: the worker finishes what it was given
                 await asyncio.to_thread(st.worker.close, 0.0 if loading else 10.0)
+            st.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="R1 model server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Dynamic-batching inference for R1 models (`r1 serve`).")
@@ -189,17 +197,22 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         retry = {"Retry-After": str(cfg.retry_after_s)}
         if not st.ready:
             raise ApiError(503, "not_ready", st.load_error or "model is loading; retry later", retry)
-        if st.batcher.depth >= cfg.max_queue:  # refuse before reading the body
+        if st.admitting + st.batcher.depth >= cfg.max_queue:  # refuse before reading or decoding anything
             raise ApiError(503, "overloaded", f"queue full ({cfg.max_queue} waiting); retry later", retry)
         family = st.info["family"]
-        if st.info["inputs"] == "text":
-            task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
-        else:
-            data, top_k = await inputs.read_image_request(request, cfg.top_k)
-            if len(data) <= cfg.prepare_max_bytes:  # cheap enough here, and it unloads the worker
-                task = prepare_image(data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
+        st.admitting += 1
+        try:
+            if st.info["inputs"] == "text":
+                task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
             else:
-                task = ImageTask(top_k, data=data)
+                data, top_k = await inputs.read_image_request(request, cfg.top_k)
+                if len(data) <= cfg.prepare_max_bytes:  # decoded by the server's threads: it unloads the worker
+                    task = await asyncio.get_running_loop().run_in_executor(
+                        st.decode_pool, prepare_image, data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
+                else:
+                    task = ImageTask(top_k, data=data)
+        finally:
+            st.admitting -= 1
         try:
             result = await st.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0)
         except QueueFull as err:

@@ -128,8 +128,9 @@ async def _read_json(request: Request, default_top_k: int) -> tuple[bytes, int]:
     return data, req.top_k or default_top_k
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Encoded bytes -> RGB image. The size is checked from the header, before pixels are decoded."""
+def decode_image(data: bytes, max_pixels: int, decode_limit: int | None = None) -> Image.Image | None:
+    """Encoded bytes -> RGB image. The size is checked from the header, before pixels are decoded;
+    None, without decoding, for an image of more than `decode_limit` pixels (someone else's job)."""
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
@@ -147,6 +148,8 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             # than the data has bits is forged or truncated (libjpeg would pad it with grey)
             raise ApiError(400, "bad_image", f"JPEG data ({len(data)} bytes) too short for its declared "
                                              f"{w}x{h} size: truncated or forged header")
+        if decode_limit is not None and w * h > decode_limit:
+            return None
         return im.convert("RGB")  # decodes: truncated / corrupt data fails here
     except ApiError:
         raise

@@ -13,7 +13,8 @@ its error tuple while its batch-mates get their records. A task whose id is in `
 caller timed out or went away) stops at the next token (`r1.cancel`).
 
 Where an image is decoded balances CPU between the two processes: the worker runs the model, the
-event loop parses HTTP. Small uploads (the common case) are decoded by the server, which then
+event loop parses HTTP. Small uploads of few pixels (the common case; both read from the header
+before any decoding) are decoded by the server's decode threads (never the event loop), which then
 sends the pixels (cheaper to move than to decode); the worker preprocesses all images of a
 batch and runs them together. Preprocessing stays in the worker: done per image in the server, it
 cost the server more CPU than it saved the worker (measured with the classification tiny model).
@@ -52,16 +53,16 @@ class TextTask:
 
 
 def prepare_image(data: bytes, top_k: int, max_pixels: int, max_local_pixels: int) -> ImageTask:
-    """Decode here (raising the decoder's 400 / 413 ApiError) and hand on the pixels of images of
-    at most `max_local_pixels`; larger ones travel as the compressed bytes."""
+    """Check the header (raising the decoder's 400 / 413 ApiError), then decode here and hand on
+    the pixels of images of at most `max_local_pixels`; larger ones travel undecoded, as the
+    compressed bytes (the pixel budget is read from the header: a small file that decodes to a
+    huge image costs the server nothing). The server calls this in its decode threads."""
     import numpy as np
 
     from r1.serve.inputs import decode_image
 
-    image = decode_image(data, max_pixels)
-    if image.width * image.height > max_local_pixels:
-        return ImageTask(top_k, data=data)
-    return ImageTask(top_k, pixels=np.asarray(image))
+    image = decode_image(data, max_pixels, decode_limit=max_local_pixels)
+    return ImageTask(top_k, data=data) if image is None else ImageTask(top_k, pixels=np.asarray(image))
 
 
 def _error(status: int, code: str, detail: str) -> tuple:
