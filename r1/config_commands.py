@@ -52,6 +52,11 @@ class ServeConfig:
     warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready; then a grey image must give finite outputs "
                        "(else not ready, with the reason). 0: neither.", min=0)
     retry_after_s: int = opt(1, "Retry-After seconds sent with 503 answers.", min=0)
+    header_timeout_s: float = opt(10.0, "A connection must send a complete request head within this many "
+                                  "seconds of connecting (or of its first byte after a keep-alive pause), "
+                                  "else 408 and closed (slow-header clients).", min=0.001)
+    body_timeout_s: float = opt(60.0, "A request body must arrive in full within this many seconds of its "
+                                "head, else 408 (slow-body clients).", min=0.001)
 
     def validate(self, prefix: str = "serve") -> None:
         """Bounds of every field, also for a ServeConfig built in code (`create_app` calls this). The

@@ -15,6 +15,7 @@ import json
 from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from r1.serve.errors import ApiError
 from r1.serve.schemas import ImageRequest, TextRequest
@@ -75,7 +76,7 @@ async def _read_multipart(request: Request, default_top_k: int) -> tuple[bytes, 
 
     try:
         form = await request.form(max_files=4, max_fields=16, max_part_size=64 * 1024)
-    except ApiError:
+    except (ApiError, ClientDisconnect):
         raise
     except HTTPException as err:  # starlette's MultiPartException -> 400
         raise ApiError(400, "bad_multipart", str(err.detail)) from None

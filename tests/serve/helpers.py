@@ -13,6 +13,8 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
+from r1.serve.app import uvicorn_config
+
 
 @contextmanager
 def running_server(app, startup_timeout: float = 30.0):
@@ -21,7 +23,7 @@ def running_server(app, startup_timeout: float = 30.0):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", timeout_graceful_shutdown=10))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout

@@ -48,7 +48,8 @@ def _forged_jpeg(w: int, h: int) -> bytes:
 
 
 def test_bad_image_requests_and_model_name():
-    cfg = ServeConfig(model="/srv/secret/place/runs/digits", runtime="fake", warmup_runs=0, max_wait_ms=1)
+    cfg = ServeConfig(model="/srv/secret/place/runs/digits", runtime="fake", warmup_runs=0, max_wait_ms=1,
+                      inference="thread")
     with running_server(create_app(cfg, loader=FakeLoader())) as (url, _):
         wait_ready(url, timeout=60)
         r = CLIENT.post(url + "/v1/predict", content=_forged_jpeg(4000, 4000), headers={"content-type": "image/jpeg"})
