@@ -55,6 +55,14 @@ class ServeConfig:
     header_timeout_s: float = opt(10.0, "A connection must send a complete request head within this many "
                                   "seconds of connecting (or of its first byte after a keep-alive pause), "
                                   "else 408 and closed (slow-header clients).", min=0.001)
+    heartbeat_s: float = opt(1.0, "The inference process writes a heartbeat this often; the server checks "
+                             "it as often.", min=0.01)
+    stuck_after_s: float = opt(10.0, "An inference process without a heartbeat for this long (stopped, hung) "
+                               "is killed and restarted.", min=0.05)
+    restart_backoff_s: float = opt(1.0, "Wait before restarting a dead inference process; doubled per failed "
+                                   "restart and per death within a minute of the last start, up to 30 s.", min=0.0)
+    restart_limit: int = opt(5, "Consecutive failed restarts before giving up (/healthz answers 503). "
+                             "0: never restart.", min=0)
     body_timeout_s: float = opt(60.0, "A request body must arrive in full within this many seconds of its "
                                 "head, else 408 (slow-body clients).", min=0.001)
 

@@ -13,7 +13,10 @@ batcher, then stops the worker. Every error is a JSON `ErrorResponse`; bad input
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
+import functools
+import itertools
 import logging
 import re
 import socket
@@ -35,6 +38,7 @@ from r1.serve.batcher import Closed, DynamicBatcher, QueueFull
 from r1.serve.errors import ApiError, BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
 from r1.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from r1.serve.schemas import ERRORS, Health, PredictResponse, Ready
+from r1.serve.supervisor import Supervisor
 from r1.serve.work import ImageTask, prepare_image, run_tasks
 from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm
 
@@ -45,12 +49,19 @@ class _State:
     def __init__(self, cfg: ServeConfig):
         self.cfg, self.metrics = cfg, Metrics()
         self.info: dict = {}  # family, runtime, load_seconds of the loaded model
-        self.worker: InferenceProcess | None = None
+        self.supervisor: Supervisor | None = None  # the inference process (inference="process")
+        self.cancelled: set[int] = set()  # inference="thread": ids of tasks whose caller gave up
+        self.next_id = itertools.count(1)
         self.batcher: DynamicBatcher | None = None
         self.ready, self.load_error, self.load_seconds = False, None, None
+        self.watcher: asyncio.Task | None = None
         self.admitting = 0  # requests past admission that are not in the batch queue yet (reading, decoding)
         # small uploads are decoded here, in threads: never on the event loop (PIL releases the GIL)
         self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="r1-decode")
+
+    @property
+    def worker(self) -> InferenceProcess | None:
+        return None if self.supervisor is None else self.supervisor.worker
 
 
 def model_name(path: str) -> str:
@@ -86,17 +97,27 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     loader = loader or _default_loader
     name = model_name(cfg.model)  # what responses say: never the server's file paths
 
-    def worker_died(err: WorkerDied) -> None:
-        st.ready, st.load_error = False, str(err)
+    def worker_down(reason: str) -> None:
+        st.ready, st.load_error = False, reason
         st.metrics.ready.set(0)
-        log.error("%s; /readyz now answers 503", err)
 
-    def run_in_worker(tasks: list) -> list[tuple]:
+    def worker_up(info: dict) -> None:
+        st.info, st.load_error, st.ready = info, None, True
+        st.metrics.ready.set(1)
+
+    def run_in_thread(predictor, tasks: list) -> list[tuple]:
         try:
-            return st.worker.call(tasks)
-        except WorkerDied as err:
-            worker_died(err)
-            raise
+            return run_tasks(predictor, tasks, cfg.max_pixels, st.cancelled)
+        finally:
+            st.cancelled.difference_update(t.id for t in tasks)
+
+    def abandoned(task) -> None:
+        """A task's caller timed out or went away while the task ran: stop it (generation)."""
+        st.metrics.cancelled.inc()
+        if st.supervisor is not None:
+            st.supervisor.cancel(task.id)
+        else:
+            st.cancelled.add(task.id)
 
     def on_batch(size: int, waits: list[float], seconds: float) -> None:
         st.metrics.batch_size.observe(size)
@@ -107,21 +128,23 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     async def load() -> None:
         try:
             if cfg.inference == "process":
-                st.worker = InferenceProcess(loader, cfg)
-                st.info = await asyncio.to_thread(st.worker.wait_ready)
-                run_batch = run_in_worker
+                st.supervisor = Supervisor(loader, cfg, st.metrics, on_up=worker_up, on_down=worker_down)
+                st.info = await st.supervisor.start()
+                run_batch = st.supervisor.call
             else:
                 predictor, seconds = await asyncio.to_thread(load_and_warm, loader, cfg)
                 st.info = describe(predictor, seconds)
-                run_batch = lambda tasks: run_tasks(predictor, tasks, cfg.max_pixels)  # noqa: E731
+                run_batch = functools.partial(run_in_thread, predictor)
         except Exception as err:  # reported by /readyz; the process stays up for /healthz
             log.error("model load failed: %s: %s", type(err).__name__, err)
             st.load_error = redact_paths(f"{type(err).__name__}: {err}")
             return
         st.load_seconds = st.info["load_seconds"]
         st.batcher = DynamicBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
-                                    on_batch=on_batch, on_depth=st.metrics.queue_depth.set)
+                                    on_batch=on_batch, on_depth=st.metrics.queue_depth.set, on_abandon=abandoned)
         st.batcher.start()
+        if st.supervisor is not None:
+            st.watcher = asyncio.create_task(st.supervisor.watch(), name="r1-supervisor")
         st.metrics.model_load_seconds.set(st.load_seconds)
         st.metrics.ready.set(1)
         st.ready = True
@@ -138,10 +161,12 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             loading = not task.done()
             if loading:
                 task.cancel()
+            if st.watcher is not None:
+                st.watcher.cancel()
             if st.batcher is not None:
                 await st.batcher.close(drain=True)
-            if st.worker is not None:  # after the drain: the worker finishes what it was given
-                await asyncio.to_thread(st.worker.close, 0.0 if loading else 10.0)
+            if st.supervisor is not None:  # after the drain: the worker finishes what it was given
+                await st.supervisor.stop(0.0 if loading else 10.0)
             st.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="R1 model server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -172,15 +197,19 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         log.error("internal error on %s: %r", request.url.path, err)
         return error_response(500, "internal_error", f"{type(err).__name__} (see the server log)")
 
-    @app.get("/healthz", response_model=Health, summary="Process is alive")
+    @app.get("/healthz", response_model=Health, summary="Process is alive (503: its inference process died "
+             "and could not be restarted)", responses={503: {"model": Health}}, response_model_exclude_none=True)
     async def healthz():
+        failed = st.supervisor.failed if st.supervisor is not None else None
+        if failed:
+            return JSONResponse(Health(status="failing", detail=failed).model_dump(), status_code=503)
         return Health()
 
     @app.get("/readyz", response_model=Ready, summary="Model loaded and warm (503 until then)",
              responses={503: {"model": Ready}})
     async def readyz():
-        if st.ready and st.worker is not None and not st.worker.proc.is_alive():  # died while idle
-            worker_died(WorkerDied(f"inference process exited (exit code {st.worker.proc.exitcode})"))
+        if st.supervisor is not None:  # notice a dead or stuck worker now, not at the next heartbeat
+            st.supervisor.check()
         body = Ready(ready=st.ready, model=name, runtime=cfg.runtime,
                      family=st.info.get("family"), load_seconds=st.load_seconds,
                      detail=st.load_error or (None if st.ready else "loading"))
@@ -200,11 +229,12 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             raise ApiError(503, "not_ready", st.load_error or "model is loading; retry later", retry)
         if st.admitting + st.batcher.depth >= cfg.max_queue:  # refuse before reading or decoding anything
             raise ApiError(503, "overloaded", f"queue full ({cfg.max_queue} waiting); retry later", retry)
-        family = st.info["family"]
+        family, text = st.info["family"], st.info["inputs"] == "text"
         st.admitting += 1
         try:
-            if st.info["inputs"] == "text":
+            if text:  # an id lets a generation be stopped when its caller gives up
                 task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
+                task = dataclasses.replace(task, id=next(st.next_id))
             else:
                 data, top_k = await inputs.read_image_request(request, cfg.top_k)
                 if len(data) <= cfg.prepare_max_bytes:  # decoded by the server's threads: it unloads the worker
@@ -223,7 +253,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"no result within {cfg.timeout_ms:g} ms") from None
         except WorkerDied as err:
-            raise ApiError(503, "worker_died", f"{err}; the server must be restarted", retry) from None
+            raise ApiError(503, "worker_died", f"{err}; it is being restarted, retry later", retry) from None
         if result[0] != "ok":
             raise ApiError(*result[1:])
         # A Response skips FastAPI's re-validation of the body (the schema still documents it in

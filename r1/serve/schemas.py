@@ -84,7 +84,9 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = "ok"
+    status: str = Field("ok", description="`ok`, or `failing` (503) when the inference process died and "
+                                          "could not be restarted.")
+    detail: Optional[str] = None
 
 
 class Ready(BaseModel):

@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import signal
+import threading
 import time
 
 from r1.errors import NonFiniteOutput
 from r1.serve.work import is_finite
 
 log = logging.getLogger(__name__)
+
+START_GRACE_S = 120.0  # the most a child may take to start beating (interpreter start-up, imports)
 
 
 class LoadFailed(RuntimeError):
@@ -84,9 +87,27 @@ def describe(predictor, seconds: float) -> dict:
             "load_seconds": seconds}
 
 
-def _child_main(conn, loader, cfg) -> None:
+def _beat(heartbeat, interval: float) -> None:
+    while True:
+        heartbeat.value = time.monotonic()
+        time.sleep(interval)
+
+
+def _listen_for_cancels(control, cancelled: set) -> None:
+    while True:
+        try:
+            cancelled.add(control.recv())
+        except (EOFError, OSError):  # the server went away
+            return
+
+
+def _child_main(conn, control, heartbeat, loader, cfg) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s inference: %(message)s")
+    # the heartbeat starts before anything slow (imports, loading): a stopped process stops beating
+    threading.Thread(target=_beat, args=(heartbeat, cfg.heartbeat_s), daemon=True, name="r1-heartbeat").start()
+    cancelled: set[int] = set()
+    threading.Thread(target=_listen_for_cancels, args=(control, cancelled), daemon=True, name="r1-cancels").start()
     import torch
 
     from r1.serve.work import run_tasks
@@ -106,22 +127,30 @@ def _child_main(conn, loader, cfg) -> None:
         if tasks is None:
             return
         try:
-            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels)))
+            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels, cancelled)))
         except Exception as err:
             logging.getLogger(__name__).exception("batch of %d failed", len(tasks))
             conn.send(("error", f"{type(err).__name__}: {err}"))
+        cancelled.difference_update(t.id for t in tasks)
 
 
 class InferenceProcess:
     """A spawned child running `run_tasks` on batches sent by `call`. `loader` must be picklable
-    (a module-level function or an instance of a module-level class)."""
+    (a module-level function or an instance of a module-level class). The child writes a heartbeat
+    (a monotonic timestamp in shared memory) every `cfg.heartbeat_s`; `problem()` reads it."""
 
     def __init__(self, loader, cfg):
         ctx = mp.get_context("spawn")  # fork would copy the server's threads and locks
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_main, args=(child, loader, cfg), name="r1-inference", daemon=True)
+        self._control, child_control = ctx.Pipe(duplex=False)[::-1]
+        self._control_lock = threading.Lock()
+        self.heartbeat = ctx.RawValue("d", 0.0)  # 0: no beat yet (the child is still starting)
+        self.started = time.monotonic()
+        self.proc = ctx.Process(target=_child_main, args=(child, child_control, self.heartbeat, loader, cfg),
+                                name="r1-inference", daemon=True)
         self.proc.start()
         child.close()
+        child_control.close()
 
     @property
     def pid(self) -> int | None:
@@ -131,8 +160,28 @@ class InferenceProcess:
         self.proc.join(timeout=1)
         return WorkerDied(f"inference process exited (exit code {self.proc.exitcode})")
 
-    def wait_ready(self) -> dict:
+    def problem(self, stuck_after_s: float) -> str | None:
+        """None while the child lives and beats; else what is wrong with it."""
+        if not self.proc.is_alive():
+            return f"exited (exit code {self.proc.exitcode})"
+        beat = self.heartbeat.value
+        if beat == 0.0:  # spawning: a new interpreter imports its modules before its first beat
+            silent, limit = time.monotonic() - self.started, max(stuck_after_s, START_GRACE_S)
+        else:
+            silent, limit = time.monotonic() - beat, stuck_after_s
+        if silent > limit:
+            return f"stuck (no heartbeat for {silent:.1f} s)"
+        return None
+
+    def wait_ready(self, stuck_after_s: float | None = None) -> dict:
+        """The child's `describe` record once loaded; LoadFailed, or WorkerDied when it exits or (with
+        `stuck_after_s`) stops beating first."""
         try:
+            while stuck_after_s is not None and not self._conn.poll(0.05):
+                problem = self.problem(stuck_after_s)
+                if problem:
+                    self.kill()
+                    raise WorkerDied(f"inference process {problem} while loading")
             kind, payload = self._conn.recv()
         except (EOFError, OSError):
             raise self._died() from None
@@ -150,6 +199,20 @@ class InferenceProcess:
             raise RuntimeError(f"inference failed: {payload}")
         return payload
 
+    def cancel(self, task_id: int) -> None:
+        """Stop task `task_id` at its next cancellation check (generation: the next token)."""
+        with self._control_lock:
+            try:
+                self._control.send(task_id)
+            except OSError:  # the child is gone: nothing runs
+                pass
+
+    def kill(self) -> None:
+        """SIGKILL (works on a stopped process too) and reap."""
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+
     def close(self, timeout: float = 10.0) -> None:
         """Ask the child to stop (after the batch it is running); terminate it after `timeout`."""
         if self.proc.is_alive():
@@ -162,4 +225,7 @@ class InferenceProcess:
             log.warning("inference process did not stop in %.0fs; terminating", timeout)
             self.proc.terminate()
             self.proc.join(5)
+        if self.proc.is_alive():
+            self.kill()
         self._conn.close()
+        self._control.close()
