@@ -133,7 +133,7 @@ class DirectRoute:
         try:
             response = await self.handler(Request(scope, receive))
         except ClientDisconnect:  # counted as CLIENT_GONE by MetricsMiddleware; nothing to answer
-            log.info("client disconnected before its answer (%s %s)", self.method, self.path)
+            log.debug("client disconnected before its answer (%s %s)", self.method, self.path)
             return
         except ApiError as err:
             response = self.on_error(err)

@@ -3,12 +3,16 @@
     w = InferenceProcess(loader, cfg)        # spawns; the child loads and warms the model
     info = w.wait_ready()                    # {"family", "inputs", "runtime", "load_seconds"}; LoadFailed
     results = w.call([task, ...])            # run_tasks in the child; WorkerDied if it is gone
+    w.cancel(task.id)                        # stop a running task (generation) at its next check
+    w.problem(stuck_after_s)                 # None, "exited (...)" or "stuck (no heartbeat ...)"
     w.close()
 
 One pipe, one batch in flight: `call` is made from the batcher's single inference thread. Tasks
 travel as encoded bytes (smaller than decoded pixels); the child decodes, preprocesses, runs and
-post-processes, and sends back JSON-safe records. The child ignores SIGINT: Ctrl-C reaches the
-whole process group, and the server, not the child, decides when to stop (after draining).
+post-processes, and sends back JSON-safe records. A second pipe carries cancellations, read by a
+child thread; another child thread writes a heartbeat into shared memory, which a stopped or hung
+child stops writing (`r1.serve.supervisor` restarts it). The child ignores SIGINT: Ctrl-C reaches
+the whole process group, and the server, not the child, decides when to stop (after draining).
 """
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ def _finite(value) -> bool:
 def check_finite(predictor, cfg) -> None:
     """Image models: a mid-grey image through preprocess, forward and postprocess must stay finite
     (NaN weights, a preprocessing std of 0). Text models check their logits as they sample
-    (`r1.lm.generate.sample_next`), so their warm-up has raised already."""
+    (NonFiniteOutput from their own sampler), so their warm-up has raised already."""
     if predictor.inputs != "image":
         return
     from PIL import Image
