@@ -80,21 +80,22 @@ class Traffic:
         except OSError:
             self.results.append((kind, -1, 0.0))
             return
+        answer = asyncio.ensure_future(reader.readline())  # the server may answer before we finish
         try:
             if kind in ("good", "bad", "bomb", "heavy"):
                 body = self.bodies[kind]
                 writer.write(_head(len(body)) + body)
             elif kind == "big_body":
                 writer.write(_head(64 << 20) + b"\0" * 1024)
-            elif kind == "slow_body":
-                writer.write(_head(1000))
-                for _ in range(60):  # 30 s at most; the server cuts it off first
-                    await asyncio.sleep(0.5)
-                    writer.write(b"\0")
-                    await writer.drain()
-            elif kind == "slow_head":
-                for byte in _head(10):
-                    await asyncio.sleep(0.5)
+            elif kind in ("slow_body", "slow_head"):
+                trickle = _head(1000) + b"\0" * 1000 if kind == "slow_body" else _head(10)
+                if kind == "slow_body":
+                    writer.write(trickle[:len(_head(1000))])
+                    trickle = trickle[len(_head(1000)):]
+                for byte in trickle[:60]:  # 30 s at most; the server cuts it off first
+                    await asyncio.wait({answer}, timeout=0.5)
+                    if answer.done():
+                        break
                     writer.write(bytes([byte]))
                     await writer.drain()
             elif kind == "disconnect":
@@ -102,13 +103,17 @@ class Traffic:
                 writer.write(_head(len(body)) + body[: len(body) // 2])
                 await writer.drain()
                 await asyncio.sleep(0.05)
+                answer.cancel()
                 return
             await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), self.deadline_s + 30)
+            line = await asyncio.wait_for(answer, self.deadline_s + 30)
             status = int(line.split()[1]) if line else -1
             await reader.read()  # Connection: close
         except (ConnectionError, asyncio.TimeoutError, IndexError, ValueError):
-            status = status if status is not None else -1
+            status = -1
+            if answer.done() and not answer.cancelled() and answer.exception() is None and answer.result():
+                status = int(answer.result().split()[1])  # answered, then reset while we still wrote
+            answer.cancel()
         finally:
             writer.close()
             self.results.append((kind, status, time.perf_counter() - t0))
@@ -205,6 +210,7 @@ def main() -> None:
     ap.add_argument("--max-queue", type=int, default=64)
     ap.add_argument("--timeout-ms", type=float, default=5000.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serve_soak.json")
+    ap.add_argument("--log", type=Path, help="Also keep the server's log here")
     args = ap.parse_args()
     model = args.model or str(tiny_digits_model(Path(tempfile.mkdtemp(prefix="r1-soak-")) / "tiny"))
     port = free_port()
@@ -231,6 +237,8 @@ def main() -> None:
     log_file.seek(0)
     log = log_file.read()
     row["server_tracebacks"] = log.count("Traceback")
+    if args.log:
+        args.log.write_text(log)
     row["cpu"] = platform.processor() or platform.machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=2))

@@ -141,7 +141,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             return
         st.load_seconds = st.info["load_seconds"]
         st.batcher = DynamicBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
-                                    on_batch=on_batch, on_depth=st.metrics.queue_depth.set, on_abandon=abandoned)
+                                    on_batch=on_batch, on_depth=st.metrics.queue_depth.set, on_abandon=abandoned,
+                                    expected=(WorkerDied,))
         st.batcher.start()
         if st.supervisor is not None:
             st.watcher = asyncio.create_task(st.supervisor.watch(), name="r1-supervisor")

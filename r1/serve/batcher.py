@@ -39,17 +39,19 @@ class DynamicBatcher:
 
     `on_batch(size, queue_waits_s, seconds)` and `on_depth(n)` are metric callbacks;
     `on_abandon(payload)` is called for an item whose caller stopped waiting (timeout, cancel)
-    while it was running, so that the work can be stopped.
+    while it was running, so that the work can be stopped. Errors of the `expected` types fail
+    their batch with a one-line log (no traceback).
     """
 
     def __init__(self, fn: Callable[[list], list], max_batch: int = 32, max_wait_ms: float = 5.0,
                  max_queue: int = 256, on_batch: Callable | None = None, on_depth: Callable | None = None,
-                 on_abandon: Callable | None = None):
+                 on_abandon: Callable | None = None, expected: tuple[type[BaseException], ...] = ()):
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.on_batch, self.on_depth, self.on_abandon = on_batch, on_depth, on_abandon
+        self.expected = expected  # errors logged in one line (e.g. the worker died): no traceback
         self._queue: deque[_Item] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -139,7 +141,10 @@ class DynamicBatcher:
                 if len(results) != len(batch):
                     raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} inputs")
             except Exception as err:  # one bad batch fails its requests, not the server
-                log.exception("batch of %d failed", len(batch))
+                if isinstance(err, self.expected):
+                    log.warning("batch of %d failed: %s", len(batch), err)
+                else:
+                    log.exception("batch of %d failed", len(batch))
                 for it in batch:
                     if not it.future.done():
                         it.future.set_exception(err)

@@ -37,6 +37,7 @@ class Supervisor:
         self._delay = cfg.restart_backoff_s
 
     async def start(self) -> dict:
+        self._loop = asyncio.get_running_loop()
         self.worker = InferenceProcess(self.loader, self.cfg)
         # loading may hold the GIL for seconds (dlopen in `import torch`, an ONNX export): the
         # heartbeat is held to stuck_after_s once the child is warm, to START_GRACE_S until then
@@ -48,7 +49,11 @@ class Supervisor:
         worker = self.worker
         if worker is None or not self.up:
             raise WorkerDied("inference process restarting")
-        return worker.call(tasks)
+        try:
+            return worker.call(tasks)
+        except WorkerDied:  # restart now, not at the next heartbeat check
+            self._loop.call_soon_threadsafe(self.check)
+            raise
 
     def cancel(self, task_id: int) -> None:
         if self.worker is not None:
