@@ -98,7 +98,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     name = model_name(cfg.model)  # what responses say: never the server's file paths
 
     def worker_down(reason: str) -> None:
-        st.ready, st.load_error = False, reason
+        st.ready, st.load_error = False, redact_paths(reason)
         st.metrics.ready.set(0)
 
     def worker_up(info: dict) -> None:
@@ -203,7 +203,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     async def healthz():
         failed = st.supervisor.failed if st.supervisor is not None else None
         if failed:
-            return JSONResponse(Health(status="failing", detail=failed).model_dump(), status_code=503)
+            return JSONResponse(Health(status="failing", detail=redact_paths(failed)).model_dump(), status_code=503)
         return Health()
 
     @app.get("/readyz", response_model=Ready, summary="Model loaded and warm (503 until then)",
