@@ -42,6 +42,9 @@ class ServeConfig:
     prepare_max_bytes: int = opt(64 << 10, "Uploads of at most this many bytes are decoded by the server "
                                  "process (it unloads the worker). 0: the worker decodes everything.", min=0)
     prepare_max_pixels: int = opt(512 * 512, "... and their pixels sent on when at most this many.", min=0)
+    inline_decode_pixels: int = opt(128 * 128, "Images of at most this many pixels (read from the header) "
+                                    "are decoded on the event loop (~0.1 ms; a thread hop costs more); larger "
+                                    "ones in decode threads or the worker. 0: never.", min=0)
     max_body_bytes: int = opt(8 << 20, "Request body limit in bytes (--max-body-mb sets it in MiB): 413.", min=1)
     max_pixels: int = opt(4096 * 4096, "Decoded image pixel limit (decompression bombs): 413.", min=1)
     top_k: int = opt(3, "Default classes per classification record.", min=1)

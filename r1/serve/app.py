@@ -2,11 +2,11 @@
 
 The lifespan starts loading + warming the model (in a worker process by default, or a thread),
 so `/healthz` answers at once and `/readyz` says 503 until the model is warm; then a
-`DynamicBatcher` serves `/v1/predict`. The event loop only parses requests into tasks
-(`r1.serve.work`) and never decodes an image: small ones (bytes and pixels read from the header)
-are decoded by decode threads, the rest by the worker, which also preprocesses, runs the model and
-post-processes. Admission control counts requests being read or decoded with the queued ones
-(`max_queue`), so decode work is bounded too.
+`DynamicBatcher` serves `/v1/predict`. The event loop parses requests into tasks (`r1.serve.work`)
+and decodes only tiny images (`inline_decode_pixels`, read from the header: a bounded ~0.1 ms);
+small ones (bytes and pixels from the header) are decoded by decode threads, the rest by the
+worker, which also preprocesses, runs the model and post-processes. Admission control counts
+requests being read or decoded with the queued ones (`max_queue`), so decode work is bounded too.
 Shutdown (uvicorn stops accepting, waits for open requests, then the lifespan exits) drains the
 batcher, then stops the worker. Every error is a JSON `ErrorResponse`; bad input is a 4xx, never a 500.
 """
@@ -238,15 +238,24 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
                 task = dataclasses.replace(task, id=next(st.next_id))
             else:
                 data, top_k = await inputs.read_image_request(request, cfg.top_k)
-                if len(data) <= cfg.prepare_max_bytes:  # decoded by the server's threads: it unloads the worker
-                    task = await asyncio.get_running_loop().run_in_executor(
-                        st.decode_pool, prepare_image, data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
+                if len(data) <= cfg.prepare_max_bytes:  # decoded by the server: it unloads the worker
+                    # the header decides: tiny images here (a bounded ~0.1 ms), larger ones in threads
+                    task = prepare_image(data, top_k, cfg.max_pixels, cfg.inline_decode_pixels)
+                    if task.data is not None and cfg.prepare_max_pixels > cfg.inline_decode_pixels:
+                        task = await asyncio.get_running_loop().run_in_executor(
+                            st.decode_pool, prepare_image, data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
                 else:
                     task = ImageTask(top_k, data=data)
         finally:
             st.admitting -= 1
         try:
-            result = await _unless_disconnected(request, st.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0))
+            work = st.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0)
+            if text:  # long: stop it when its caller goes away
+                result = await _unless_disconnected(request, work)
+            else:  # short: a watcher would cost more than the work it could save
+                result = await work
+                if await request.is_disconnected():
+                    raise ClientDisconnect()
         except QueueFull as err:
             raise ApiError(503, "overloaded", f"{err}; retry later", retry) from None
         except Closed as err:

@@ -17,13 +17,15 @@ from r1.serve.app import uvicorn_config
 
 
 @contextmanager
-def running_server(app, startup_timeout: float = 30.0):
-    """Yield the base URL of `app` served on 127.0.0.1; stop (graceful shutdown) on exit."""
+def running_server(app, startup_timeout: float = 30.0, **options):
+    """Yield the base URL of `app` served on 127.0.0.1; stop (graceful shutdown) on exit.
+    `options` override uvicorn settings (`r1.serve.app.uvicorn_config`)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, log_level="warning", timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn_config(app, **{"log_level": "warning", "timeout_graceful_shutdown": 10,
+                                                   **options}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout

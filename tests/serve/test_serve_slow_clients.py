@@ -12,9 +12,11 @@ import time
 from urllib.parse import urlparse
 
 import httpx
+import pytest
 
 from r1.bench.load import wait_ready
 from r1.serve import ServeConfig, create_app
+from r1.serve.protocol import with_header_timeout
 from tests.serve.helpers import FakeLoader, running_server
 
 CLIENT = httpx.Client(timeout=30.0)
@@ -45,8 +47,10 @@ def _cfg(**kw):
                        body_timeout_s=0.5, **kw)
 
 
-def test_slow_header_and_slow_body_clients_time_out():
-    with running_server(create_app(_cfg(), loader=FakeLoader())) as (url, _):
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_slow_header_and_slow_body_clients_time_out(parser):
+    app = create_app(_cfg(), loader=FakeLoader())
+    with running_server(app, http=with_header_timeout(0.5, parser)) as (url, _):
         wait_ready(url, timeout=60)
         t0 = time.monotonic()
         idle, half = _connect(url), _connect(url)
