@@ -135,7 +135,13 @@ def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, 
     records = []
     for record in predict_files(model, images, out_dir=out, top_k=top_k,
                                 draw_options={"score_thresh": draw_threshold}):
-        typer.echo(json.dumps(record))
+        try:
+            line = json.dumps(record, allow_nan=False)
+        except ValueError:  # NaN is not JSON: broken weights or a preprocess std of 0
+            from r1.errors import NonFiniteOutput
+            raise NonFiniteOutput(f"{record.get('file', model)}: the model's output is not finite (NaN/inf); "
+                                  f"its weights or preprocessing (std 0?) are broken") from None
+        typer.echo(line)
         records.append(record)
     if coco_json is not None:
         from r1.predict import write_results
@@ -149,7 +155,7 @@ def generate(model: Path = typer.Argument(..., help="Language-model run dir or m
              max_new_tokens: int = typer.Option(200, min=1, help="Tokens to generate"),
              temperature: float = typer.Option(0.8, min=0.0, help="0: greedy"),
              top_k: int = typer.Option(0, min=0, help="Keep the k most likely tokens (0: all)"),
-             top_p: float = typer.Option(1.0, min=0.0, max=1.0, help="Nucleus sampling mass"),
+             top_p: float = typer.Option(1.0, min=0.0, max=1.0, help="Nucleus sampling mass, in (0, 1]"),
              exit_threshold: Optional[float] = typer.Option(None, help="Early-exit threshold (R1-LM); "
                                                             "default: the model's"),
              no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the context every step (slower)"),
@@ -158,8 +164,9 @@ def generate(model: Path = typer.Argument(..., help="Language-model run dir or m
     """Generate text, streamed as it is produced, with a KV cache."""
     import torch
 
-    from r1.lm.generate import default_exit_threshold, load_lm, prompt_text, stream_text
+    from r1.lm.generate import check_sampling, default_exit_threshold, load_lm, prompt_text, stream_text
 
+    check_sampling(temperature, top_k, top_p, {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p"})
     m, tok = load_lm(model)
     threshold = exit_threshold if exit_threshold is not None else default_exit_threshold(m)
     pieces = stream_text(m, tok, prompt_text(m.r1_meta, prompt, chat), max_new_tokens, temperature=temperature,

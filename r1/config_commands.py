@@ -33,7 +33,7 @@ class ServeConfig:
     port: int = opt(8000, "Port.", min=0, max=65535)
     max_batch: int = opt(32, "Run a batch at this many queued requests ...", min=1)
     max_wait_ms: float = opt(5.0, "... or this long after the oldest arrived.", min=0.0)
-    max_queue: int = opt(256, "Queued requests beyond this get 503 + Retry-After.", min=1)
+    max_queue: int = opt(256, "Requests being read, decoded or queued beyond this get 503 + Retry-After.", min=1)
     timeout_ms: float = opt(30000.0, "Per-request limit (queue + inference), then 504.", min=0.001)
     threads: int = opt(1, "Inference threads (torch intra-op / onnxruntime intra-op).", min=1)
     inference: str = opt("process", "process: the model in a worker process (the event loop keeps its own "
@@ -42,6 +42,9 @@ class ServeConfig:
     prepare_max_bytes: int = opt(64 << 10, "Uploads of at most this many bytes are decoded by the server "
                                  "process (it unloads the worker). 0: the worker decodes everything.", min=0)
     prepare_max_pixels: int = opt(512 * 512, "... and their pixels sent on when at most this many.", min=0)
+    inline_decode_pixels: int = opt(128 * 128, "Images of at most this many pixels (read from the header) "
+                                    "are decoded on the event loop (~0.1 ms; a thread hop costs more); larger "
+                                    "ones in decode threads or the worker. 0: never.", min=0)
     max_body_bytes: int = opt(8 << 20, "Request body limit in bytes (--max-body-mb sets it in MiB): 413.", min=1)
     max_pixels: int = opt(4096 * 4096, "Decoded image pixel limit (decompression bombs): 413.", min=1)
     top_k: int = opt(3, "Default classes per classification record.", min=1)
@@ -49,8 +52,22 @@ class ServeConfig:
                               min=1, max=MAX_NEW_TOKENS)
     max_text_chars: int = opt(8192, "Language models: the longest prompt, characters (else 422).",
                               min=1, max=MAX_TEXT_CHARS)
-    warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready.", min=0)
+    warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready; then a grey image must give finite outputs "
+                       "(else not ready, with the reason). 0: neither.", min=0)
     retry_after_s: int = opt(1, "Retry-After seconds sent with 503 answers.", min=0)
+    header_timeout_s: float = opt(10.0, "A connection must send a complete request head within this many "
+                                  "seconds of connecting (or of its first byte after a keep-alive pause), "
+                                  "else 408 and closed (slow-header clients).", min=0.001)
+    heartbeat_s: float = opt(1.0, "The inference process writes a heartbeat this often; the server checks "
+                             "it as often.", min=0.01)
+    stuck_after_s: float = opt(10.0, "An inference process without a heartbeat for this long (stopped, hung) "
+                               "is killed and restarted.", min=0.05)
+    restart_backoff_s: float = opt(1.0, "Wait before restarting a dead inference process; doubled per failed "
+                                   "restart and per death within a minute of the last start, up to 30 s.", min=0.0)
+    restart_limit: int = opt(5, "Consecutive failed restarts before giving up (/healthz answers 503). "
+                             "0: never restart.", min=0)
+    body_timeout_s: float = opt(60.0, "A request body must arrive in full within this many seconds of its "
+                                "head, else 408 (slow-body clients).", min=0.001)
 
     def validate(self, prefix: str = "serve") -> None:
         """Bounds of every field, also for a ServeConfig built in code (`create_app` calls this). The

@@ -30,3 +30,7 @@ class TrainingAborted(R1Error):
 
 class Unavailable(R1Error):
     exit_code = 5
+
+
+class NonFiniteOutput(DataError):
+    """A model produced NaN or infinite outputs (broken weights, or a preprocessing std of 0)."""

@@ -8,9 +8,16 @@ last `block_size` tokens (the reference the cache is tested against).
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import torch
+
+from r1 import cancel
+from r1.errors import ConfigError, NonFiniteOutput
+
+SAMPLING_LIMITS = {"temperature": "a finite number >= 0 (0: greedy)", "top_k": "an integer >= 0 (0: all tokens)",
+                   "top_p": "a number in (0, 1] (1: all tokens)"}
 
 
 def default_exit_threshold(model) -> float | list[float] | None:
@@ -19,12 +26,38 @@ def default_exit_threshold(model) -> float | list[float] | None:
     return getattr(model, "default_exit_threshold", None) if hasattr(model, "exit_set") else None
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_sampling(temperature, top_k, top_p, names: dict[str, str] | None = None) -> None:
+    """ConfigError naming the setting (`names` maps it to e.g. a flag) unless temperature, top_k and
+    top_p are allowed values (SAMPLING_LIMITS)."""
+    ok = {"temperature": _is_number(temperature) and math.isfinite(temperature) and temperature >= 0,
+          "top_k": isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 0,
+          "top_p": _is_number(top_p) and 0 < top_p <= 1}
+    values = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    for key, good in ok.items():
+        if not good:
+            raise ConfigError(f"{(names or {}).get(key, key)}: {values[key]!r} is not allowed; "
+                              f"expected {SAMPLING_LIMITS[key]}")
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits (B, V) -> next ids (B, 1). temperature 0 is greedy; top_k 0 and top_p 1 disable them."""
+    """logits (B, V) -> next ids (B, 1). temperature 0 is greedy; top_k 0 and top_p 1 disable them.
+
+    Bad settings raise ConfigError; NaN logits raise NonFiniteOutput. Tiny temperatures and top_p
+    are safe: logits are shifted by their max before scaling (no inf - inf) and the most likely
+    token always stays a candidate."""
+    check_sampling(temperature, top_k, top_p)
+    if bool((torch.isnan(logits) | torch.isposinf(logits)).any()):
+        raise NonFiniteOutput("the model produced non-finite logits (NaN/inf): its weights are broken")
     if temperature <= 0:
         return logits.argmax(-1, keepdim=True)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    logits = (logits - logits.amax(-1, keepdim=True)) / max(float(temperature), torch.finfo(torch.float32).tiny)
+    logits = logits.nan_to_num(nan=float("-inf"))  # -inf - -inf where a row is all -inf
     if top_k > 0:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -32,6 +65,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
         sorted_logits, order = logits.sort(-1, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        drop[:, 0] = False  # ... and the best token, whatever top_p (a float32 top_p may round to 0)
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)
@@ -56,7 +90,9 @@ def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: 
     stats.setdefault("layers", 0.0)
     ctx = idx[:, -block:]
     cache = None
+    check_sampling(temperature, top_k, top_p)
     for _ in range(max_new_tokens):
+        cancel.check()  # a server stops a generation whose caller gave up (r1.cancel)
         if use_cache:
             if cache is None:
                 cache = model.new_cache()

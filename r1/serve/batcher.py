@@ -31,21 +31,27 @@ class _Item:
     payload: Any
     future: asyncio.Future
     enqueued: float
+    running: bool = False
 
 
 class DynamicBatcher:
     """`await batcher.submit(x)` -> `fn([..., x, ...])[i]`, with `fn(list) -> list` of the same length.
 
-    `on_batch(size, queue_waits_s, seconds)` and `on_depth(n)` are metric callbacks.
+    `on_batch(size, queue_waits_s, seconds)` and `on_depth(n)` are metric callbacks;
+    `on_abandon(payload)` is called for an item whose caller stopped waiting (timeout, cancel)
+    while it was running, so that the work can be stopped. Errors of the `expected` types fail
+    their batch with a one-line log (no traceback).
     """
 
     def __init__(self, fn: Callable[[list], list], max_batch: int = 32, max_wait_ms: float = 5.0,
-                 max_queue: int = 256, on_batch: Callable | None = None, on_depth: Callable | None = None):
+                 max_queue: int = 256, on_batch: Callable | None = None, on_depth: Callable | None = None,
+                 on_abandon: Callable | None = None, expected: tuple[type[BaseException], ...] = ()):
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
         self.max_queue = max_queue
-        self.on_batch, self.on_depth = on_batch, on_depth
+        self.on_batch, self.on_depth, self.on_abandon = on_batch, on_depth, on_abandon
+        self.expected = expected  # errors logged in one line (e.g. the worker died): no traceback
         self._queue: deque[_Item] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -69,11 +75,17 @@ class DynamicBatcher:
         if len(self._queue) >= self.max_queue:
             raise QueueFull(f"queue full ({self.max_queue} waiting)")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(payload, fut, time.perf_counter()))
+        item = _Item(payload, fut, time.perf_counter())
+        self._queue.append(item)
         self._depth_changed()
         self._wakeup.set()
-        # wait_for cancels `fut` on timeout; the worker skips cancelled items.
-        return await asyncio.wait_for(fut, timeout)
+        # wait_for cancels `fut` on timeout; the worker skips cancelled items, a running one is abandoned
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            if item.running and self.on_abandon is not None:
+                self.on_abandon(payload)
+            raise
 
     def _depth_changed(self) -> None:
         if self.on_depth is not None:
@@ -121,13 +133,18 @@ class DynamicBatcher:
                 continue
             start = time.perf_counter()
             waits = [start - it.enqueued for it in batch]
+            for it in batch:
+                it.running = True
             self.in_flight = len(batch)
             try:
                 results = await loop.run_in_executor(self._executor, self.fn, [it.payload for it in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} inputs")
             except Exception as err:  # one bad batch fails its requests, not the server
-                log.exception("batch of %d failed", len(batch))
+                if isinstance(err, self.expected):
+                    log.warning("batch of %d failed: %s", len(batch), err)
+                else:
+                    log.exception("batch of %d failed", len(batch))
                 for it in batch:
                     if not it.future.done():
                         it.future.set_exception(err)

@@ -2,16 +2,20 @@
 direct route that serves the hot endpoint without FastAPI's per-request machinery."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Awaitable, Callable
 
 from fastapi.responses import JSONResponse
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 
+# The status counted in r1_requests_total for a request whose client went away before its answer
+# (nginx's "client closed request"): its own outcome, neither a success nor a server error.
+CLIENT_GONE = 499
 ROUTES = ("/v1/predict", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 
 
@@ -32,11 +36,18 @@ def error_response(status: int, code: str, detail: str, headers: dict | None = N
     return JSONResponse({"error": code, "detail": detail, "status": status}, status_code=status, headers=headers)
 
 
-class BodyLimitMiddleware:
-    """413 when Content-Length or the streamed body exceeds `max_bytes` (no full read first)."""
+class BodyTimeout(ApiError):
+    def __init__(self, seconds: float):
+        super().__init__(408, "body_timeout", f"request body not received within {seconds:g} s",
+                         {"connection": "close"})
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimitMiddleware:
+    """413 when Content-Length or the streamed body exceeds `max_bytes` (no full read first); 408
+    when the body has not fully arrived `timeout_s` after the request head (slow-body clients)."""
+
+    def __init__(self, app, max_bytes: int, timeout_s: float | None = None):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -50,14 +61,23 @@ class BodyLimitMiddleware:
             if too_big:
                 err = BodyTooLarge(self.max_bytes)
                 return await error_response(413, err.code, err.detail)(scope, receive, send)
-        seen = 0
+        seen, done = 0, False
+        deadline = None if self.timeout_s is None else asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done
+            if done or deadline is None:  # after the body: waiting for a disconnect is not limited
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:  # raised inside the route: answered by the ApiError handler
+                    raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:  # raised inside the route: answered by the ApiError handler
+                done = not message.get("more_body", False)
+                if seen > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
@@ -74,7 +94,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         route = scope["path"] if scope["path"] in ROUTES else "other"
-        status = {"code": 500}
+        status = {"code": CLIENT_GONE}  # no response started: the client went away first
         t0 = time.perf_counter()
 
         async def send_status(message):
@@ -84,6 +104,10 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_status)
+        except BaseException:
+            if status["code"] == CLIENT_GONE:
+                status["code"] = 500  # what uvicorn answers
+            raise
         finally:
             self.metrics.requests.labels(route, str(status["code"])).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
@@ -108,6 +132,9 @@ class DirectRoute:
             return await self.app(scope, receive, send)
         try:
             response = await self.handler(Request(scope, receive))
+        except ClientDisconnect:  # counted as CLIENT_GONE by MetricsMiddleware; nothing to answer
+            log.debug("client disconnected before its answer (%s %s)", self.method, self.path)
+            return
         except ApiError as err:
             response = self.on_error(err)
         except Exception as err:  # a bug, not the client's input

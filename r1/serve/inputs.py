@@ -15,6 +15,7 @@ import json
 from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from r1.serve.errors import ApiError
 from r1.serve.schemas import ImageRequest, TextRequest
@@ -75,7 +76,7 @@ async def _read_multipart(request: Request, default_top_k: int) -> tuple[bytes, 
 
     try:
         form = await request.form(max_files=4, max_fields=16, max_part_size=64 * 1024)
-    except ApiError:
+    except (ApiError, ClientDisconnect):
         raise
     except HTTPException as err:  # starlette's MultiPartException -> 400
         raise ApiError(400, "bad_multipart", str(err.detail)) from None
@@ -128,8 +129,9 @@ async def _read_json(request: Request, default_top_k: int) -> tuple[bytes, int]:
     return data, req.top_k or default_top_k
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Encoded bytes -> RGB image. The size is checked from the header, before pixels are decoded."""
+def decode_image(data: bytes, max_pixels: int, decode_limit: int | None = None) -> Image.Image | None:
+    """Encoded bytes -> RGB image. The size is checked from the header, before pixels are decoded;
+    None, without decoding, for an image of more than `decode_limit` pixels (someone else's job)."""
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
@@ -142,6 +144,13 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             raise ApiError(413, "image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
         if w < 1 or h < 1:
             raise ApiError(400, "bad_image", f"image has no pixels ({w}x{h})")
+        if im.format == "JPEG" and len(data) * 8 < -(-w // 8) * -(-h // 8):
+            # Huffman-coded JPEG spends at least one bit per 8x8 block: a header claiming more blocks
+            # than the data has bits is forged or truncated (libjpeg would pad it with grey)
+            raise ApiError(400, "bad_image", f"JPEG data ({len(data)} bytes) too short for its declared "
+                                             f"{w}x{h} size: truncated or forged header")
+        if decode_limit is not None and w * h > decode_limit:
+            return None
         return im.convert("RGB")  # decodes: truncated / corrupt data fails here
     except ApiError:
         raise

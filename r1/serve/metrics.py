@@ -33,6 +33,10 @@ class Metrics:
         self.model_load_seconds = Gauge("r1_model_load_seconds", "Seconds to load and warm the model.",
                                         registry=r)
         self.ready = Gauge("r1_ready", "1 once the model is loaded and warm.", registry=r)
+        self.worker_restarts = Counter("r1_worker_restarts_total", "Restarts of a dead or stuck inference process.",
+                                       registry=r)
+        self.cancelled = Counter("r1_cancelled_total", "Running tasks stopped because their caller timed out "
+                                 "(504) or disconnected.", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

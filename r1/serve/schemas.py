@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class ImageRequest(BaseModel):
@@ -11,7 +11,8 @@ class ImageRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     image: str = Field(..., description="The image file (PNG, JPEG, ...) encoded as base64 (standard alphabet).")
-    top_k: Optional[int] = Field(None, ge=1, le=1000, description="Classes listed per image (classification).")
+    top_k: Optional[StrictInt] = Field(None, ge=1, le=1000,
+                                       description="Classes listed per image (classification).")
 
 
 # Hard limits of the text schema; a server may set lower ones (`r1 serve --max-new-tokens`).
@@ -68,7 +69,7 @@ class Generation(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    model: str = Field(..., description="What the server loaded (path).")
+    model: str = Field(..., description="The served model's name (its run directory's or file's name).")
     family: str = Field(..., description="cls | det | lm | mm")
     runtime: str = Field(..., description="torch | onnx | tensorrt")
     latency_ms: float = Field(..., description="Server-side time from request to response, ms.")
@@ -83,7 +84,9 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = "ok"
+    status: str = Field("ok", description="`ok`, or `failing` (503) when the inference process died and "
+                                          "could not be restarted.")
+    detail: Optional[str] = None
 
 
 class Ready(BaseModel):

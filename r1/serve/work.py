@@ -8,8 +8,13 @@ Tasks and results are plain picklable values:
     TextTask(text="...", max_new_tokens=64, ...)
     -> ("ok", record) | ("error", status, code, detail)
 
+A failure is its own request's: a bad image, a generation that raises, or a non-finite output gets
+its error tuple while its batch-mates get their records. A task whose id is in `cancelled` (its
+caller timed out or went away) stops at the next token (`r1.cancel`).
+
 Where an image is decoded balances CPU between the two processes: the worker runs the model, the
-event loop parses HTTP. Small uploads (the common case) are decoded by the server, which then
+event loop parses HTTP. Small uploads of few pixels (the common case; both read from the header
+before any decoding) are decoded by the server's decode threads (never the event loop), which then
 sends the pixels (cheaper to move than to decode); the worker preprocesses all images of a
 batch and runs them together. Preprocessing stays in the worker: done per image in the server, it
 cost the server more CPU than it saved the worker (measured with the classification tiny model).
@@ -17,8 +22,12 @@ cost the server more CPU than it saved the worker (measured with the classificat
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Container, Optional
+
+from r1 import cancel
+from r1.errors import ConfigError, DataError, NonFiniteOutput
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +37,7 @@ class ImageTask:
     top_k: int
     data: Optional[bytes] = None  # the encoded image (PNG, JPEG, ...) as uploaded, or
     pixels: object = None         # the decoded image, uint8 numpy (H, W, 3) RGB
+    id: int = 0
 
 
 @dataclass(frozen=True)
@@ -39,43 +49,68 @@ class TextTask:
     top_p: float = 1.0
     seed: Optional[int] = None
     chat: Optional[bool] = None
+    id: int = 0
 
 
 def prepare_image(data: bytes, top_k: int, max_pixels: int, max_local_pixels: int) -> ImageTask:
-    """Decode here (raising the decoder's 400 / 413 ApiError) and hand on the pixels of images of
-    at most `max_local_pixels`; larger ones travel as the compressed bytes."""
+    """Check the header (raising the decoder's 400 / 413 ApiError), then decode here and hand on
+    the pixels of images of at most `max_local_pixels`; larger ones travel undecoded, as the
+    compressed bytes (the pixel budget is read from the header: a small file that decodes to a
+    huge image costs the server nothing). The server calls this in its decode threads."""
     import numpy as np
 
     from r1.serve.inputs import decode_image
 
-    image = decode_image(data, max_pixels)
-    if image.width * image.height > max_local_pixels:
-        return ImageTask(top_k, data=data)
-    return ImageTask(top_k, pixels=np.asarray(image))
+    image = decode_image(data, max_pixels, decode_limit=max_local_pixels)
+    return ImageTask(top_k, data=data) if image is None else ImageTask(top_k, pixels=np.asarray(image))
 
 
 def _error(status: int, code: str, detail: str) -> tuple:
     return ("error", status, code, detail)
 
 
-def run_tasks(predictor, tasks: list, max_pixels: int) -> list[tuple]:
+NON_FINITE = "the model's output is not finite (NaN/inf): its weights or preprocessing (std 0?) are broken"
+
+
+def is_finite(value) -> bool:
+    """No NaN or infinity anywhere in a JSON-like record (dicts, lists, numbers)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(is_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(is_finite(v) for v in value)
+    return True
+
+
+def run_tasks(predictor, tasks: list, max_pixels: int, cancelled: Container[int] = ()) -> list[tuple]:
     """Run a batch: images are decoded one by one (a bad one fails alone), preprocessed and run
     as one batch; prompts are generated one after another."""
     if predictor.inputs == "text":
-        return [_generate(predictor, t) for t in tasks]
+        return [_generate(predictor, t, cancelled) for t in tasks]
     return _images(predictor, tasks, max_pixels)
 
 
-def _generate(predictor, task) -> tuple:
-    from r1.errors import DataError
-
+def _generate(predictor, task, cancelled: Container[int]) -> tuple:
     if not isinstance(task, TextTask):
         return _error(422, "image_not_supported", "this model takes text; send {\"text\": ...}")
     try:
-        return ("ok", predictor.generate(task.text, task.max_new_tokens, task.temperature, task.top_k,
-                                         task.top_p, task.seed, task.chat))
+        with cancel.scope(lambda: task.id in cancelled):
+            cancel.check()
+            record = predictor.generate(task.text, task.max_new_tokens, task.temperature, task.top_k,
+                                        task.top_p, task.seed, task.chat)
+    except cancel.Cancelled:
+        return _error(504, "cancelled", "the request was given up (timeout or disconnect); generation stopped")
+    except ConfigError as err:
+        return _error(422, "invalid_request", str(err))
+    except NonFiniteOutput as err:
+        return _error(500, "non_finite_output", str(err))
     except DataError as err:
         return _error(422, "no_known_tokens", str(err))
+    except Exception as err:  # this request's failure, not its batch-mates'
+        log.exception("generation failed")
+        return _error(500, "generation_failed", f"{type(err).__name__}: {err}"[:300])
+    return ("ok", record) if is_finite(record) else _error(500, "non_finite_output", NON_FINITE)
 
 
 def _preprocess_each(predictor, images: list) -> list:
@@ -123,10 +158,34 @@ def _images(predictor, tasks: list, max_pixels: int) -> list[tuple]:
             return results
         images, where = [images[j] for j in keep], [where[j] for j in keep]
         batch = np.concatenate([parts[j] for j in keep])
-    k = max(tasks[i].top_k for i in where)
-    records = predictor.postprocess(predictor.forward(batch), top_k=k, images=images)
+    try:
+        records = _run(predictor, batch, images, max(tasks[i].top_k for i in where))
+    except Exception as err:  # one input must not fail the others: run them one by one
+        if len(where) > 1:
+            log.warning("a batch of %d failed (%r); running its images one by one", len(where), err)
+        records = [_run_one(predictor, batch[j:j + 1], images[j], tasks[i].top_k) if len(where) > 1
+                   else _failed(err) for j, i in enumerate(where)]
     for i, rec in zip(where, records):
+        if isinstance(rec, tuple):
+            results[i] = rec
+            continue
         if "top" in rec:
             rec["top"] = rec["top"][:tasks[i].top_k]
-        results[i] = ("ok", rec)
+        results[i] = ("ok", rec) if is_finite(rec) else _error(500, "non_finite_output", NON_FINITE)
     return results
+
+
+def _run(predictor, batch, images: list, top_k: int) -> list[dict]:
+    return predictor.postprocess(predictor.forward(batch), top_k=top_k, images=images)
+
+
+def _failed(err: Exception) -> tuple:
+    log.error("inference failed on one image: %r", err)
+    return _error(500, "inference_failed", f"{type(err).__name__}: {err}"[:300])
+
+
+def _run_one(predictor, batch, image, top_k: int):
+    try:
+        return _run(predictor, batch, [image], top_k)[0]
+    except Exception as err:
+        return _failed(err)

@@ -3,21 +3,31 @@
     w = InferenceProcess(loader, cfg)        # spawns; the child loads and warms the model
     info = w.wait_ready()                    # {"family", "inputs", "runtime", "load_seconds"}; LoadFailed
     results = w.call([task, ...])            # run_tasks in the child; WorkerDied if it is gone
+    w.cancel(task.id)                        # stop a running task (generation) at its next check
+    w.problem(stuck_after_s)                 # None, "exited (...)" or "stuck (no heartbeat ...)"
     w.close()
 
 One pipe, one batch in flight: `call` is made from the batcher's single inference thread. Tasks
 travel as encoded bytes (smaller than decoded pixels); the child decodes, preprocesses, runs and
-post-processes, and sends back JSON-safe records. The child ignores SIGINT: Ctrl-C reaches the
-whole process group, and the server, not the child, decides when to stop (after draining).
+post-processes, and sends back JSON-safe records. A second pipe carries cancellations, read by a
+child thread; another child thread writes a heartbeat into shared memory, which a stopped or hung
+child stops writing (`r1.serve.supervisor` restarts it). The child ignores SIGINT: Ctrl-C reaches
+the whole process group, and the server, not the child, decides when to stop (after draining).
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import signal
+import threading
 import time
 
+from r1.errors import NonFiniteOutput
+from r1.serve.work import is_finite
+
 log = logging.getLogger(__name__)
+
+START_GRACE_S = 120.0  # the most a child may take to start beating (interpreter start-up, imports)
 
 
 class LoadFailed(RuntimeError):
@@ -29,11 +39,51 @@ class WorkerDied(RuntimeError):
 
 
 def load_and_warm(loader, cfg):
-    """-> (predictor, seconds) for `cfg`, warmed at every batch size the server will run."""
+    """-> (predictor, seconds) for `cfg`, warmed at every batch size the server will run and
+    checked to answer with finite numbers (NonFiniteOutput: the server stays not ready, with why).
+    `warmup_runs` 0 skips both (tests)."""
     t0 = time.perf_counter()
     p = loader(cfg)
-    p.warmup(cfg.warmup_runs, tuple(sorted({1, cfg.max_batch})))
+    if cfg.warmup_runs > 0:
+        p.warmup(cfg.warmup_runs, tuple(sorted({1, cfg.max_batch})))
+        check_finite(p, cfg)
     return p, time.perf_counter() - t0
+
+
+def _finite(value) -> bool:
+    """No NaN/inf in tensors, arrays, numbers, or lists/dicts of them."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return is_finite(value)
+
+
+def check_finite(predictor, cfg) -> None:
+    """Image models: a mid-grey image through preprocess, forward and postprocess must stay finite
+    (NaN weights, a preprocessing std of 0). Text models check their logits as they sample
+    (NonFiniteOutput from their own sampler), so their warm-up has raised already."""
+    if predictor.inputs != "image":
+        return
+    from PIL import Image
+
+    _, h, w = predictor.input_shape
+    image = Image.new("RGB", (w, h), (128, 128, 128))
+    batch = predictor.preprocess([image])
+    if not _finite(batch):
+        raise NonFiniteOutput("preprocessing gives non-finite values (NaN/inf): is a preprocess std 0 in "
+                              "model.json?")
+    outputs = predictor.forward(batch)
+    if not _finite(outputs) or not _finite(predictor.postprocess(outputs, top_k=cfg.top_k, images=[image])):
+        raise NonFiniteOutput("the model's outputs are not finite (NaN/inf) on a plain grey image: its weights "
+                              "are broken")
 
 
 def describe(predictor, seconds: float) -> dict:
@@ -41,9 +91,27 @@ def describe(predictor, seconds: float) -> dict:
             "load_seconds": seconds}
 
 
-def _child_main(conn, loader, cfg) -> None:
+def _beat(heartbeat, interval: float) -> None:
+    while True:
+        heartbeat.value = time.monotonic()
+        time.sleep(interval)
+
+
+def _listen_for_cancels(control, cancelled: set) -> None:
+    while True:
+        try:
+            cancelled.add(control.recv())
+        except (EOFError, OSError):  # the server went away
+            return
+
+
+def _child_main(conn, control, heartbeat, loader, cfg) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s inference: %(message)s")
+    # the heartbeat starts before anything slow (imports, loading): a stopped process stops beating
+    threading.Thread(target=_beat, args=(heartbeat, cfg.heartbeat_s), daemon=True, name="r1-heartbeat").start()
+    cancelled: set[int] = set()
+    threading.Thread(target=_listen_for_cancels, args=(control, cancelled), daemon=True, name="r1-cancels").start()
     import torch
 
     from r1.serve.work import run_tasks
@@ -63,22 +131,30 @@ def _child_main(conn, loader, cfg) -> None:
         if tasks is None:
             return
         try:
-            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels)))
+            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels, cancelled)))
         except Exception as err:
             logging.getLogger(__name__).exception("batch of %d failed", len(tasks))
             conn.send(("error", f"{type(err).__name__}: {err}"))
+        cancelled.difference_update(t.id for t in tasks)
 
 
 class InferenceProcess:
     """A spawned child running `run_tasks` on batches sent by `call`. `loader` must be picklable
-    (a module-level function or an instance of a module-level class)."""
+    (a module-level function or an instance of a module-level class). The child writes a heartbeat
+    (a monotonic timestamp in shared memory) every `cfg.heartbeat_s`; `problem()` reads it."""
 
     def __init__(self, loader, cfg):
         ctx = mp.get_context("spawn")  # fork would copy the server's threads and locks
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_main, args=(child, loader, cfg), name="r1-inference", daemon=True)
+        self._control, child_control = ctx.Pipe(duplex=False)[::-1]
+        self._control_lock = threading.Lock()
+        self.heartbeat = ctx.RawValue("d", 0.0)  # 0: no beat yet (the child is still starting)
+        self.started = time.monotonic()
+        self.proc = ctx.Process(target=_child_main, args=(child, child_control, self.heartbeat, loader, cfg),
+                                name="r1-inference", daemon=True)
         self.proc.start()
         child.close()
+        child_control.close()
 
     @property
     def pid(self) -> int | None:
@@ -88,8 +164,28 @@ class InferenceProcess:
         self.proc.join(timeout=1)
         return WorkerDied(f"inference process exited (exit code {self.proc.exitcode})")
 
-    def wait_ready(self) -> dict:
+    def problem(self, stuck_after_s: float) -> str | None:
+        """None while the child lives and beats; else what is wrong with it."""
+        if not self.proc.is_alive():
+            return f"exited (exit code {self.proc.exitcode})"
+        beat = self.heartbeat.value
+        if beat == 0.0:  # spawning: a new interpreter imports its modules before its first beat
+            silent, limit = time.monotonic() - self.started, max(stuck_after_s, START_GRACE_S)
+        else:
+            silent, limit = time.monotonic() - beat, stuck_after_s
+        if silent > limit:
+            return f"stuck (no heartbeat for {silent:.1f} s)"
+        return None
+
+    def wait_ready(self, stuck_after_s: float | None = None) -> dict:
+        """The child's `describe` record once loaded; LoadFailed, or WorkerDied when it exits or (with
+        `stuck_after_s`) stops beating first."""
         try:
+            while stuck_after_s is not None and not self._conn.poll(0.05):
+                problem = self.problem(stuck_after_s)
+                if problem:
+                    self.kill()
+                    raise WorkerDied(f"inference process {problem} while loading")
             kind, payload = self._conn.recv()
         except (EOFError, OSError):
             raise self._died() from None
@@ -107,6 +203,20 @@ class InferenceProcess:
             raise RuntimeError(f"inference failed: {payload}")
         return payload
 
+    def cancel(self, task_id: int) -> None:
+        """Stop task `task_id` at its next cancellation check (generation: the next token)."""
+        with self._control_lock:
+            try:
+                self._control.send(task_id)
+            except OSError:  # the child is gone: nothing runs
+                pass
+
+    def kill(self) -> None:
+        """SIGKILL (works on a stopped process too) and reap."""
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+
     def close(self, timeout: float = 10.0) -> None:
         """Ask the child to stop (after the batch it is running); terminate it after `timeout`."""
         if self.proc.is_alive():
@@ -119,4 +229,7 @@ class InferenceProcess:
             log.warning("inference process did not stop in %.0fs; terminating", timeout)
             self.proc.terminate()
             self.proc.join(5)
+        if self.proc.is_alive():
+            self.kill()
         self._conn.close()
+        self._control.close()

@@ -13,15 +13,19 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
+from r1.serve.app import uvicorn_config
+
 
 @contextmanager
-def running_server(app, startup_timeout: float = 30.0):
-    """Yield the base URL of `app` served on 127.0.0.1; stop (graceful shutdown) on exit."""
+def running_server(app, startup_timeout: float = 30.0, **options):
+    """Yield the base URL of `app` served on 127.0.0.1; stop (graceful shutdown) on exit.
+    `options` override uvicorn settings (`r1.serve.app.uvicorn_config`)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn_config(app, **{"log_level": "warning", "timeout_graceful_shutdown": 10,
+                                                   **options}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
@@ -52,17 +56,21 @@ class FakePredictor:
 
     family, runtime, inputs, input_shape = "cls", "fake", "image", (3, 8, 8)
 
-    def __init__(self, delay: float = 0.0):
-        self.delay, self.batches = delay, []
+    def __init__(self, delay: float = 0.0, nan_width: int = 0):
+        self.delay, self.batches, self.nan_width = delay, [], nan_width
         self.meta = {"classes": ["a", "b"], "preprocess": {"size": [8, 8], "mean": [0.5] * 3, "std": [0.5] * 3}}
 
     def preprocess(self, images):
-        return np.zeros((len(images), 3, 8, 8), np.float32)
+        out = np.zeros((len(images), 3, 8, 8), np.float32)
+        out[:, 0, 0, 0] = [im.width for im in images]  # forward answers NaN for images `nan_width` wide
+        return out
 
     def forward(self, batch):
         self.batches.append(len(batch))
         time.sleep(self.delay)
-        return np.tile(np.array([[2.0, 1.0]], np.float32), (len(batch), 1))
+        out = np.tile(np.array([[2.0, 1.0]], np.float32), (len(batch), 1))
+        out[batch[:, 0, 0, 0] == self.nan_width] = np.nan
+        return out
 
     def postprocess(self, outputs, top_k=3, images=None):
         from r1.models.cls.family import classification_records
@@ -76,12 +84,54 @@ class FakeLoader:
     """A picklable loader (it runs in the worker process): waits for `wait_file` to exist, fails
     with `fail` when set, else returns a FakePredictor(delay)."""
 
-    def __init__(self, delay: float = 0.0, wait_file: str | None = None, fail: str | None = None):
-        self.delay, self.wait_file, self.fail = delay, wait_file, fail
+    def __init__(self, delay: float = 0.0, wait_file: str | None = None, fail: str | None = None,
+                 nan_width: int = 0, fail_file: str | None = None):
+        self.delay, self.wait_file, self.fail, self.nan_width = delay, wait_file, fail, nan_width
+        self.fail_file = fail_file  # fail once this file exists (a restart that cannot load)
 
     def __call__(self, cfg):
         while self.wait_file and not os.path.exists(self.wait_file):
             time.sleep(0.02)
-        if self.fail:
-            raise RuntimeError(self.fail)
-        return FakePredictor(self.delay)
+        if self.fail or (self.fail_file and os.path.exists(self.fail_file)):
+            raise RuntimeError(self.fail or "weights vanished")
+        return FakePredictor(self.delay, self.nan_width)
+
+
+class FakeTextPredictor:
+    """A text-in, text-out stand-in: prompt "boom" raises, "nan" returns a NaN score, "slow" runs
+    for `slow_s` seconds checking `r1.cancel` (a long generation), anything else echoes."""
+
+    family, runtime, inputs = "fake-lm", "fake", "text"
+
+    def __init__(self, delay: float = 0.0, slow_s: float = 20.0):
+        self.delay, self.slow_s = delay, slow_s
+
+    def generate(self, text, max_new_tokens=64, temperature=0.8, top_k=0, top_p=1.0, seed=None, chat=None):
+        from r1 import cancel
+
+        time.sleep(self.delay)
+        if text == "boom":
+            raise RuntimeError("boom")
+        if text == "slow":
+            end = time.monotonic() + self.slow_s
+            while time.monotonic() < end:
+                cancel.check()
+                time.sleep(0.01)
+        rec = {"text": text[::-1], "prompt_tokens": len(text), "context_tokens": len(text),
+               "generated_tokens": len(text), "finish_reason": "length", "seed": seed or 0}
+        if text == "nan":
+            rec["score"] = float("nan")
+        return rec
+
+    def warmup(self, runs=1, batch_sizes=(1,)):
+        pass
+
+
+class FakeTextLoader:
+    """A picklable loader of FakeTextPredictor(delay, slow_s)."""
+
+    def __init__(self, delay: float = 0.0, slow_s: float = 20.0):
+        self.delay, self.slow_s = delay, slow_s
+
+    def __call__(self, cfg):
+        return FakeTextPredictor(self.delay, self.slow_s)

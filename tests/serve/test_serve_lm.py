@@ -154,3 +154,46 @@ def test_serve_cli_refuses_other_runtimes_for_lm(lm_dir):
     assert res.returncode == 2 and "torch runtime only" in res.stderr
     res = run_cli("serve", str(lm_dir), "--inference", "fork")
     assert res.returncode == 2 and "--inference" in res.stderr
+
+
+# ----------------------------------------------------------------- issue 17 item 2: one bad request, one failure
+def test_extreme_sampling_settings_are_clamped_not_500(url):
+    """`temperature 1e-45` / `top_p 1e-46` used to give 500 "probability tensor contains inf/nan" to
+    their whole batch: now they sample (like greedy) and their batch-mates are unaffected."""
+    import concurrent.futures as cf
+
+    bodies = [{"text": "to be", "max_new_tokens": 5, "temperature": 1e-45},
+              {"text": "to be", "max_new_tokens": 5, "top_p": 1e-46},
+              {"text": "to be", "max_new_tokens": 5, "temperature": 0.0},
+              {"text": "abc", "max_new_tokens": 5, "top_k": 3}] * 2
+    with cf.ThreadPoolExecutor(8) as pool:
+        rs = list(pool.map(lambda b: CLIENT.post(url + "/v1/predict", json=b), bodies))
+    assert [r.status_code for r in rs] == [200] * 8, [r.text for r in rs]
+    greedy = rs[2].json()["result"]["text"]
+    assert rs[0].json()["result"]["text"] == rs[1].json()["result"]["text"] == greedy
+
+
+def test_sample_next_validates_and_clamps():
+    from r1.errors import ConfigError, NonFiniteOutput
+    from r1.lm.generate import sample_next
+
+    logits = torch.tensor([[1.0, 3.0, 2.0]])
+    assert sample_next(logits, 1e-45).item() == 1 and sample_next(logits, 1.0, top_p=1e-46).item() == 1
+    for bad, key in [(dict(temperature=float("nan")), "temperature"), (dict(temperature=-1.0), "temperature"),
+                     (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_k=True), "top_k"),
+                     (dict(top_k=-1), "top_k")]:
+        with pytest.raises(ConfigError, match=key):
+            sample_next(logits, **{"temperature": 1.0, **bad})
+    with pytest.raises(NonFiniteOutput, match="NaN"):
+        sample_next(torch.tensor([[1.0, float("nan")]]), 0.0)
+
+
+def test_generate_cli_rejects_bad_sampling_and_clamps_tiny(lm_dir):
+    from tests.conftest import run_cli
+
+    res = run_cli("generate", str(lm_dir), "--prompt", "ab", "--top-p", "0")
+    assert res.returncode == 2 and "--top-p: 0.0 is not allowed" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("generate", str(lm_dir), "--prompt", "ab", "--temperature", "nan")
+    assert res.returncode == 2 and "--temperature" in res.stderr
+    res = run_cli("generate", str(lm_dir), "--prompt", "ab", "--temperature", "1e-45", "--max-new-tokens", "4")
+    assert res.returncode == 0, res.stderr

@@ -57,7 +57,7 @@ def test_worker_ready_batches_and_drains(tmp_path):
 
 
 def test_dead_worker_gives_503_and_not_ready():
-    app = create_app(_cfg(max_batch=4, max_wait_ms=1), loader=FakeLoader())
+    app = create_app(_cfg(max_batch=4, max_wait_ms=1, restart_limit=0), loader=FakeLoader())
     with running_server(app) as (url, _):
         wait_ready(url, timeout=60)
         assert _post(url).status_code == 200
@@ -68,10 +68,12 @@ def test_dead_worker_gives_503_and_not_ready():
         r = _post(url)
         assert r.status_code == 503 and r.json()["error"] == "not_ready", r.text
         assert "r1_ready 0.0" in CLIENT.get(url + "/metrics").text
+        health = CLIENT.get(url + "/healthz")  # restart_limit 0: it will not come back
+        assert health.status_code == 503 and "not restarted" in health.json()["detail"], health.text
 
 
 def test_worker_dying_mid_request_gives_503():
-    app = create_app(_cfg(max_batch=4, max_wait_ms=1), loader=FakeLoader(delay=1.0))
+    app = create_app(_cfg(max_batch=4, max_wait_ms=1, restart_backoff_s=30), loader=FakeLoader(delay=1.0))
     with running_server(app) as (url, _):
         wait_ready(url, timeout=60)
         with cf.ThreadPoolExecutor(1) as pool:
