@@ -74,12 +74,10 @@ def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, to
 
 def write_results(model_path, records: list[dict], fmt: str, path: Path) -> Path:
     """Records of `predict_files` in another format the model's family writes (e.g. "coco")."""
-    from r1.export.runtime import artifact_family
     from r1.family import get_family
 
-    family = artifact_family(model_path)
     info = _info(model_path)
-    return get_family(family).writer(fmt)(info, records, path)
+    return get_family(info["family"]).writer(fmt)(info, records, path)
 
 
 def _info(model_path) -> dict:
