@@ -63,25 +63,49 @@ class TextPredictor:
             raise DataError("text: none of its characters are in the model's vocabulary")
         return ids
 
-    @torch.inference_mode()
-    def generate(self, text: str, max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None, chat: bool | None = None) -> dict:
-        """One prompt -> the generated continuation and its token counts (see the module doc)."""
+    def _token_stream(self, ids: list[int], max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+                      eos: int | None, generator: torch.Generator):
+        """Next-token ids (ints) for prompt `ids`, one per step. A runtime other than torch
+        overrides this alone: encoding, decoding, streaming and records are shared."""
         from r1.lm.generate import default_exit_threshold, generate_stream
 
+        for nxt in generate_stream(self.model, torch.tensor([ids]), max_new_tokens, temperature=temperature,
+                                   top_k=top_k, top_p=top_p, use_cache=True,
+                                   exit_threshold=default_exit_threshold(self.model), eos_id=eos,
+                                   generator=generator):
+            yield int(nxt[0, 0])
+
+    @torch.inference_mode()
+    def stream(self, text: str, max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, chat: bool | None = None):
+        """One prompt -> yields {"text": piece} as tokens arrive (incomplete UTF-8 held back),
+        then one last record: `generate`'s dict with "done": True."""
+        from r1.lm.generate import check_sampling
+
+        check_sampling(temperature, top_k, top_p)
         ids = self.encode(text, chat)
         seed = random.randrange(2 ** 63) if seed is None else int(seed)
         eos = self.tokenizer.token_to_id("<|endoftext|>")
         out: list[int] = []
-        for nxt in generate_stream(self.model, torch.tensor([ids]), max_new_tokens, temperature=temperature,
-                                   top_k=top_k, top_p=top_p, use_cache=True,
-                                   exit_threshold=default_exit_threshold(self.model), eos_id=eos,
-                                   generator=torch.Generator().manual_seed(seed)):
-            out.append(int(nxt[0, 0]))
+        emitted = ""
+        for tok in self._token_stream(ids, max_new_tokens, temperature, top_k, top_p, eos,
+                                      torch.Generator().manual_seed(seed)):
+            out.append(tok)
+            decoded = self.tokenizer.decode(out)
+            if not decoded.endswith("\ufffd") and len(decoded) > len(emitted):
+                yield {"text": decoded[len(emitted):]}
+                emitted = decoded
         finish = "eos" if eos is not None and out and out[-1] == eos else "length"
-        return {"text": self.tokenizer.decode(out), "prompt_tokens": len(ids),
-                "context_tokens": min(len(ids), self.block_size), "generated_tokens": len(out),
-                "finish_reason": finish, "seed": seed}
+        yield {"text": self.tokenizer.decode(out), "prompt_tokens": len(ids),
+               "context_tokens": min(len(ids), self.block_size), "generated_tokens": len(out),
+               "finish_reason": finish, "seed": seed, "done": True}
+
+    def generate(self, text: str, max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, chat: bool | None = None) -> dict:
+        """One prompt -> the generated continuation and its token counts (see the module doc)."""
+        *_, last = self.stream(text, max_new_tokens, temperature, top_k, top_p, seed, chat)
+        last.pop("done")
+        return last
 
     def predict(self, inputs: list[str], **options) -> list:
         """Prompts -> one Result per prompt (`generate`'s record); options are `generate`'s
