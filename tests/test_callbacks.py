@@ -191,6 +191,19 @@ def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch):
     assert pick_device("cuda", D.env_local_rank()) == torch.device("cuda", 0)
 
 
+def test_a_cuda_device_takes_cudnn_attention_out(monkeypatch):
+    """cuDNN's SDPA backend gave wrong masked bf16 gradients on an H200 (hardware.avoid_cudnn_attention)."""
+    from r1.train.hardware import pick_device
+
+    calls = []
+    monkeypatch.setattr(torch.backends.cuda, "cudnn_sdp_enabled", lambda: True)
+    monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", calls.append)
+    pick_device("cpu")
+    assert calls == []
+    pick_device("cuda")
+    assert calls == [False]
+
+
 def test_nccl_group_starts_on_this_ranks_gpu(monkeypatch):
     """init_distributed makes cuda:LOCAL_RANK current before NCCL starts (collectives on own GPU)."""
     from r1.train import distributed as D

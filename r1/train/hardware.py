@@ -35,8 +35,20 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """`run.device` -> the device of this process: under torchrun each rank takes its own GPU,
     cuda:LOCAL_RANK (`distributed.env_local_rank()`)."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        avoid_cudnn_attention()
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def avoid_cudnn_attention() -> None:
+    """Take cuDNN out of `scaled_dot_product_attention`'s backends (flash / memory-efficient / math
+    remain). Measured on an H200 (torch 2.11, 2026-11-30): with a mask and sequence length 64 its
+    bf16 backward gave R1-LM gradients 129% off the fp32 ones (math backend: 1.1%) and the
+    shakespeare recipe ended at val loss 2.55 instead of 1.69; pytorch/pytorch#196678 describes
+    the same kernel (seq_len % 128 == 64 with attn_mask on SM90)."""
+    if torch.backends.cuda.cudnn_sdp_enabled():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        log.info("attention: cuDNN's SDPA backend off (wrong masked bf16 gradients on SM90; flash/efficient/math on)")
 
 
 def cpu_has_native_bf16() -> bool:

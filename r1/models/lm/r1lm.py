@@ -110,6 +110,8 @@ class GatedAttention(nn.Module):
             qk = qk.view(B, T, C + self.kv_dim)
         q, k = qk.split([C, self.kv_dim], dim=-1)
         q, k, v = self._split(q, self.n_head), self._split(k, self.n_kv), self._split(v, self.n_kv)
+        if q.is_cuda:  # rows of the fused qkv+gate projection are not 16-byte aligned in bf16: the
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # efficient kernel crashed (H200)
         start = 0
         if cache is not None:
             start = cache.pos
