@@ -72,6 +72,7 @@ class FamilySpec:
     example_inputs: Any = None  # (meta, n, torch.Generator) -> a batch of n model inputs (bench, report)
     primary_loss: str | None = None  # the loss part that heads training log lines (else the total)
     writers: dict[str, Any] = field(default_factory=dict)  # extra result formats, e.g. {"coco": fn(info, records, path)}
+    tolerance: float = 0.01  # monitor drop a deployable variant may have (the pipeline report's verdict)
 
     def __post_init__(self):
         if self.mode not in ("max", "min"):

@@ -51,6 +51,12 @@ def test_full_chain_report_and_skip_on_rerun(tmp_path):
     assert rows["int8"]["runtime"] == "onnxruntime" and rows["int8"]["size_mb"] < rows["pruned"]["size_mb"] / 2
     for png in ("metric_vs_latency.png", "size.png", "training_curves.png"):
         assert (tmp_path / "run/report" / png).is_file()
+    # every torch row is also timed in onnxruntime; the int8 row beside its own float graph; the verdict opens
+    assert all(rows[n]["onnx_ms_p50"] > 0 for n in ("teacher", "student", "student_kd", "pruned"))
+    assert rows["int8"]["float_ms_p50"] > 0
+    assert report["verdict"]["deploy"] in names and report["verdict"]["pareto"]
+    md = (tmp_path / "run/report.md").read_text()
+    assert md.startswith("**Verdict:** deploy `" + report["verdict"]["deploy"]) and "Measured on" in md.split("\n")[0]
     kd_log = (tmp_path / "run/student_kd/log.txt").read_text()
     assert "kd " in kd_log  # the kd loss is logged as its own part
     # Re-run: every stage is skipped, outputs are the same.

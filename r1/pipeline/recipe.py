@@ -82,6 +82,8 @@ class BenchStage:
     runs: int = opt(30, "Timed batch-1 runs per model (median and p95 reported).", min=20)
     throughput_batch: int = opt(32, "Batch size of the throughput measurement.", min=1)
     threads: int = opt(0, "Threads for every measurement (0: physical cores).", min=0)
+    tolerance: float = opt(0.0, "Metric drop (vs the best row) the verdict accepts in the variant it names; "
+                                "0: the family's (cls 0.015 accuracy, det 0.05 mAP, lm 0.02 loss).", min=0.0)
 
 
 KINDS = {"train": TrainStage, "prune": PruneStage, "quantize": QuantizeStage, "export": ExportStage,

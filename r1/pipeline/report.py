@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,13 @@ import torch
 from r1.artifacts import load_any
 from r1.bench.latency import measure_latency
 from r1.bench.report import NOISE_NOTE, is_noisy
-from r1.errors import ConfigError
+from r1.errors import ConfigError, R1Error
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact
 from r1.family import get_family
 from r1.pipeline.plots import plot_report
 from r1.pipeline.recipe import BenchStage
+from r1.pipeline.verdict import cpu_summary, verdict
 from r1.train.hardware import set_threads
 
 log = logging.getLogger("r1.pipeline")
@@ -37,6 +39,40 @@ def count_params(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def interleaved_p50(models: list, batch, runs: int) -> list[float]:
+    """Batch latency (ms, median) of each model, timed in alternation so that load changes on the
+    machine affect them alike."""
+    times = [[] for _ in models]
+    with torch.no_grad():
+        for m in models:
+            for _ in range(3):
+                m(batch)
+        for _ in range(runs):
+            for t, m in zip(times, models):
+                t0 = time.perf_counter()
+                m(batch)
+                t.append(time.perf_counter() - t0)
+    return [round(float(np.median(t)) * 1e3, 3) for t in times]
+
+
+def onnx_latency(path: Path, one, runs: int, threads: int) -> dict:
+    """Batch-1 p50 in onnxruntime: a torch row's ONNX export (cached in the run dir) as `onnx_ms_p50`;
+    an int8 row's own float graph (the quantize stage's fp32.onnx) as `float_ms_p50`, interleaved."""
+    from r1.export.runtime import onnx_file
+
+    if path.suffix != ".onnx":
+        try:
+            return {"onnx_ms_p50": interleaved_p50([load_any(onnx_file(path), threads=threads)], one, runs)[0]}
+        except R1Error as err:  # a family without ONNX export: no onnxruntime latency
+            log.info("bench: no onnxruntime latency for %s (%s)", path, err)
+            return {}
+    fp32 = path.with_name("fp32.onnx")
+    if not fp32.is_file():
+        return {}
+    own, ref = interleaved_p50([load_any(path, threads=threads), load_any(fp32, threads=threads)], one, runs)
+    return {"float_ms_p50": ref, "int8_ms_p50_interleaved": own}
+
+
 def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
     model = load_any(path, threads=threads)
     family, meta = model.r1_family, model.r1_meta
@@ -55,7 +91,8 @@ def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
             "params": count_params(model), "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3),
             "latency_ms_p50": round(lat["p50"] * 1e3, 3), "latency_ms_p95": round(lat["p95"] * 1e3, 3),
             f"throughput_bs{stage.throughput_batch}": round(thr["throughput"], 1),
-            "metric_name": f"{split}/{monitor}", "metric": metrics.get(f"{split}/{monitor}"), "threads": threads}
+            "metric_name": f"{split}/{monitor}", "metric": metrics.get(f"{split}/{monitor}"), "threads": threads,
+            **onnx_latency(path, one, stage.runs, threads)}
 
 
 def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> dict:
@@ -67,6 +104,8 @@ def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> d
     report = {"rows": rows, "threads": threads, "runs": stage.runs,
               "noisy_latency": [r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])],
               "torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    spec = get_family(load_any(Path(outputs[stage.rows[0]]), threads=threads).r1_family)
+    report["verdict"] = verdict(rows, spec.mode, stage.tolerance or spec.tolerance, cpu_summary())
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(markdown(report))
     plot_report(rows, outputs, out_dir)
@@ -85,7 +124,8 @@ def markdown(report: dict) -> str:
     ratios = [f"- {r['name']}: {base['latency_ms_p50'] / r['latency_ms_p50']:.2f}x the speed of {base['name']} "
               f"(batch-1 p50{', noisy' if noisy & {r['name'], base['name']} else ''}), "
               f"{base['size_mb'] / r['size_mb']:.2f}x smaller on disk" for r in rows[1:]]
-    head = (f"Measured with {report['threads']} thread(s), {report['runs']} timed batch-1 runs per model, "
+    head = (report["verdict"]["line"] + "\n\n" if "verdict" in report else "") + (
+            f"Measured with {report['threads']} thread(s), {report['runs']} timed batch-1 runs per model, "
             f"torch {report['torch']}, CPU capability {report['cpu']}.\n\n")
     note = "\n" + NOISE_NOTE + "\n" if noisy else ""
     return head + "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n" + note

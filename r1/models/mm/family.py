@@ -25,6 +25,6 @@ def question_image_batch(meta: dict, n: int, generator: torch.Generator) -> dict
 
 SPEC = register_family(FamilySpec(
     name="mm", summary="visual question answering: an image and a question in, an answer out",
-    evaluate="r1.models.mm.metrics:evaluate_vqa", monitor="accuracy", mode="max",
+    evaluate="r1.models.mm.metrics:evaluate_vqa", monitor="accuracy", mode="max", tolerance=0.02,
     inputs="image+text", predictor="r1.models.mm.predictor:VQAPredictor", runtimes=("torch",),
     kd=mm_kd, example_inputs=question_image_batch, primary_loss="answer"))
