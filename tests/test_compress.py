@@ -191,3 +191,27 @@ def test_lm_distillation_masks_ignored_positions():
     keep = y != -100
     expected = 0.5 * kd_loss(student(x)[keep], teacher(x)[keep], 2.0)
     assert set(out) == {"lm", "kd"} and out["kd"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_int8_ops_auto_times_each_candidate_and_keeps_the_fastest_within_tolerance(trained_digits, tmp_path):
+    import json
+
+    from r1.compress.int8_choice import CANDIDATES
+    from r1.compress.quantize import quantize_artifact
+    from r1.errors import ConfigError
+    from r1.export.onnx import read_onnx_meta
+
+    out = quantize_artifact(trained_digits, tmp_path / "q", calib_batches=2, keep_float=[], ops="auto",
+                            tolerance=1.0)
+    record = json.loads((tmp_path / "q/int8_choice.json").read_text())
+    names = [r["candidate"] for r in record["rows"]]
+    assert names == ["float"] + [c[0] for c in CANDIDATES]
+    for r in record["rows"]:
+        assert r["ms_bs1"] > 0 and r["ms_bs8"] > 0 and 0 <= r["metric"] <= 1
+    best = max(record["rows"][1:], key=lambda r: r["speed_geomean"])  # tolerance 1.0: every candidate qualifies
+    assert record["chosen"] == best["candidate"] and record["within_tolerance"]
+    assert out.read_bytes() == (tmp_path / "q/int8_candidates" / f"{best['candidate']}.onnx").read_bytes()
+    assert json.loads(read_onnx_meta(out)["r1.quantized"])["ops"] in ("weights", "all")
+    assert "Chosen: **" in (tmp_path / "q/int8_choice.md").read_text()
+    with pytest.raises(ConfigError, match="quantize.ops: 'some' is not allowed; allowed: weights, all, auto"):
+        quantize_artifact(trained_digits, tmp_path / "bad", ops="some")

@@ -72,7 +72,9 @@ QUANT_OPS = ["Conv", "Gemm", "MatMul"]
 
 
 def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = None, calib_batches: int = 8,
-                  keep_float: list[str] | None = None, per_channel: bool = True, reduce_range: bool = True) -> Path:
+                  keep_float: list[str] | None = None, per_channel: bool = True, reduce_range: bool = True,
+                  all_ops: bool = False) -> Path:
+    """One int8 graph: `all_ops` quantizes every op onnxruntime can run in int8, else only QUANT_OPS."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -92,20 +94,29 @@ def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = No
         quantize_static(str(prepared), str(out), _Calibration(input_name, data_cfg, calib_batches),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8, nodes_to_exclude=excluded,
-                        op_types_to_quantize=QUANT_OPS, reduce_range=reduce_range)
+                        op_types_to_quantize=None if all_ops else QUANT_OPS, reduce_range=reduce_range)
         log.info("static int8: %s, kept in float: %s", out, excluded or "none")
     else:
         raise ConfigError(f"quantize.method: {method!r} is not allowed; allowed: static, dynamic")
     prepared.unlink(missing_ok=True)
     compact_onnx(out, {**props, "r1.quantized": json.dumps({"method": method, "per_channel": per_channel,
                                                              "keep_float": keep_float or [],
-                                                             "reduce_range": reduce_range})})
+                                                             "reduce_range": reduce_range,
+                                                             "ops": "all" if all_ops else "weights"})})
     return out
 
 
+OPS = ("weights", "all", "auto")
+
+
 def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static", calib_batches: int = 8,
-                      keep_float: list[str] | None = None, per_channel: bool = True, reduce_range: bool = True) -> Path:
-    """Run dir / .safetensors / fp32 .onnx -> `out_dir/model.onnx` (int8)."""
+                      keep_float: list[str] | None = None, per_channel: bool = True, reduce_range: bool = True,
+                      ops: str = "weights", tolerance: float = 0.01) -> Path:
+    """Run dir / .safetensors / fp32 .onnx -> `out_dir/model.onnx` (int8). Static `ops`: weights
+    (Conv/Gemm/MatMul), all (every op onnxruntime runs in int8) or auto (both, first conv float or
+    not, the fastest within `tolerance` of float on val kept: r1/compress/int8_choice.py)."""
+    if ops not in OPS:
+        raise ConfigError(f"quantize.ops: {ops!r} is not allowed; allowed: {', '.join(OPS)}")
     from r1.artifacts import read_info
     from r1.export.onnx import export_onnx
 
@@ -121,5 +132,14 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
         export_onnx(source, fp32)
         data_cfg = read_info(source).get("data", {})
     with torch.no_grad():
+        if method == "static" and ops == "auto":
+            from r1.compress.int8_choice import choose_int8
+
+            def one(path: Path, all_ops: bool, keep: list[str]) -> Path:
+                return quantize_onnx(fp32, path, method, data_cfg, calib_batches, keep, per_channel, reduce_range,
+                                     all_ops)
+
+            choose_int8(fp32, out_dir / "model.onnx", one, data_cfg, keep_float or [], tolerance)
+            return out_dir / "model.onnx"
         return quantize_onnx(fp32, out_dir / "model.onnx", method, data_cfg, calib_batches, keep_float, per_channel,
-                             reduce_range)
+                             reduce_range, ops == "all")

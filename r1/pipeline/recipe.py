@@ -56,6 +56,10 @@ class QuantizeStage:
     keep_float: list[str] = opt(["first", "last"], "Layers kept in float: first and/or last.")
     per_channel: bool = opt(True, "Per-channel weight scales (static).")
     reduce_range: bool = opt(True, "7-bit weights: avoids u8 x s8 saturation on CPUs without VNNI (static).")
+    ops: str = opt("weights", "Ops in int8 (static): weights (Conv/Gemm/MatMul), all (every op onnxruntime runs "
+                              "in int8), auto (each way timed beside float on this CPU, the fastest within "
+                              "`tolerance` on val kept; table in int8_choice.md).", choices=("weights", "all", "auto"))
+    tolerance: float = opt(0.01, "ops=auto: val metric drop allowed vs the float graph.", min=0.0)
 
 
 @dataclass

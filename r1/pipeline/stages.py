@@ -96,7 +96,7 @@ def run_quantize(recipe: Recipe, stage: QuantizeStage, outputs: dict[str, str], 
     source = outputs[stage.source]
     out = quantize_artifact(source, out_dir, method=stage.method, calib_batches=stage.calib_batches,
                             keep_float=stage.keep_float, per_channel=stage.per_channel,
-                            reduce_range=stage.reduce_range)
+                            reduce_range=stage.reduce_range, ops=stage.ops, tolerance=stage.tolerance)
     _keep_data_config(source, out_dir)
     return str(out)
 
