@@ -54,6 +54,10 @@ def test_full_chain_report_and_skip_on_rerun(tmp_path):
     # every torch row is also timed in onnxruntime; the int8 row beside its own float graph; the verdict opens
     assert all(rows[n]["onnx_ms_p50"] > 0 for n in ("teacher", "student", "student_kd", "pruned"))
     assert rows["int8"]["float_ms_p50"] > 0
+    assert rows["pruned"]["mmacs"] < rows["student_kd"]["mmacs"] < rows["teacher"]["mmacs"]
+    prune = json.loads((tmp_path / "run/pruned/prune.json").read_text())
+    assert prune["by"] == "params" and [set(r) for r in prune["per_round"]][0] == {"params", "macs", "latency_ms"}
+    assert prune["per_round"][-1]["macs"] < prune["per_round"][0]["macs"]
     assert report["verdict"]["deploy"] in names and report["verdict"]["pareto"]
     md = (tmp_path / "run/report.md").read_text()
     assert md.startswith("**Verdict:** deploy `" + report["verdict"]["deploy"]) and "Measured on" in md.split("\n")[0]

@@ -163,11 +163,16 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass on a zero input of `shape` (torch's FLOP counter / 2)."""
+    return count_macs_of(model, torch.zeros(shape))
+
+
+def count_macs_of(model: nn.Module, inputs) -> int:
+    """Multiply-accumulates of one forward pass on `inputs` (torch's FLOP counter / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(shape))
+        model(inputs)
     model.train(was)
     return counter.get_total_flops() // 2

@@ -38,7 +38,9 @@ class PruneStage:
     name: str = opt("", "Stage name.")
     kind: str = opt("prune", "Stage kind.")
     source: str = opt("", "Stage whose model is pruned.")
-    target: float = opt(0.4, "Stop once parameters are reduced by this fraction.", min=0.0, max=0.95)
+    target: float = opt(0.4, "Stop once `by` is reduced by this fraction.", min=0.0, max=0.95)
+    by: str = opt("params", "What `target` reduces: params, or macs (multiply-accumulates of one input: what "
+                            "latency follows).", choices=("params", "macs"))
     step: float = opt(0.05, "Fraction of each group's original channels removed per step.", min=0.01, max=0.5)
     finetune_steps: int = opt(40, "Optimizer steps of fine-tuning after each pruning step.", min=0)
     final_steps: int = opt(200, "Fine-tuning steps after the last pruning step (recovers accuracy).", min=0)

@@ -23,7 +23,7 @@ from r1.train.hardware import set_threads
 
 log = logging.getLogger("r1.pipeline")
 
-COLUMNS = ["name", "runtime", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_bs32",
+COLUMNS = ["name", "runtime", "params", "mmacs", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_bs32",
            "metric_name", "metric"]
 
 
@@ -88,11 +88,23 @@ def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
     except ConfigError:  # no test split (e.g. a first language-model stage): its validation split
         split, metrics = "val", evaluate_artifact(path, "val")
     return {"name": name, "runtime": "onnxruntime" if path.suffix == ".onnx" else "torch",
-            "params": count_params(model), "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3),
+            "params": count_params(model), "mmacs": _mmacs(model, one), "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3),
             "latency_ms_p50": round(lat["p50"] * 1e3, 3), "latency_ms_p95": round(lat["p95"] * 1e3, 3),
             f"throughput_bs{stage.throughput_batch}": round(thr["throughput"], 1),
             "metric_name": f"{split}/{monitor}", "metric": metrics.get(f"{split}/{monitor}"), "threads": threads,
             **onnx_latency(path, one, stage.runs, threads)}
+
+
+def _mmacs(model, one) -> float | None:
+    """Millions of multiply-accumulates of one input (torch models; an exported graph: None)."""
+    if hasattr(model, "session") or not isinstance(model, torch.nn.Module):
+        return None
+    from r1.compress.prune import count_macs_of
+
+    try:
+        return round(count_macs_of(model, one) / 1e6, 3)
+    except RuntimeError:  # an op the FLOP counter cannot trace: leave the column empty
+        return None
 
 
 def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> dict:

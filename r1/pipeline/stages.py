@@ -9,6 +9,7 @@ from pathlib import Path
 from r1.artifacts import load_model, read_info, save_artifact
 from r1.config import load_config
 from r1.errors import ConfigError
+from r1.family import get_family
 from r1.pipeline.recipe import ExportStage, PruneStage, QuantizeStage, Recipe, TrainStage, WidthStage, train_config
 
 log = logging.getLogger("r1.pipeline")
@@ -24,10 +25,11 @@ def run_train(recipe: Recipe, stage: TrainStage, outputs: dict[str, str], out_di
 
 
 def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_dir: Path) -> str:
-    """Progressive pruning: `step` of the channels per round, fine-tuning after each, until `target`."""
+    """Progressive pruning: `step` of the channels per round, fine-tuning after each, until `target`
+    (a reduction of parameters or of multiply-accumulates, `by`). Each round's params, MACs and
+    measured batch-1 latency go to prune.json side by side."""
     from r1.compress.prune import count_params, group_sizes
     from r1.config import to_dict
-    from r1.family import get_family
     from r1.train import fit
 
     source = Path(outputs[stage.source])
@@ -36,18 +38,25 @@ def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_di
     base_cfg = source / "config.yaml"
     if not base_cfg.is_file():
         raise ConfigError(f"stage {stage.name}: {source} has no config.yaml to fine-tune with")
-    reference, start, source_cfg = group_sizes(model), count_params(model), to_dict(model.r1_config)
+    reference, source_cfg = group_sizes(model), to_dict(model.r1_config)
+    family, meta = model.r1_family, model.r1_meta
+    costs = [_cost(model, family, meta)]
+    start = costs[0][stage.by]
+
+    def reduction(m) -> float:
+        return 1 - _cost(m, family, meta, timed=False)[stage.by] / start
+
     current, rnd = source, 0
-    while 1 - count_params(model) / start < stage.target:
+    while reduction(model) < stage.target:
         rnd += 1
         pruned = prune_l1(model, stage.step, reference)
         if count_params(pruned) == count_params(model):
-            log.warning("prune: nothing left to remove at round %d (reduction %.1f%%)", rnd,
-                        100 * (1 - count_params(model) / start))
+            log.warning("prune: nothing left to remove at round %d (%s reduction %.1f%%)", rnd, stage.by,
+                        100 * reduction(model))
             break
         info = read_info(current)
         step_dir = out_dir / f"round{rnd:02d}"
-        last = 1 - count_params(pruned) / start >= stage.target
+        last = reduction(pruned) >= stage.target
         steps = max(stage.finetune_steps, stage.final_steps) if last else stage.finetune_steps
         save_artifact(pruned, step_dir / "pruned", info["meta"], info["data"])
         # the pruned model's config fields that differ from the source's config (its channel counts)
@@ -65,13 +74,32 @@ def run_prune(recipe: Recipe, stage: PruneStage, outputs: dict[str, str], out_di
         else:
             current = step_dir / "pruned"
         model = load_model(current)
+        costs.append(_cost(model, family, meta))
+        log.info("prune round %d: params %.1f%%, MACs %.1f%%, batch-1 latency %.1f%% of the source", rnd,
+                 *(100 * costs[-1][k] / costs[0][k] for k in ("params", "macs", "latency_ms")))
     for name in ("model.safetensors", "model.json", "metrics.json", "config.yaml", "history.jsonl"):
         if (current / name).is_file() and current != out_dir:
             shutil.copy2(current / name, out_dir / name)
     (out_dir / "prune.json").write_text(json.dumps(
-        {"source": str(source), "params_before": start, "params_after": count_params(model), "rounds": rnd,
-         "reduction": 1 - count_params(model) / start}, indent=2))
+        {"source": str(source), "by": stage.by, "params_before": costs[0]["params"],
+         "params_after": costs[-1]["params"], "rounds": rnd, "reduction": reduction(model),
+         "per_round": costs}, indent=2))
     return str(out_dir)
+
+
+def _cost(model, family: str, meta: dict, timed: bool = True) -> dict:
+    """Parameters, multiply-accumulates of one example input, and (timed) torch batch-1 latency (ms, median)."""
+    import torch
+
+    from r1.bench.latency import measure_latency
+    from r1.compress.prune import count_macs_of, count_params
+
+    one = get_family(family).hook("example_inputs", "benchmark inputs")(meta, 1, torch.Generator().manual_seed(0))
+    out = {"params": count_params(model), "macs": count_macs_of(model, one)}
+    if timed:
+        with torch.no_grad():
+            out["latency_ms"] = round(measure_latency(model.eval(), one, runs=30, warmup=5)["p50"] * 1e3, 4)
+    return out
 
 
 def _override_value(value) -> str:
