@@ -130,6 +130,10 @@ class SortOfClevrConfig(DataConfig):
                          choices=("all", "relational", "nonrelational"))
     tokenizer: str = opt("char", "Question tokenizer, built from the question templates.", choices=("char", "bpe"))
     vocab_size: int = opt(400, "BPE vocabulary size (tokenizer=bpe; the byte alphabet alone is 256).", min=257)
+    eda: float = opt(0.0, "Share of training questions replaced by an EDA version (synonym replacement, random "
+                          "insertion/swap/deletion of words that are not colours, shapes, relations or counts).",
+                     min=0.0, max=1.0)
+    eda_variants: int = opt(8, "EDA versions prepared per question template (data.eda > 0).", min=1)
 
 
 variant(ModelConfig, "r1_mm", flavors=R1MM_FLAVORS)(R1MMConfig)

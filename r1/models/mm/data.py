@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from r1.data import DataBundle, register_data
 from r1.lm.tokenizer import BPETokenizer, CharTokenizer
 from r1.models.mm.config import SortOfClevrConfig
+from r1.models.mm.eda import variants
 
 COLOURS = ["red", "green", "blue", "orange", "gray", "yellow"]
 RGB = np.array([(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 150, 0), (128, 128, 128), (235, 235, 0)], np.uint8)
@@ -137,8 +138,8 @@ def generate_split(n: int, img_size: int, object_size: int, seed: int, split: in
 
 
 # ----------------------------------------------------------------------------- tokens and items
-def build_tokenizer(kind: str, vocab_size: int):
-    texts = all_questions()
+def build_tokenizer(kind: str, vocab_size: int, extra_texts: list[str] = ()):
+    texts = all_questions() + list(extra_texts)
     if kind == "bpe":
         return BPETokenizer.train(texts * 2, vocab_size, specials=[PAD], min_frequency=1)
     return CharTokenizer.train(texts, specials=[PAD])
@@ -158,8 +159,13 @@ def token_table(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 class QuestionImages(Dataset):
     """(image, question) pairs of one split: item i asks question `qidx[i]` about image `image_of[i]`."""
 
-    def __init__(self, split: dict, keep: np.ndarray, table: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, split: dict, keep: np.ndarray, table: torch.Tensor, mask: torch.Tensor,
+                 eda: float = 0.0, eda_variants: int = 0):
+        """`eda`: probability that an item's question is replaced by one of its `eda_variants` EDA
+        versions (table rows after the originals: question q's j-th at n_questions + q * k + j). The
+        draw uses torch's global RNG, which the trainer seeds per item (exact resume)."""
         q = split["qtype"].shape[1]
+        self.eda, self.eda_variants, self.n_questions = eda, eda_variants, len(all_questions())
         flat = np.flatnonzero(keep.reshape(-1))
         self.images = split["images"]
         self.image_of = torch.from_numpy(flat // q)
@@ -177,6 +183,8 @@ class QuestionImages(Dataset):
     def __getitem__(self, i: int):
         image = (self.images[self.image_of[i]].float() / 255.0 - self.mean) / self.std
         q = self.qidx[i]
+        if self.eda > 0 and float(torch.rand(())) < self.eda:
+            q = self.n_questions + q * self.eda_variants + int(torch.randint(self.eda_variants, ()))
         return (image, self.table[q], self.mask[q]), (self.answer[i], self.qtype[i])
 
 
@@ -204,14 +212,16 @@ def vqa_meta(tok, answers: list[str], max_len: int, img_size: int, majority: int
 @register_data("sort_of_clevr", SortOfClevrConfig)
 def sort_of_clevr(cfg: SortOfClevrConfig, seed: int) -> DataBundle:
     """Sort-of-CLEVR generated in code (fixed splits by data.seed; run.seed does not change them)."""
-    tok = build_tokenizer(cfg.tokenizer, cfg.vocab_size)
-    table, mask = token_table(tok, all_questions())
+    extra = [v for vs in variants(all_questions(), cfg.eda_variants, cfg.seed) for v in vs] if cfg.eda > 0 else []
+    tok = build_tokenizer(cfg.tokenizer, cfg.vocab_size, extra)
+    table, mask = token_table(tok, all_questions() + extra)
     sets = []
     for split, n in enumerate((cfg.train_images, cfg.val_images, cfg.test_images)):
         data = generate_split(n, cfg.img_size, cfg.object_size, cfg.seed, split)
         rel = np.isin(data["qtype"], RELATIONAL)
         keep = {"all": np.ones_like(rel), "relational": rel, "nonrelational": ~rel}[cfg.questions]
-        sets.append(QuestionImages(data, keep, table, mask))
+        eda = cfg.eda if split == 0 else 0.0  # evaluation asks the template questions
+        sets.append(QuestionImages(data, keep, table, mask, eda, cfg.eda_variants))
     majority = int(torch.bincount(sets[0].answer, minlength=len(ANSWERS)).argmax())
     meta = vqa_meta(tok, ANSWERS, table.shape[1], cfg.img_size, majority, QUESTION_TYPES, RELATIONAL, COUNT_TYPES)
     return DataBundle(*sets, family="mm", meta=meta, collate=collate,
