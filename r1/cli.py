@@ -293,7 +293,7 @@ def serve_cmd(args: Optional[list[str]] = typer.Argument(
                                                         help=_help("serve", "access_log")),
               traffic: Optional[str] = typer.Option(None, help="Variant weights, e.g. stable=95,canary=5 "
                                                     "(serve.traffic)"),
-              stable: Optional[str] = typer.Option(None, help=_help("serve", "stable")),
+              stable_variant: Optional[str] = typer.Option(None, help=_help("serve", "stable_variant")),
               admin_token: Optional[str] = typer.Option(None, envvar="R1_ADMIN_TOKEN",
                                                         help=_help("serve", "admin_token"))):
     """HTTP inference server: POST /v1/predict (/v1/completions for language models), GET /healthz /readyz
@@ -312,7 +312,7 @@ def serve_cmd(args: Optional[list[str]] = typer.Argument(
         model=model, variants=variants, host=host, port=port, runtime=runtime, max_batch=max_batch,
         max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_ms=timeout_ms, threads=threads, inference=inference,
         max_body_bytes=body, max_pixels=max_pixels, max_new_tokens=max_new_tokens, max_text_chars=max_text_chars,
-        access_log=access_log, traffic=None if traffic is None else parse_traffic(traffic), stable=stable,
+        access_log=access_log, traffic=None if traffic is None else parse_traffic(traffic), stable_variant=stable_variant,
         admin_token=admin_token), flag_names={"max_body_bytes": "--max-body-mb", "model": "MODEL",
                                               "variants": "NAME=MODEL"})
     if cfg.variants and cfg.model:

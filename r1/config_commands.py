@@ -73,13 +73,15 @@ class ServeConfig:
                                    "canary=RUN_B`). Empty: one variant, `model`, named after its run.")
     traffic: dict[str, float] = opt({}, "Relative weight per variant (`--traffic stable=95,canary=5`). Empty: "
                                     "all traffic on the first variant.")
-    stable: str = opt("", "The reference variant (latency rule, retries, never rolled back). Empty: the first.")
+    stable_variant: str = opt("", "The reference variant (latency rule, retries, never rolled back). Empty: the first.")
     rollback_window: int = opt(100, "Rollback rules look at a variant's last this many requests ...", min=1)
     rollback_min_requests: int = opt(20, "... once it has at least this many.", min=1)
     rollback_error_rate: float = opt(0.02, "Roll back (weight 0) a variant whose error rate (5xx answers) over "
                                      "the window exceeds this.", min=0.0, max=1.0)
     rollback_p95_factor: float = opt(3.0, "... or whose p95 latency exceeds this multiple of the stable "
                                      "variant's. 0: no latency rule.", min=0.0)
+    rollback_p95_floor_ms: float = opt(50.0, "... and exceeds this many ms (shorter p95s are jitter, not a "
+                                       "regression).", min=0.0)
     retry_on_stable: bool = opt(True, "A request that failed (5xx) on a non-stable variant it was routed to is "
                                 "run again on the stable one before answering (not when pinned by X-R1-Variant).")
     admin_token: str = opt("", "Bearer token for POST /v1/variants (weights at run time); env R1_ADMIN_TOKEN. "
@@ -100,8 +102,8 @@ class ServeConfig:
                 raise ConfigError(f"{prefix}.traffic.{name}: {weight!r} is not allowed; a number >= 0")
         if self.traffic and sum(self.traffic.values()) <= 0:
             raise ConfigError(f"{prefix}.traffic: at least one variant needs a weight > 0")
-        if self.stable and self.stable not in names:
-            raise ConfigError(f"{prefix}.stable: {self.stable!r} is not a variant; variants: {', '.join(names)}")
+        if self.stable_variant and self.stable_variant not in names:
+            raise ConfigError(f"{prefix}.stable_variant: {self.stable_variant!r} is not a variant; variants: {', '.join(names)}")
 
     def variant_names(self) -> list[str]:
         if self.variants:
@@ -119,7 +121,7 @@ class ServeConfig:
         return {n: float(self.traffic.get(n, 0.0)) for n in names}
 
     def stable_name(self) -> str:
-        return self.stable or self.variant_names()[0]
+        return self.stable_variant or self.variant_names()[0]
 
 
 def model_name(path: str) -> str:

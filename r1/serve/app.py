@@ -99,7 +99,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     admin_token = cfg.admin_token or os.environ.get("R1_ADMIN_TOKEN", "")
     st.router = Router(cfg.weights(), cfg.stable_name(),
                        RollbackRules(cfg.rollback_window, cfg.rollback_min_requests, cfg.rollback_error_rate,
-                                     cfg.rollback_p95_factor))
+                                     cfg.rollback_p95_factor, cfg.rollback_p95_floor_ms / 1000.0))
     for vname, weight in st.router.weights.items():
         st.metrics.variant_weight.labels(vname).set(weight)
 

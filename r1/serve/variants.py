@@ -12,12 +12,14 @@ after restarts; changing weights moves only the users whose point changes slice.
 
 Rollback (non-stable variants only; the stable one is the reference and the retry target): over a
 variant's last `window` requests (once it has at least `min_requests`), an error rate above
-`max_error_rate`, or a p95 latency above `p95_factor` x the stable variant's p95, sets its weight
+`max_error_rate`, or a p95 latency above `p95_factor` x the stable variant's p95 (and above
+`p95_floor`: millisecond jitter is no regression), sets its weight
 to 0. The caller logs it and counts it in a metric; requests continue on the others.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ def p95(values) -> float | None:
     data = sorted(values)
     if not data:
         return None
-    return data[min(len(data) - 1, int(0.95 * len(data)))]
+    return data[max(0, math.ceil(0.95 * len(data)) - 1)]  # nearest rank
 
 
 @dataclass
@@ -69,6 +71,7 @@ class RollbackRules:
     min_requests: int = 20
     max_error_rate: float = 0.02
     p95_factor: float = 3.0  # 0: no latency rule
+    p95_floor: float = 0.05  # seconds: a p95 below this never triggers the latency rule (noise)
 
 
 class Router:
@@ -142,7 +145,7 @@ class Router:
         elif self.rules.p95_factor > 0:
             mine, ref = stats.p95_seconds, self.stats[self.stable].p95_seconds
             if mine is not None and ref and len(self.stats[self.stable].recent) >= self.rules.min_requests \
-                    and mine > self.rules.p95_factor * ref:
+                    and mine > max(self.rules.p95_factor * ref, self.rules.p95_floor):
                 why = (f"p95 {mine * 1000:.1f} ms > {self.rules.p95_factor:g} x stable's {ref * 1000:.1f} ms")
         if why is None:
             return None
