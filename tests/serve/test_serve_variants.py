@@ -232,3 +232,17 @@ def test_single_model_is_one_variant_named_after_its_run():
         r = _post(url)
         assert r.status_code == 200 and r.json()["variant"] == "digits" == r.headers["x-r1-variant"]
         assert [v["name"] for v in CLIENT.get(url + "/v1/variants").json()["variants"]] == ["digits"]
+
+
+def test_serve_cli_variants_errors(tmp_path):
+    from tests.conftest import run_cli
+
+    res = run_cli("serve", "stable=runs/a", "canary=runs/b", "--traffic", "stable=95,cnary=5")
+    assert res.returncode == 2 and "--traffic (serve.traffic): 'cnary' is not a variant; variants: stable, canary" in res.stderr
+    res = run_cli("serve", "stable=runs/a", "runs/b")
+    assert res.returncode == 2 and "name each one: NAME=MODEL" in res.stderr
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("serve:\n  variants: {stable: /no/such/run, canary: /no/such/other}\n"
+                   "  traffic: {stable: 90, canary: 10}\n")
+    res = run_cli("serve", "--config", str(cfg))
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "such" in res.stderr
