@@ -111,9 +111,12 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         for n, e in st.engines.items():
             st.metrics.variant_ready.labels(n).set(int(e.ready))
 
+    def depth_changed() -> None:
+        st.metrics.queue_depth.set(sum(e.batcher.depth for e in st.engines.values() if e.batcher is not None))
+
     for vname, path in cfg.variant_models().items():
         engine = Engine(vname, dataclasses.replace(cfg, model=path, variants={}, traffic={}), loader, st.metrics,
-                        readiness_changed)
+                        readiness_changed, depth_changed)
         engine.model_name = model_name(path)  # what responses say: never the server's file paths
         st.engines[vname] = engine
 

@@ -34,9 +34,11 @@ def redact_paths(text: str) -> str:
 
 
 class Engine:
-    def __init__(self, name: str, cfg, loader: Callable, metrics, on_change: Callable[[], None] = lambda: None):
+    def __init__(self, name: str, cfg, loader: Callable, metrics, on_change: Callable[[], None] = lambda: None,
+                 on_depth: Callable[[], None] = lambda: None):
         self.name, self.cfg, self.loader, self.metrics = name, cfg, loader, metrics
         self.on_change = on_change  # readiness changed (the app recomputes /readyz and r1_ready)
+        self.on_depth = on_depth  # its queue's depth changed (the app sums the variants' queues)
         self.info: dict = {}
         self.supervisor: Supervisor | None = None
         self.cancelled: set[int] = set()  # inference="thread": ids of tasks whose caller gave up
@@ -102,7 +104,7 @@ class Engine:
             return
         self.load_seconds = self.info["load_seconds"]
         self.batcher = DynamicBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
-                                      on_batch=self._on_batch, on_depth=self.metrics.queue_depth.set,
+                                      on_batch=self._on_batch, on_depth=lambda _: self.on_depth(),
                                       on_abandon=self._abandoned, expected=(WorkerDied,))
         self.batcher.start()
         if self.supervisor is not None:
