@@ -290,20 +290,34 @@ def serve_cmd(args: Optional[list[str]] = typer.Argument(
               max_new_tokens: Optional[int] = typer.Option(None, help=_help("serve", "max_new_tokens")),
               max_text_chars: Optional[int] = typer.Option(None, help=_help("serve", "max_text_chars")),
               access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log",
-                                                        help=_help("serve", "access_log"))):
-    """HTTP inference server: POST /v1/predict, GET /healthz /readyz /metrics /docs.
+                                                        help=_help("serve", "access_log")),
+              traffic: Optional[str] = typer.Option(None, help="Variant weights, e.g. stable=95,canary=5 "
+                                                    "(serve.traffic)"),
+              stable_variant: Optional[str] = typer.Option(None, help=_help("serve", "stable_variant")),
+              admin_token: Optional[str] = typer.Option(None, envvar="R1_ADMIN_TOKEN",
+                                                        help=_help("serve", "admin_token"))):
+    """HTTP inference server: POST /v1/predict (/v1/completions for language models), GET /healthz /readyz
+    /metrics /docs /v1/variants. A/B and canary: `r1 serve stable=RUN_A canary=RUN_B --traffic stable=95,canary=5`.
 
     Settings: flags > serve.KEY=VALUE > --config FILE > defaults (`r1 config explain serve`)."""
     from r1.config_commands import load_section
+    from r1.serve.variants import parse_traffic, split_named, split_variants
 
-    plain, overrides = _split_args(args or [], "serve", "r1 serve [MODEL] [serve.KEY=VALUE ...] [--flags]", 1)
+    named, rest = split_named(args or [])  # NAME=MODEL variants (a NAME without a dot, not a serve key)
+    plain, overrides = _split_args(rest, "serve", "r1 serve [MODEL | NAME=MODEL ...] [serve.KEY=VALUE ...] "
+                                   "[--flags]", 64)
+    model, variants = split_variants(plain + named)
     body = None if max_body_mb is None else int(max_body_mb * (1 << 20))
     cfg = load_section("serve", config, overrides, dict(
-        model=plain[0] if plain else None, host=host, port=port, runtime=runtime, max_batch=max_batch,
+        model=model, variants=variants, host=host, port=port, runtime=runtime, max_batch=max_batch,
         max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_ms=timeout_ms, threads=threads, inference=inference,
         max_body_bytes=body, max_pixels=max_pixels, max_new_tokens=max_new_tokens, max_text_chars=max_text_chars,
-        access_log=access_log), flag_names={"max_body_bytes": "--max-body-mb", "model": "MODEL"})
-    if not cfg.model:
+        access_log=access_log, traffic=None if traffic is None else parse_traffic(traffic), stable_variant=stable_variant,
+        admin_token=admin_token), flag_names={"max_body_bytes": "--max-body-mb", "model": "MODEL",
+                                              "variants": "NAME=MODEL"})
+    if cfg.variants and cfg.model:
+        raise ConfigError("serve: give one MODEL or NAME=MODEL variants (serve.variants), not both")
+    if not cfg.model and not cfg.variants:
         raise ConfigError("serve.model: no model given; pass MODEL (a run dir, .safetensors or .onnx) "
                           "or set serve.model in --config")
     from r1.serve.app import check_model, serve

@@ -69,10 +69,70 @@ class ServeConfig:
     body_timeout_s: float = opt(60.0, "A request body must arrive in full within this many seconds of its "
                                 "head, else 408 (slow-body clients).", min=0.001)
 
+    variants: dict[str, str] = opt({}, "A/B and canary serving: variant name -> model (`r1 serve stable=RUN_A "
+                                   "canary=RUN_B`). Empty: one variant, `model`, named after its run.")
+    traffic: dict[str, float] = opt({}, "Relative weight per variant (`--traffic stable=95,canary=5`). Empty: "
+                                    "all traffic on the first variant.")
+    stable_variant: str = opt("", "The reference variant (latency rule, retries, never rolled back). Empty: the first.")
+    rollback_window: int = opt(100, "Rollback rules look at a variant's last this many requests ...", min=1)
+    rollback_min_requests: int = opt(20, "... once it has at least this many.", min=1)
+    rollback_error_rate: float = opt(0.02, "Roll back (weight 0) a variant whose error rate (5xx answers) over "
+                                     "the window exceeds this.", min=0.0, max=1.0)
+    rollback_p95_factor: float = opt(3.0, "... or whose p95 latency exceeds this multiple of the stable "
+                                     "variant's. 0: no latency rule.", min=0.0)
+    rollback_p95_floor_ms: float = opt(50.0, "... and exceeds this many ms (shorter p95s are jitter, not a "
+                                       "regression).", min=0.0)
+    retry_on_stable: bool = opt(True, "A request that failed (5xx) on a non-stable variant it was routed to is "
+                                "run again on the stable one before answering (not when pinned by X-R1-Variant).")
+    admin_token: str = opt("", "Bearer token for POST /v1/variants (weights at run time); env R1_ADMIN_TOKEN. "
+                           "Empty: the route does not exist.")
+
     def validate(self, prefix: str = "serve") -> None:
         """Bounds of every field, also for a ServeConfig built in code (`create_app` calls this). The
         runtime is checked by `check_model`: tests serve injected loaders under other names."""
         check_bounds(self, prefix)
+        for name in self.variants:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ConfigError(f"{prefix}.variants: name {name!r} is not allowed; use letters, digits, _ . -")
+        names = list(self.variants) or [self.variant_names()[0]]
+        for name, weight in self.traffic.items():
+            if name not in names:
+                raise ConfigError(f"{prefix}.traffic: {name!r} is not a variant; variants: {', '.join(names)}")
+            if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
+                raise ConfigError(f"{prefix}.traffic.{name}: {weight!r} is not allowed; a number >= 0")
+        if self.traffic and sum(self.traffic.values()) <= 0:
+            raise ConfigError(f"{prefix}.traffic: at least one variant needs a weight > 0")
+        if self.stable_variant and self.stable_variant not in names:
+            raise ConfigError(f"{prefix}.stable_variant: {self.stable_variant!r} is not a variant; variants: {', '.join(names)}")
+
+    def variant_names(self) -> list[str]:
+        if self.variants:
+            return list(self.variants)
+        return [model_name(self.model)]
+
+    def variant_models(self) -> dict[str, str]:
+        """name -> model path, in declaration order (one variant named after its run without `variants`)."""
+        return dict(self.variants) if self.variants else {self.variant_names()[0]: self.model}
+
+    def weights(self) -> dict[str, float]:
+        names = self.variant_names()
+        if not self.traffic:
+            return {n: (1.0 if i == 0 else 0.0) for i, n in enumerate(names)}
+        return {n: float(self.traffic.get(n, 0.0)) for n in names}
+
+    def stable_name(self) -> str:
+        return self.stable_variant or self.variant_names()[0]
+
+
+def model_name(path: str) -> str:
+    """The name responses give a served model: `runs/digits`, `runs/digits/model.safetensors`,
+    `runs/digits/onnx/model-<hash>.onnx` -> "digits"; `exports/net.onnx` -> "net"."""
+    p = Path(path).resolve() if path else Path("model")
+    if p.suffix:
+        if not p.stem.startswith("model"):
+            return p.stem
+        p = p.parent.parent if p.parent.name == "onnx" else p.parent
+    return p.name or "model"
 
 
 @dataclass

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
-import functools
+import hmac
 import itertools
 import logging
-import re
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -32,15 +31,17 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from r1.config_commands import ServeConfig  # noqa: F401  (typed `serve` section; re-exported)
+from r1.config_commands import ServeConfig, model_name  # noqa: F401  (re-exported)
 from r1.serve import inputs
-from r1.serve.batcher import Closed, DynamicBatcher, QueueFull
+from r1.serve.batcher import Closed, QueueFull
+from r1.serve.completions import completions_route
+from r1.serve.engine import Engine, redact_paths
 from r1.serve.errors import ApiError, BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
 from r1.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from r1.serve.schemas import ERRORS, Health, PredictResponse, Ready
-from r1.serve.supervisor import Supervisor
-from r1.serve.work import ImageTask, prepare_image, run_tasks
-from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm
+from r1.serve.variants import RollbackRules, Router
+from r1.serve.work import ImageTask, prepare_image
+from r1.serve.worker import InferenceProcess, WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -48,39 +49,34 @@ log = logging.getLogger(__name__)
 class _State:
     def __init__(self, cfg: ServeConfig):
         self.cfg, self.metrics = cfg, Metrics()
-        self.info: dict = {}  # family, runtime, load_seconds of the loaded model
-        self.supervisor: Supervisor | None = None  # the inference process (inference="process")
-        self.cancelled: set[int] = set()  # inference="thread": ids of tasks whose caller gave up
+        self.engines: dict[str, Engine] = {}  # one per variant, in declaration order
+        self.router: Router | None = None
         self.next_id = itertools.count(1)
-        self.batcher: DynamicBatcher | None = None
-        self.ready, self.load_error, self.load_seconds = False, None, None
-        self.watcher: asyncio.Task | None = None
+        self.ready = False
         self.admitting = 0  # requests past admission that are not in the batch queue yet (reading, decoding)
         # small uploads are decoded here, in threads: never on the event loop (PIL releases the GIL)
         self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="r1-decode")
 
     @property
+    def stable(self) -> Engine:
+        return self.engines[self.router.stable]
+
+    # the stable variant's parts (single-model servers: the model's)
+    @property
     def worker(self) -> InferenceProcess | None:
-        return None if self.supervisor is None else self.supervisor.worker
+        return self.stable.worker
 
+    @property
+    def supervisor(self):
+        return self.stable.supervisor
 
-def model_name(path: str) -> str:
-    """The name responses give the served model: `runs/digits`, `runs/digits/model.safetensors`,
-    `runs/digits/onnx/model-<hash>.onnx` -> "digits"; `exports/net.onnx` -> "net"."""
-    p = Path(path).resolve() if path else Path("model")
-    if p.suffix:
-        if not p.stem.startswith("model"):
-            return p.stem
-        p = p.parent.parent if p.parent.name == "onnx" else p.parent
-    return p.name or "model"
+    @property
+    def batcher(self):
+        return self.stable.batcher
 
-
-_ABS_PATH = re.compile(r"(?<![\w.~/-])/(?:[^\s/:'\"(),]+/)*([^\s/:'\"(),]+)")
-
-
-def redact_paths(text: str) -> str:
-    """Absolute paths -> their last part: errors that clients see never show the server's files."""
-    return _ABS_PATH.sub(r"\1", text)
+    @property
+    def info(self) -> dict:
+        return self.stable.info
 
 
 def _default_loader(cfg: ServeConfig):
@@ -89,89 +85,57 @@ def _default_loader(cfg: ServeConfig):
     return Predictor.load(cfg.model, runtime=cfg.runtime, threads=cfg.threads)
 
 
+RETRY_CODES = ("generation_failed", "inference_failed", "non_finite_output", "worker_died", "internal_error")
+NOT_COUNTED = ("overloaded", "shutting_down", "not_ready", "cancelled")  # the server's state, not the model's
+
+
 def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None = None) -> FastAPI:
-    """`loader(cfg) -> Predictor` (default: `Predictor.load`); tests inject slow or fake ones.
+    """`loader(cfg) -> Predictor` (default: `Predictor.load`); tests inject slow or fake ones. With
+    several variants the loader is called once per variant, with `cfg.model` set to its model.
     With `cfg.inference == "process"` the loader runs in the worker process: it must be picklable."""
     cfg.validate()
     st = _State(cfg)
     loader = loader or _default_loader
-    name = model_name(cfg.model)  # what responses say: never the server's file paths
+    admin_token = cfg.admin_token or os.environ.get("R1_ADMIN_TOKEN", "")
+    st.router = Router(cfg.weights(), cfg.stable_name(),
+                       RollbackRules(cfg.rollback_window, cfg.rollback_min_requests, cfg.rollback_error_rate,
+                                     cfg.rollback_p95_factor, cfg.rollback_p95_floor_ms / 1000.0))
+    for vname, weight in st.router.weights.items():
+        st.metrics.variant_weight.labels(vname).set(weight)
 
-    def worker_down(reason: str) -> None:
-        st.ready, st.load_error = False, redact_paths(reason)
-        st.metrics.ready.set(0)
+    def readiness_changed() -> None:
+        """Ready when the stable variant is, and every other one that gets traffic."""
+        st.ready = bool(st.engines) and all(e.ready or (n != st.router.stable and st.router.weights[n] == 0)
+                                            for n, e in st.engines.items())
+        st.metrics.ready.set(int(st.ready))
+        for n, e in st.engines.items():
+            st.metrics.variant_ready.labels(n).set(int(e.ready))
 
-    def worker_up(info: dict) -> None:
-        st.info, st.load_error, st.ready = info, None, True
-        st.metrics.ready.set(1)
+    def depth_changed() -> None:
+        st.metrics.queue_depth.set(sum(e.batcher.depth for e in st.engines.values() if e.batcher is not None))
 
-    def run_in_thread(predictor, tasks: list) -> list[tuple]:
-        try:
-            return run_tasks(predictor, tasks, cfg.max_pixels, st.cancelled)
-        finally:
-            st.cancelled.difference_update(t.id for t in tasks)
-
-    def abandoned(task) -> None:
-        """A task's caller timed out or went away while the task ran: stop it (generation)."""
-        st.metrics.cancelled.inc()
-        if st.supervisor is not None:
-            st.supervisor.cancel(task.id)
-        else:
-            st.cancelled.add(task.id)
-
-    def on_batch(size: int, waits: list[float], seconds: float) -> None:
-        st.metrics.batch_size.observe(size)
-        st.metrics.inference_seconds.observe(seconds)
-        for w in waits:
-            st.metrics.queue_wait.observe(w)
-
-    async def load() -> None:
-        try:
-            if cfg.inference == "process":
-                st.supervisor = Supervisor(loader, cfg, st.metrics, on_up=worker_up, on_down=worker_down)
-                st.info = await st.supervisor.start()
-                run_batch = st.supervisor.call
-            else:
-                predictor, seconds = await asyncio.to_thread(load_and_warm, loader, cfg)
-                st.info = describe(predictor, seconds)
-                run_batch = functools.partial(run_in_thread, predictor)
-        except Exception as err:  # reported by /readyz; the process stays up for /healthz
-            log.error("model load failed: %s: %s", type(err).__name__, err)
-            st.load_error = redact_paths(f"{type(err).__name__}: {err}")
-            return
-        st.load_seconds = st.info["load_seconds"]
-        st.batcher = DynamicBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
-                                    on_batch=on_batch, on_depth=st.metrics.queue_depth.set, on_abandon=abandoned,
-                                    expected=(WorkerDied,))
-        st.batcher.start()
-        if st.supervisor is not None:
-            st.watcher = asyncio.create_task(st.supervisor.watch(), name="r1-supervisor")
-        st.metrics.model_load_seconds.set(st.load_seconds)
-        st.metrics.ready.set(1)
-        st.ready = True
-        log.info("ready: %s (%s, inference in a %s) loaded and warmed in %.2fs", cfg.model, cfg.runtime,
-                 cfg.inference, st.load_seconds)
+    for vname, path in cfg.variant_models().items():
+        engine = Engine(vname, dataclasses.replace(cfg, model=path, variants={}, traffic={}), loader, st.metrics,
+                        readiness_changed, depth_changed)
+        engine.model_name = model_name(path)  # what responses say: never the server's file paths
+        st.engines[vname] = engine
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(load())
+        tasks = [asyncio.create_task(e.load()) for e in st.engines.values()]
         try:
             yield
         finally:
             st.ready = False
-            loading = not task.done()
-            if loading:
-                task.cancel()
-            if st.watcher is not None:
-                st.watcher.cancel()
-            if st.batcher is not None:
-                await st.batcher.close(drain=True)
-            if st.supervisor is not None:  # after the drain: the worker finishes what it was given
-                await st.supervisor.stop(0.0 if loading else 10.0)
+            loading = any(not t.done() for t in tasks)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*(e.close(loading) for e in st.engines.values()))
             st.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="R1 model server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Dynamic-batching inference for R1 models (`r1 serve`).")
+                  description="Dynamic-batching inference for R1 models (`r1 serve`), with A/B and canary "
+                              "variants and OpenAI-style `/v1/completions` for language models.")
     app.state.r1 = st
     _mount_docs(app)
 
@@ -209,67 +173,182 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     @app.get("/readyz", response_model=Ready, summary="Model loaded and warm (503 until then)",
              responses={503: {"model": Ready}})
     async def readyz():
-        if st.supervisor is not None:  # notice a dead or stuck worker now, not at the next heartbeat
-            st.supervisor.check()
-        body = Ready(ready=st.ready, model=name, runtime=cfg.runtime,
-                     family=st.info.get("family"), load_seconds=st.load_seconds,
-                     detail=st.load_error or (None if st.ready else "loading"))
-        return JSONResponse(body.model_dump(), status_code=200 if st.ready else 503)
+        for e in st.engines.values():  # notice a dead or stuck worker now, not at the next heartbeat
+            if e.supervisor is not None:
+                e.supervisor.check()
+        stable = st.stable
+        problems = [f"variant {n}: {e.load_error}" for n, e in st.engines.items() if e.load_error]
+        detail = (stable.load_error if len(st.engines) == 1 else "; ".join(problems)) or \
+            (None if st.ready else "loading")
+        body = Ready(ready=st.ready, model=stable.model_name, runtime=stable.cfg.runtime,
+                     family=stable.info.get("family"), load_seconds=stable.load_seconds, detail=detail,
+                     variants={n: e.ready for n, e in st.engines.items()})
+        return JSONResponse(body.model_dump(exclude_none=False), status_code=200 if st.ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics():
         return Response(st.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------------ variants: routing, rollback, admin
+    def route(request: Request, model: str | None = None, user: str | None = None) -> tuple[Engine, bool]:
+        """-> (the variant for this request, pinned?): `X-R1-Variant` (or a completion's `model`
+        naming a variant) pins one; else sticky on `X-R1-User`, else weighted random."""
+        pin = request.headers.get("x-r1-variant") or (model if model in st.engines else None)
+        if pin:
+            if pin not in st.engines:
+                raise ApiError(400, "unknown_variant", f"X-R1-Variant: {pin!r} is not a variant; variants: "
+                                                       f"{', '.join(st.engines)}")
+            return st.engines[pin], True
+        name = st.router.pick(request.headers.get("x-r1-user") or user, usable=lambda n: st.engines[n].ready)
+        return st.engines[name], False
+
+    def observe(engine: Engine, status: int, code: str, seconds: float) -> None:
+        """Count one answer of `engine` (metrics, rollback window); roll it back when a rule says so."""
+        st.metrics.variant_requests.labels(engine.name, str(status)).inc()
+        if code in NOT_COUNTED:
+            return
+        failed = status >= 500
+        if failed:
+            st.metrics.variant_errors.labels(engine.name).inc()
+        else:
+            st.metrics.variant_seconds.labels(engine.name).observe(seconds)
+        why = st.router.record(engine.name, not failed, seconds)
+        if why:
+            rule = "error_rate" if why.startswith("error") else "p95"
+            st.metrics.rollbacks.labels(engine.name, rule).inc()
+            st.metrics.variant_weight.labels(engine.name).set(0)
+            log.warning("rollback: variant %s weight -> 0 (%s); traffic continues on %s", engine.name, why,
+                        ", ".join(n for n, w in st.router.weights.items() if w > 0))
+            readiness_changed()
+
+    def may_retry(engine: Engine, pinned: bool, status: int, code: str) -> bool:
+        return (cfg.retry_on_stable and not pinned and engine.name != st.router.stable and status >= 500
+                and code in RETRY_CODES and st.stable.ready)
+
+    def variants_body() -> dict:
+        rows = st.router.describe()
+        for row in rows:
+            e = st.engines[row["name"]]
+            row.update(model=e.model_name, ready=e.ready, family=e.info.get("family"))
+        return {"stable": st.router.stable, "variants": rows}
+
+    @app.get("/v1/variants", summary="Variants: weights, share, requests, errors, error rate and p95 over the "
+             "rollback window, rollback reason")
+    async def get_variants():
+        return JSONResponse(variants_body())
+
+    @app.post("/v1/variants", summary="Change routing weights at run time: `{\"weights\": {\"canary\": 10}}` "
+              "with `Authorization: Bearer <admin token>` (the route exists only with --admin-token)")
+    async def post_variants(request: Request):
+        if not admin_token:
+            raise ApiError(404, "not_found", "POST /v1/variants is off: start the server with --admin-token "
+                                             "(or R1_ADMIN_TOKEN) to change weights at run time")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <admin token>",
+                           {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), admin_token.encode()):
+            raise ApiError(403, "forbidden", "wrong admin token")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "bad_json", "body: not JSON; send {\"weights\": {\"NAME\": WEIGHT, ...}}") from None
+        weights = body.get("weights") if isinstance(body, dict) else None
+        if not isinstance(weights, dict) or not weights or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights.values()):
+            raise ApiError(422, "invalid_request", "weights: expected {\"NAME\": number >= 0, ...}")
+        try:
+            st.router.set_weights(weights)
+        except ValueError as err:
+            raise ApiError(422, "invalid_request", f"weights: {err}") from None
+        for n, w in st.router.weights.items():
+            st.metrics.variant_weight.labels(n).set(w)
+        readiness_changed()
+        log.info("weights changed: %s", ", ".join(f"{n}={w:g}" for n, w in st.router.weights.items()))
+        return JSONResponse(variants_body())
+
+    # ------------------------------------------------------------------ /v1/predict
+    retry = {"Retry-After": str(cfg.retry_after_s)}
+
+    async def read_task(engine: Engine, request: Request):
+        family, text = engine.info["family"], engine.info["inputs"] == "text"
+        st.admitting += 1
+        try:
+            if text:  # an id lets a generation be stopped when its caller gives up
+                task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
+                return dataclasses.replace(task, id=next(st.next_id)), family, text
+            data, top_k = await inputs.read_image_request(request, cfg.top_k)
+            if len(data) <= cfg.prepare_max_bytes:  # decoded by the server: it unloads the worker
+                # the header decides: tiny images here (a bounded ~0.1 ms), larger ones in threads
+                task = prepare_image(data, top_k, cfg.max_pixels, cfg.inline_decode_pixels)
+                if task.data is not None and cfg.prepare_max_pixels > cfg.inline_decode_pixels:
+                    task = await asyncio.get_running_loop().run_in_executor(
+                        st.decode_pool, prepare_image, data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
+            else:
+                task = ImageTask(top_k, data=data)
+            return task, family, text
+        finally:
+            st.admitting -= 1
+
+    async def attempt(engine: Engine, request: Request, task, text: bool) -> tuple:
+        """Run `task` on `engine` -> its result tuple; server-side failures as error tuples too."""
+        try:
+            work = engine.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0)
+            if text:  # long: stop it when its caller goes away
+                return await _unless_disconnected(request, work)
+            result = await work  # short: a watcher would cost more than the work it could save
+            if await request.is_disconnected():
+                raise ClientDisconnect()
+            return result
+        except QueueFull as err:
+            return ("error", 503, "overloaded", f"{err}; retry later")
+        except Closed as err:
+            return ("error", 503, "shutting_down", str(err))
+        except asyncio.TimeoutError:
+            return ("error", 504, "timeout", f"no result within {cfg.timeout_ms:g} ms")
+        except WorkerDied as err:
+            return ("error", 503, "worker_died", f"{err}; it is being restarted, retry later")
+
+    def check_ready(engine: Engine) -> None:
+        if not engine.ready:
+            why = engine.load_error or "model is loading; retry later"
+            raise ApiError(503, "not_ready", why if len(st.engines) == 1 else f"variant {engine.name}: {why}",
+                           {**retry, "X-R1-Variant": engine.name})
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=inputs.OPENAPI_BODY,
               summary="Predict on one image (multipart `file`, JSON base64 `image`, or a raw image/* body), "
                       "or generate text (language models: JSON `{\"text\": ...}`)")
     async def predict(request: Request):
         t0 = time.perf_counter()
-        retry = {"Retry-After": str(cfg.retry_after_s)}
-        if not st.ready:
-            raise ApiError(503, "not_ready", st.load_error or "model is loading; retry later", retry)
-        if st.admitting + st.batcher.depth >= cfg.max_queue:  # refuse before reading or decoding anything
+        if not st.ready and not st.stable.ready:
+            raise ApiError(503, "not_ready", st.stable.load_error or "model is loading; retry later", retry)
+        engine, pinned = route(request)
+        check_ready(engine)
+        if st.admitting + engine.batcher.depth >= cfg.max_queue:  # refuse before reading or decoding anything
             raise ApiError(503, "overloaded", f"queue full ({cfg.max_queue} waiting); retry later", retry)
-        family, text = st.info["family"], st.info["inputs"] == "text"
-        st.admitting += 1
-        try:
-            if text:  # an id lets a generation be stopped when its caller gives up
-                task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
-                task = dataclasses.replace(task, id=next(st.next_id))
-            else:
-                data, top_k = await inputs.read_image_request(request, cfg.top_k)
-                if len(data) <= cfg.prepare_max_bytes:  # decoded by the server: it unloads the worker
-                    # the header decides: tiny images here (a bounded ~0.1 ms), larger ones in threads
-                    task = prepare_image(data, top_k, cfg.max_pixels, cfg.inline_decode_pixels)
-                    if task.data is not None and cfg.prepare_max_pixels > cfg.inline_decode_pixels:
-                        task = await asyncio.get_running_loop().run_in_executor(
-                            st.decode_pool, prepare_image, data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
-                else:
-                    task = ImageTask(top_k, data=data)
-        finally:
-            st.admitting -= 1
-        try:
-            work = st.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0)
-            if text:  # long: stop it when its caller goes away
-                result = await _unless_disconnected(request, work)
-            else:  # short: a watcher would cost more than the work it could save
-                result = await work
-                if await request.is_disconnected():
-                    raise ClientDisconnect()
-        except QueueFull as err:
-            raise ApiError(503, "overloaded", f"{err}; retry later", retry) from None
-        except Closed as err:
-            raise ApiError(503, "shutting_down", str(err), retry) from None
-        except asyncio.TimeoutError:
-            raise ApiError(504, "timeout", f"no result within {cfg.timeout_ms:g} ms") from None
-        except WorkerDied as err:
-            raise ApiError(503, "worker_died", f"{err}; it is being restarted, retry later", retry) from None
+        task, family, text = await read_task(engine, request)
+        t1 = time.perf_counter()
+        result = await attempt(engine, request, task, text)
+        status = 200 if result[0] == "ok" else result[1]
+        observe(engine, status, "" if result[0] == "ok" else result[2], time.perf_counter() - t1)
+        if result[0] != "ok" and may_retry(engine, pinned, *result[1:3]):
+            st.metrics.retries.labels(engine.name).inc()
+            log.info("variant %s failed a request (%s); answered by %s", engine.name, result[2], st.router.stable)
+            engine, t1 = st.stable, time.perf_counter()
+            result = await attempt(engine, request, task, text)
+            observe(engine, 200 if result[0] == "ok" else result[1], "" if result[0] == "ok" else result[2],
+                    time.perf_counter() - t1)
+        headers = {"X-R1-Variant": engine.name}
         if result[0] != "ok":
-            raise ApiError(*result[1:])
+            raise ApiError(*result[1:], {**headers, **(retry if result[1] == 503 else {})})
         # A Response skips FastAPI's re-validation of the body (the schema still documents it in
         # /docs): a measurable share of the per-request CPU at small models.
-        return JSONResponse({"model": name, "family": family, "runtime": st.info["runtime"],
-                             "latency_ms": round((time.perf_counter() - t0) * 1000, 3), "result": result[1]})
+        return JSONResponse({"model": engine.model_name, "variant": engine.name, "family": family,
+                             "runtime": engine.info["runtime"],
+                             "latency_ms": round((time.perf_counter() - t0) * 1000, 3), "result": result[1]},
+                            headers=headers)
+
+    completions_route(app, st, route, observe, may_retry, check_ready)
 
     # outermost first: metrics, body limit, then POST /v1/predict past FastAPI's routing
     app.add_middleware(DirectRoute, path="/v1/predict", method="POST", handler=predict, on_error=api_error)
@@ -330,13 +409,14 @@ def check_model(cfg: ServeConfig) -> None:
     if cfg.runtime == "tensorrt":
         from r1.export.tensorrt import require_tensorrt
         require_tensorrt()
-    if infer_runtime(cfg.model) == "onnx":
-        from r1.export.onnx import read_onnx_meta
-        read_onnx_meta(cfg.model)
-    else:
-        from r1.artifacts import read_info
-        from r1.export.runtime import check_runtime
-        check_runtime(read_info(cfg.model)["family"], cfg.runtime)
+    for path in cfg.variant_models().values():
+        if infer_runtime(path) == "onnx":
+            from r1.export.onnx import read_onnx_meta
+            read_onnx_meta(path)
+        else:
+            from r1.artifacts import read_info
+            from r1.export.runtime import check_runtime
+            check_runtime(read_info(path)["family"], cfg.runtime)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 # The status counted in r1_requests_total for a request whose client went away before its answer
 # (nginx's "client closed request"): its own outcome, neither a success nor a server error.
 CLIENT_GONE = 499
-ROUTES = ("/v1/predict", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/v1/predict", "/v1/completions", "/v1/variants", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 
 
 class ApiError(Exception):

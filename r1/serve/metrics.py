@@ -38,5 +38,23 @@ class Metrics:
         self.cancelled = Counter("r1_cancelled_total", "Running tasks stopped because their caller timed out "
                                  "(504) or disconnected.", registry=r)
 
+        # per variant (A/B, canary): the same series with a `variant` label
+        self.variant_requests = Counter("r1_variant_requests_total", "Answered /v1/predict and /v1/completions "
+                                        "requests by variant and status code.", ["variant", "status"], registry=r)
+        self.variant_errors = Counter("r1_variant_errors_total", "Requests a variant failed (5xx from its model).",
+                                      ["variant"], registry=r)
+        self.variant_seconds = Histogram("r1_variant_request_duration_seconds", "Time a variant took per request "
+                                         "(queue + inference).", ["variant"], buckets=LATENCY_BUCKETS, registry=r)
+        self.variant_batch_size = Histogram("r1_variant_batch_size", "Requests per executed batch, by variant.",
+                                            ["variant"], buckets=BATCH_BUCKETS, registry=r)
+        self.variant_weight = Gauge("r1_variant_weight", "Routing weight of each variant (0: rolled back or off).",
+                                    ["variant"], registry=r)
+        self.variant_ready = Gauge("r1_variant_ready", "1 once the variant's model is loaded and warm.",
+                                   ["variant"], registry=r)
+        self.rollbacks = Counter("r1_variant_rollbacks_total", "Automatic rollbacks (weight set to 0), by variant "
+                                 "and rule.", ["variant", "rule"], registry=r)
+        self.retries = Counter("r1_variant_retries_total", "Requests that failed on a variant and were answered "
+                               "by the stable one instead.", ["variant"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

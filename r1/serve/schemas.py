@@ -70,6 +70,8 @@ class Generation(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str = Field(..., description="The served model's name (its run directory's or file's name).")
+    variant: str = Field(..., description="The variant that answered (also the `X-R1-Variant` header); a "
+                                          "single-model server's one variant is named after its run.")
     family: str = Field(..., description="cls | det | lm | mm")
     runtime: str = Field(..., description="torch | onnx | tensorrt")
     latency_ms: float = Field(..., description="Server-side time from request to response, ms.")
@@ -96,6 +98,7 @@ class Ready(BaseModel):
     family: Optional[str] = None
     load_seconds: Optional[float] = None
     detail: Optional[str] = None
+    variants: Optional[dict[str, bool]] = None
 
 
 ERRORS = {code: {"model": ErrorResponse, "description": d} for code, d in {

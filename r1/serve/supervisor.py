@@ -45,12 +45,12 @@ class Supervisor:
         self.up, self._started_at = True, time.monotonic()
         return info
 
-    def call(self, tasks: list) -> list[tuple]:
+    def call(self, tasks: list, on_piece=None) -> list[tuple]:
         worker = self.worker
         if worker is None or not self.up:
             raise WorkerDied("inference process restarting")
         try:
-            return worker.call(tasks)
+            return worker.call(tasks, on_piece)
         except WorkerDied:  # restart now, not at the next heartbeat check
             self._loop.call_soon_threadsafe(self.check)
             raise

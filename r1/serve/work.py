@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Container, Optional
+from typing import Callable, Container, Optional
 
 from r1 import cancel
 from r1.errors import ConfigError, DataError, NonFiniteOutput
@@ -50,6 +50,7 @@ class TextTask:
     seed: Optional[int] = None
     chat: Optional[bool] = None
     id: int = 0
+    stream: bool = False  # send {"prompt_tokens": n}, then {"text": piece}s, through `emit` as they come
 
 
 def prepare_image(data: bytes, top_k: int, max_pixels: int, max_local_pixels: int) -> ImageTask:
@@ -83,22 +84,40 @@ def is_finite(value) -> bool:
     return True
 
 
-def run_tasks(predictor, tasks: list, max_pixels: int, cancelled: Container[int] = ()) -> list[tuple]:
+def run_tasks(predictor, tasks: list, max_pixels: int, cancelled: Container[int] = (),
+              emit: Callable[[int, dict], None] | None = None) -> list[tuple]:
     """Run a batch: images are decoded one by one (a bad one fails alone), preprocessed and run
-    as one batch; prompts are generated one after another."""
+    as one batch; prompts are generated one after another (streamed ones piece by piece to `emit`)."""
     if predictor.inputs == "text":
-        return [_generate(predictor, t, cancelled) for t in tasks]
+        return [_generate(predictor, t, cancelled, emit) for t in tasks]
     return _images(predictor, tasks, max_pixels)
 
 
-def _generate(predictor, task, cancelled: Container[int]) -> tuple:
+def _stream(predictor, task: TextTask, emit: Callable[[int, dict], None]) -> dict:
+    """Generate with `predictor.stream`, sending the prompt's token count, then each piece."""
+    encode = getattr(predictor, "encode", None)
+    if encode is not None:
+        emit(task.id, {"prompt_tokens": len(encode(task.text, task.chat))})
+    for record in predictor.stream(task.text, task.max_new_tokens, task.temperature, task.top_k, task.top_p,
+                                   task.seed, task.chat):
+        if record.get("done"):
+            return {k: v for k, v in record.items() if k != "done"}
+        emit(task.id, {"text": record["text"]})
+        cancel.check()
+    raise RuntimeError("the stream ended without its final record")
+
+
+def _generate(predictor, task, cancelled: Container[int], emit=None) -> tuple:
     if not isinstance(task, TextTask):
         return _error(422, "image_not_supported", "this model takes text; send {\"text\": ...}")
     try:
         with cancel.scope(lambda: task.id in cancelled):
             cancel.check()
-            record = predictor.generate(task.text, task.max_new_tokens, task.temperature, task.top_k,
-                                        task.top_p, task.seed, task.chat)
+            if task.stream and emit is not None:
+                record = _stream(predictor, task, emit)
+            else:
+                record = predictor.generate(task.text, task.max_new_tokens, task.temperature, task.top_k,
+                                            task.top_p, task.seed, task.chat)
     except cancel.Cancelled:
         return _error(504, "cancelled", "the request was given up (timeout or disconnect); generation stopped")
     except ConfigError as err:

@@ -131,7 +131,8 @@ def _child_main(conn, control, heartbeat, loader, cfg) -> None:
         if tasks is None:
             return
         try:
-            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels, cancelled)))
+            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels, cancelled,
+                                       emit=lambda task_id, message: conn.send(("piece", (task_id, message))))))
         except Exception as err:
             logging.getLogger(__name__).exception("batch of %d failed", len(tasks))
             conn.send(("error", f"{type(err).__name__}: {err}"))
@@ -193,10 +194,15 @@ class InferenceProcess:
             raise LoadFailed(payload)
         return payload
 
-    def call(self, tasks: list) -> list[tuple]:
+    def call(self, tasks: list, on_piece=None) -> list[tuple]:
+        """Run a batch; streamed tasks' pieces reach `on_piece(task_id, message)` as they come."""
         try:
             self._conn.send(tasks)
             kind, payload = self._conn.recv()
+            while kind == "piece":
+                if on_piece is not None:
+                    on_piece(*payload)
+                kind, payload = self._conn.recv()
         except (EOFError, OSError):
             raise self._died() from None
         if kind == "error":

@@ -135,3 +135,62 @@ class FakeTextLoader:
 
     def __call__(self, cfg):
         return FakeTextPredictor(self.delay, self.slow_s)
+
+
+class FlakyPredictor(FakePredictor):
+    """A FakePredictor whose forward raises when a batch holds an image `fail_width` pixels wide."""
+
+    def __init__(self, delay: float = 0.0, fail_width: int = 7):
+        super().__init__(delay)
+        self.fail_width = fail_width
+
+    def forward(self, batch):
+        if (batch[:, 0, 0, 0] == self.fail_width).any():
+            raise RuntimeError("canary bug")
+        return super().forward(batch)
+
+
+class VariantLoader:
+    """A picklable loader for A/B tests: the variant's `cfg.model` picks the model: "flaky..." ->
+    FlakyPredictor (raises on 7-pixel-wide images), "slow..." -> 50 ms per batch, else FakePredictor."""
+
+    def __call__(self, cfg):
+        name = os.path.basename(cfg.model)
+        if name.startswith("flaky"):
+            return FlakyPredictor()
+        return FakePredictor(0.05 if name.startswith("slow") else 0.0)
+
+
+class FakeStreamPredictor:
+    """A text model with `stream()` (as TextPredictor): the prompt reversed, one character per
+    `step_s`; prompt "slow" streams for a long time (checking r1.cancel), "boom" raises."""
+
+    family, runtime, inputs = "fake-lm", "fake", "text"
+
+    def __init__(self, step_s: float = 0.0):
+        self.step_s = step_s
+
+    def encode(self, text, chat=None):
+        return list(text)
+
+    def stream(self, text, max_new_tokens=64, temperature=0.8, top_k=0, top_p=1.0, seed=None, chat=None):
+        if text == "boom":
+            raise RuntimeError("boom")
+        out = ("z" * 10_000 if text == "slow" else text[::-1])[:max_new_tokens]
+        for ch in out:
+            time.sleep(self.step_s if text != "slow" else 0.01)
+            yield {"text": ch}
+        yield {"text": out, "prompt_tokens": len(text), "context_tokens": len(text), "generated_tokens": len(out),
+               "finish_reason": "length", "seed": seed or 0, "done": True}
+
+    def generate(self, text, max_new_tokens=64, temperature=0.8, top_k=0, top_p=1.0, seed=None, chat=None):
+        *_, last = self.stream(text, max_new_tokens, temperature, top_k, top_p, seed, chat)
+        return {k: v for k, v in last.items() if k != "done"}
+
+    def warmup(self, runs=1, batch_sizes=(1,)):
+        pass
+
+
+class FakeStreamLoader:
+    def __call__(self, cfg):
+        return FakeStreamPredictor()

@@ -1,0 +1,141 @@
+"""One served model (a variant): its loader, inference process (or thread) and dynamic batcher.
+
+    engine = Engine("canary", cfg_for_its_model, loader, metrics, on_change)
+    await engine.load()                   # in the app's lifespan; ready, or load_error says why
+    result = await engine.submit(task, timeout)      # ("ok", record) | ("error", status, code, detail)
+    engine.listen(task.id, callback)      # streamed generation: callback(message) on the event loop
+    await engine.close(loading)
+
+A server holds one engine per variant (`r1 serve stable=RUN_A canary=RUN_B`); each has its own
+batcher and worker, so a failing or slow variant never delays the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from typing import Callable
+
+from r1.serve.batcher import DynamicBatcher
+from r1.serve.supervisor import Supervisor
+from r1.serve.work import run_tasks
+from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm
+
+log = logging.getLogger(__name__)
+
+
+_ABS_PATH = re.compile(r"(?<![\w.~/-])/(?:[^\s/:'\"(),]+/)*([^\s/:'\"(),]+)")
+
+
+def redact_paths(text: str) -> str:
+    """Absolute paths -> their last part: errors that clients see never show the server's files."""
+    return _ABS_PATH.sub(r"\1", text)
+
+
+class Engine:
+    def __init__(self, name: str, cfg, loader: Callable, metrics, on_change: Callable[[], None] = lambda: None,
+                 on_depth: Callable[[], None] = lambda: None):
+        self.name, self.cfg, self.loader, self.metrics = name, cfg, loader, metrics
+        self.on_change = on_change  # readiness changed (the app recomputes /readyz and r1_ready)
+        self.on_depth = on_depth  # its queue's depth changed (the app sums the variants' queues)
+        self.info: dict = {}
+        self.supervisor: Supervisor | None = None
+        self.cancelled: set[int] = set()  # inference="thread": ids of tasks whose caller gave up
+        self.batcher: DynamicBatcher | None = None
+        self.ready, self.load_error, self.load_seconds = False, None, None
+        self.watcher: asyncio.Task | None = None
+        self._listeners: dict[int, Callable[[dict], None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def worker(self) -> InferenceProcess | None:
+        return None if self.supervisor is None else self.supervisor.worker
+
+    # ------------------------------------------------------------------ lifecycle
+    def _down(self, reason: str) -> None:
+        self.ready, self.load_error = False, redact_paths(reason)
+        self.on_change()
+
+    def _up(self, info: dict) -> None:
+        self.info, self.load_error, self.ready = info, None, True
+        self.on_change()
+
+    def _run_in_thread(self, predictor, tasks: list) -> list[tuple]:
+        try:
+            return run_tasks(predictor, tasks, self.cfg.max_pixels, self.cancelled, emit=self._on_piece)
+        finally:
+            self.cancelled.difference_update(t.id for t in tasks)
+
+    def _abandoned(self, task) -> None:
+        """A task's caller timed out or went away while the task ran: stop it (generation)."""
+        self.metrics.cancelled.inc()
+        if self.supervisor is not None:
+            self.supervisor.cancel(task.id)
+        else:
+            self.cancelled.add(task.id)
+
+    def cancel(self, task) -> None:
+        self._abandoned(task)
+
+    def _on_batch(self, size: int, waits: list[float], seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.variant_batch_size.labels(self.name).observe(size)
+        self.metrics.inference_seconds.observe(seconds)
+        for w in waits:
+            self.metrics.queue_wait.observe(w)
+
+    async def load(self) -> None:
+        cfg = self.cfg
+        self._loop = asyncio.get_running_loop()
+        try:
+            if cfg.inference == "process":
+                self.supervisor = Supervisor(self.loader, cfg, self.metrics, on_up=self._up, on_down=self._down)
+                self.info = await self.supervisor.start()
+                run_batch = functools.partial(self.supervisor.call, on_piece=self._on_piece)
+            else:
+                predictor, seconds = await asyncio.to_thread(load_and_warm, self.loader, cfg)
+                self.info = describe(predictor, seconds)
+                run_batch = functools.partial(self._run_in_thread, predictor)
+        except Exception as err:  # reported by /readyz; the process stays up for /healthz
+            log.error("variant %s: model load failed: %s: %s", self.name, type(err).__name__, err)
+            self.load_error = redact_paths(f"{type(err).__name__}: {err}")
+            self.on_change()
+            return
+        self.load_seconds = self.info["load_seconds"]
+        self.batcher = DynamicBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
+                                      on_batch=self._on_batch, on_depth=lambda _: self.on_depth(),
+                                      on_abandon=self._abandoned, expected=(WorkerDied,))
+        self.batcher.start()
+        if self.supervisor is not None:
+            self.watcher = asyncio.create_task(self.supervisor.watch(), name=f"r1-supervisor-{self.name}")
+        self.metrics.model_load_seconds.set(self.load_seconds)
+        self.ready = True
+        self.on_change()
+        log.info("ready: variant %s = %s (%s, inference in a %s) loaded and warmed in %.2fs", self.name,
+                 cfg.model, cfg.runtime, cfg.inference, self.load_seconds)
+
+    async def close(self, loading: bool) -> None:
+        self.ready = False
+        if self.watcher is not None:
+            self.watcher.cancel()
+        if self.batcher is not None:
+            await self.batcher.close(drain=True)
+        if self.supervisor is not None:  # after the drain: the worker finishes what it was given
+            await self.supervisor.stop(0.0 if loading else 10.0)
+
+    # ------------------------------------------------------------------ streaming
+    def listen(self, task_id: int, callback: Callable[[dict], None] | None) -> None:
+        """Deliver the streamed messages of task `task_id` to `callback` (None: stop)."""
+        if callback is None:
+            self._listeners.pop(task_id, None)
+        else:
+            self._listeners[task_id] = callback
+
+    def _on_piece(self, task_id: int, message: dict) -> None:  # the batcher's inference thread
+        self._loop.call_soon_threadsafe(self._deliver, task_id, message)
+
+    def _deliver(self, task_id: int, message: dict) -> None:
+        callback = self._listeners.get(task_id)
+        if callback is not None:
+            callback(message)
