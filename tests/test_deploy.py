@@ -87,3 +87,18 @@ def test_dockerfile_is_slim_non_root_and_serves_on_the_manifests_port():
 def test_dockerignore_keeps_the_build_context_small():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "runs"} <= set(ignored)
+
+
+def test_manifest_args_are_a_valid_canary_command():
+    """The container's args parse the way `r1 serve` parses them: two variants, weights summing to 100."""
+    from r1.serve.variants import parse_traffic, split_named, split_variants
+
+    (c,) = _docs()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    args = list(c["args"])
+    traffic = parse_traffic(args[args.index("--traffic") + 1])
+    named, rest = split_named([a for a in args if not a.startswith("--") and a not in (
+        args[args.index("--traffic") + 1], args[args.index("--threads") + 1])])
+    model, variants = split_variants(named + rest)
+    assert model is None and set(variants) == {"stable", "canary"} == set(traffic)
+    assert sum(traffic.values()) == 100 and traffic["canary"] < traffic["stable"]
+    assert any(e["name"] == "R1_ADMIN_TOKEN" for e in c["env"])  # the admin route's token, as `r1 serve` reads it
