@@ -277,18 +277,26 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
             if text:  # an id lets a generation be stopped when its caller gives up
                 task = await inputs.read_text_request(request, cfg.max_text_chars, cfg.max_new_tokens)
                 return dataclasses.replace(task, id=next(st.next_id)), family, text
-            data, top_k = await inputs.read_image_request(request, cfg.top_k)
-            if len(data) <= cfg.prepare_max_bytes:  # decoded by the server: it unloads the worker
-                # the header decides: tiny images here (a bounded ~0.1 ms), larger ones in threads
-                task = prepare_image(data, top_k, cfg.max_pixels, cfg.inline_decode_pixels)
-                if task.data is not None and cfg.prepare_max_pixels > cfg.inline_decode_pixels:
-                    task = await asyncio.get_running_loop().run_in_executor(
-                        st.decode_pool, prepare_image, data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
+            question = None
+            if engine.info["inputs"] == "image+text":
+                data, top_k, question = await inputs.read_pair_request(request, cfg.top_k, cfg.max_text_chars)
             else:
-                task = ImageTask(top_k, data=data)
-            return task, family, text
+                data, top_k = await inputs.read_image_request(request, cfg.top_k)
+            task = await decode_task(data, top_k)
+            return dataclasses.replace(task, text=question) if question is not None else task, family, text
         finally:
             st.admitting -= 1
+
+    async def decode_task(data: bytes, top_k: int) -> ImageTask:
+        if len(data) > cfg.prepare_max_bytes:
+            return ImageTask(top_k, data=data)
+        # decoded by the server (it unloads the worker); the header decides: tiny images here (a
+        # bounded ~0.1 ms), larger ones in threads
+        task = prepare_image(data, top_k, cfg.max_pixels, cfg.inline_decode_pixels)
+        if task.data is not None and cfg.prepare_max_pixels > cfg.inline_decode_pixels:
+            task = await asyncio.get_running_loop().run_in_executor(
+                st.decode_pool, prepare_image, data, top_k, cfg.max_pixels, cfg.prepare_max_pixels)
+        return task
 
     async def attempt(engine: Engine, request: Request, task, text: bool) -> tuple:
         """Run `task` on `engine` -> its result tuple; server-side failures as error tuples too."""

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from r1.serve.errors import ApiError
-from r1.serve.schemas import ImageRequest, TextRequest
+from r1.serve.schemas import ImageRequest, PairRequest, TextRequest
 from r1.serve.work import TextTask
 
 OPENAPI_BODY = {"requestBody": {"required": True, "content": {
@@ -58,7 +58,7 @@ async def read_image_request(request: Request, default_top_k: int) -> tuple[byte
     """-> (encoded image bytes, top_k) from a multipart, JSON or raw image/* body."""
     media = _media_type(request)
     if media == "multipart/form-data":
-        return await _read_multipart(request, default_top_k)
+        return (await _read_multipart(request, default_top_k))[:2]
     if media == "application/json" or media.endswith("+json"):
         return await _read_json(request, default_top_k)
     if media.startswith("image/") or media == "application/octet-stream":
@@ -71,7 +71,35 @@ async def read_image_request(request: Request, default_top_k: int) -> tuple[byte
                    f"`file` field, application/json {{\"image\": base64}}, or an image/* body")
 
 
-async def _read_multipart(request: Request, default_top_k: int) -> tuple[bytes, int]:
+async def read_pair_request(request: Request, default_top_k: int, max_text_chars: int) -> tuple[bytes, int, str]:
+    """-> (encoded image bytes, top_k, question) for image+text models: multipart `file` + `text`
+    fields, or JSON {"image": base64, "text": ...}."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        data, top_k, text = await _read_multipart(request, default_top_k)
+        if text is None:
+            raise ApiError(422, "missing_field", "text: field required (multipart field `text` with the question)")
+    elif media == "application/json" or media.endswith("+json"):
+        body = await _json_object(request, '{"image": "<base64>", "text": "a question"}')
+        try:
+            req = PairRequest.model_validate(body)
+        except ValidationError as err:
+            code = "missing_field" if any(e["type"] == "missing" for e in err.errors()) else "invalid_request"
+            raise ApiError(422, code, summarize_errors(err.errors())) from None
+        data, top_k, text = _b64(req.image), req.top_k or default_top_k, req.text
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       f"content type {media or '(none)'!r} not supported by this image+text model; send "
+                       f"multipart/form-data with `file` and `text` fields, or application/json "
+                       f"{{\"image\": base64, \"text\": ...}}")
+    if not text.strip():
+        raise ApiError(422, "invalid_request", "text: must not be empty")
+    if len(text) > max_text_chars:
+        raise ApiError(413, "text_too_long", f"text: {len(text)} characters; at most {max_text_chars}")
+    return data, top_k, text
+
+
+async def _read_multipart(request: Request, default_top_k: int) -> tuple[bytes, int, str | None]:
     from starlette.exceptions import HTTPException
 
     try:
@@ -89,14 +117,15 @@ async def _read_multipart(request: Request, default_top_k: int) -> tuple[bytes, 
         if isinstance(upload, str):
             raise ApiError(422, "invalid_request", "file: must be a file upload, not a text field")
         data = await upload.read()
-        top_k = form.get("top_k")
-        if top_k is not None and not isinstance(top_k, str):
-            raise ApiError(422, "invalid_request", "top_k: must be a text field")
+        top_k, text = form.get("top_k"), form.get("text")
+        for name, value in (("top_k", top_k), ("text", text)):
+            if value is not None and not isinstance(value, str):
+                raise ApiError(422, "invalid_request", f"{name}: must be a text field")
     finally:
         await form.close()
     if not data:
         raise ApiError(400, "empty_image", "file: the uploaded file is empty")
-    return data, _parse_top_k(top_k, default_top_k)
+    return data, _parse_top_k(top_k, default_top_k), text
 
 
 async def _json_object(request: Request, example: str) -> dict:
@@ -120,13 +149,17 @@ async def _read_json(request: Request, default_top_k: int) -> tuple[bytes, int]:
     except ValidationError as err:
         code = "missing_field" if any(e["type"] == "missing" for e in err.errors()) else "invalid_request"
         raise ApiError(422, code, summarize_errors(err.errors())) from None
+    return _b64(req.image), req.top_k or default_top_k
+
+
+def _b64(image: str) -> bytes:
     try:
-        data = base64.b64decode(req.image, validate=True)
+        data = base64.b64decode(image, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "bad_base64", "image: not valid base64 (standard alphabet, padded)") from None
     if not data:
         raise ApiError(400, "empty_image", "image: empty")
-    return data, req.top_k or default_top_k
+    return data
 
 
 def decode_image(data: bytes, max_pixels: int, decode_limit: int | None = None) -> Image.Image | None:

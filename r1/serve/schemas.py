@@ -15,6 +15,12 @@ class ImageRequest(BaseModel):
                                        description="Classes listed per image (classification).")
 
 
+class PairRequest(ImageRequest):
+    """JSON body of an image+text model (mm): the image and the question asked about it."""
+
+    text: str = Field(..., min_length=1, description="The question about the image.")
+
+
 # Hard limits of the text schema; a server may set lower ones (`r1 serve --max-new-tokens`).
 MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096
 
@@ -68,6 +74,17 @@ class Generation(BaseModel):
     seed: int = Field(..., description="The sampling seed used.")
 
 
+class AnswerScore(BaseModel):
+    answer: str = Field(..., description="An answer from the model's answer vocabulary.")
+    probability: float = Field(..., description="Its probability in [0, 1].")
+
+
+class Answer(AnswerScore):
+    """Question-answering record (mm): the best answer, its probability and the top-k answers."""
+
+    top_k: list[AnswerScore] = Field(..., description="The top-k answers, best first.")
+
+
 class PredictResponse(BaseModel):
     model: str = Field(..., description="The served model's name (its run directory's or file's name).")
     variant: str = Field(..., description="The variant that answered (also the `X-R1-Variant` header); a "
@@ -75,8 +92,9 @@ class PredictResponse(BaseModel):
     family: str = Field(..., description="cls | det | lm | mm")
     runtime: str = Field(..., description="torch | onnx | tensorrt")
     latency_ms: float = Field(..., description="Server-side time from request to response, ms.")
-    result: Union[Classification, Detections, Generation] = Field(
-        ..., description="The family's record: `Classification` (cls), `Detections` (det), `Generation` (lm).")
+    result: Union[Classification, Detections, Generation, Answer] = Field(
+        ..., description="The family's record: `Classification` (cls), `Detections` (det), `Generation` (lm), "
+                         "`Answer` (mm).")
 
 
 class ErrorResponse(BaseModel):

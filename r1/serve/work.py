@@ -5,6 +5,7 @@ Tasks and results are plain picklable values:
 
     ImageTask(top_k, data=<encoded bytes>)          decoded by the worker
     ImageTask(top_k, pixels=<uint8 (H, W, 3) RGB>)  decoded by the server (`prepare_image`)
+    ImageTask(top_k, data=..., text="a question")   image+text models (mm): the pair
     TextTask(text="...", max_new_tokens=64, ...)
     -> ("ok", record) | ("error", status, code, detail)
 
@@ -38,6 +39,7 @@ class ImageTask:
     data: Optional[bytes] = None  # the encoded image (PNG, JPEG, ...) as uploaded, or
     pixels: object = None         # the decoded image, uint8 numpy (H, W, 3) RGB
     id: int = 0
+    text: Optional[str] = None    # the question asked about the image (image+text models)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,57 @@ def run_tasks(predictor, tasks: list, max_pixels: int, cancelled: Container[int]
     as one batch; prompts are generated one after another (streamed ones piece by piece to `emit`)."""
     if predictor.inputs == "text":
         return [_generate(predictor, t, cancelled, emit) for t in tasks]
+    if predictor.inputs == "image+text":
+        return _pairs(predictor, tasks, max_pixels)
     return _images(predictor, tasks, max_pixels)
+
+
+def _decode(task: "ImageTask", max_pixels: int):
+    from PIL import Image
+
+    from r1.serve.inputs import decode_image
+
+    return Image.fromarray(task.pixels) if task.pixels is not None else decode_image(task.data, max_pixels)
+
+
+def _pairs(predictor, tasks: list, max_pixels: int) -> list[tuple]:
+    """(image, question) tasks -> records (answer, probability, top_k), one batch; an undecodable
+    image or a question without a known token fails alone."""
+    from r1.serve.errors import ApiError
+
+    results: list = [None] * len(tasks)
+    pairs, where = [], []
+    for i, t in enumerate(tasks):
+        if not isinstance(t, ImageTask) or t.text is None:
+            results[i] = _error(422, "missing_field", "text: field required (the question about the image)")
+            continue
+        try:
+            pairs.append((_decode(t, max_pixels), t.text))
+            where.append(i)
+        except ApiError as err:
+            results[i] = _error(err.status, err.code, err.detail)
+    if not pairs:
+        return results
+    try:
+        records = [r.to_json() for r in predictor.predict(pairs, top_k=max(tasks[i].top_k for i in where))]
+    except Exception:  # one question the tokenizer cannot read must not fail the others
+        records = [_pair_one(predictor, pair, tasks[i].top_k) for pair, i in zip(pairs, where)]
+    for i, rec in zip(where, records):
+        if isinstance(rec, tuple):
+            results[i] = rec
+            continue
+        rec["top_k"] = rec["top_k"][:tasks[i].top_k]
+        results[i] = ("ok", rec) if is_finite(rec) else _error(500, "non_finite_output", NON_FINITE)
+    return results
+
+
+def _pair_one(predictor, pair: tuple, top_k: int):
+    try:
+        return predictor.predict([pair], top_k=top_k)[0].to_json()
+    except DataError as err:
+        return _error(422, "bad_text", str(err))
+    except Exception as err:
+        return _failed(err)
 
 
 def _stream(predictor, task: TextTask, emit: Callable[[int, dict], None]) -> dict:
@@ -145,10 +197,7 @@ def _preprocess_each(predictor, images: list) -> list:
 
 
 def _images(predictor, tasks: list, max_pixels: int) -> list[tuple]:
-    from PIL import Image
-
     from r1.serve.errors import ApiError
-    from r1.serve.inputs import decode_image
 
     results: list = [None] * len(tasks)
     images, where = [], []
@@ -157,7 +206,7 @@ def _images(predictor, tasks: list, max_pixels: int) -> list[tuple]:
             results[i] = _error(422, "text_not_supported", "this model takes images")
             continue
         try:
-            images.append(Image.fromarray(t.pixels) if t.pixels is not None else decode_image(t.data, max_pixels))
+            images.append(_decode(t, max_pixels))
             where.append(i)
         except ApiError as err:
             results[i] = _error(err.status, err.code, err.detail)
