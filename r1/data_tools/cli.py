@@ -9,7 +9,15 @@ from pathlib import Path
 
 import typer
 
-STRICT_EXIT = 6  # `r1 data inspect --strict` found problems
+from r1.errors import R1Error
+
+
+class FindingsFound(R1Error):
+    """`r1 data inspect --strict` found problems (the report lists them)."""
+    exit_code = 6
+
+
+STRICT_EXIT = FindingsFound.exit_code
 
 data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it: inspect, clean, convert.")
 
@@ -37,7 +45,8 @@ def inspect_cmd(target: str = TARGET,
     typer.echo(summary_table(report))
     typer.echo(f"\nreport: {files['md']} (+ {files['json'].name}, PNG histograms)")
     if strict and report["findings"]:
-        raise typer.Exit(STRICT_EXIT)
+        raise FindingsFound(f"--strict: {len(report['findings'])} finding(s): "
+                            + ", ".join(f["check"] for f in report["findings"]))
 
 
 @data_app.command("clean")

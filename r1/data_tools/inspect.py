@@ -119,12 +119,16 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
     if split_empty:
         findings.append(_finding("class_missing_in_split", f"{len(split_empty)} class/split pair(s) without {unit}",
                                  split_empty))
-    ratio = _imbalance(dict(totals))
+    # the balance that training sees: the train split's (all images when the data is not split)
+    basis = counts.get("train", dict(totals))
+    ratio = _imbalance(basis)
     if ratio and ratio > MAX_IMBALANCE:
-        lo = min((c for c in totals if totals[c]), key=totals.get)
-        hi = max(totals, key=totals.get)
-        findings.append(_finding("imbalance", f"class imbalance {ratio}:1 ({unit} of {hi!r}: {totals[hi]}, "
-                                 f"{lo!r}: {totals[lo]}; limit {MAX_IMBALANCE:g}:1); try data.balance=sampler"))
+        lo = min((c for c in basis if basis[c]), key=basis.get)
+        hi = max(basis, key=basis.get)
+        hint = "; try data.balance=sampler or loss" if images.task == "cls" else ""
+        where = "training " if "train" in counts else ""
+        findings.append(_finding("imbalance", f"class imbalance {ratio}:1 in the {where}{unit} ({hi!r}: {basis[hi]}, "
+                                 f"{lo!r}: {basis[lo]}; limit {MAX_IMBALANCE:g}:1){hint}"))
     pairs = duplicate_pairs(images, max_distance)
     listed = [f"{recs[i].name} ~ {recs[j].name} ({kind})" for i, j, kind in pairs]
     cross = [x for (i, j, _), x in zip(pairs, listed) if recs[i].split != recs[j].split]
@@ -139,8 +143,10 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
     hist["width px"], hist["height px"] = w, h
     hist["aspect ratio w/h"] = [round(a / max(b, 1), 3) for a, b in zip(w, h)]
     stats = {"task": images.task, "images": len(recs), "readable": len(readable), "classes": images.classes,
-             "per_split": {s: {"images": sum(r.split == s for r in recs), unit: per} for s, per in counts.items()},
+             "per_split": {s: {"images": sum(r.split == s for r in recs), f"{unit}_per_class": per}
+                           for s, per in counts.items()},
              f"{unit}_per_class": dict(totals), "imbalance_ratio": ratio,
+             "imbalance_ratio_per_split": {k: _imbalance(v) for k, v in counts.items()},
              "image_size": {"width": _summary(w), "height": _summary(h),
                             "aspect": _summary(hist["aspect ratio w/h"]),
                             "distinct_sizes": len(set(zip(w, h))),
