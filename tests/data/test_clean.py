@@ -81,3 +81,19 @@ def test_perplexity_filter_by_share_and_errors(reference_lm, tmp_path):
     assert res.returncode == 2 and "need --lm RUN" in res.stderr
     res = run_cli("data", "clean", str(tmp_path / "c.txt"), "--out", str(tmp_path / "q"), "--lm", str(reference_lm))
     assert res.returncode == 2 and "give --max-ppl" in res.stderr
+
+
+def test_clean_voc_drops_leaked_training_image(tmp_path):
+    import shutil
+
+    from r1.data_tools.scan import read_voc
+    from tests.data.conftest import write_voc
+
+    voc = write_voc(tmp_path / "voc", [("a", "train", [("x", [1, 1, 9, 9])]), ("b", "train", [("x", [2, 2, 8, 8])]),
+                                       ("c", "test", [("x", [3, 3, 30, 30])])])
+    shutil.copy(voc / "JPEGImages/c.jpg", voc / "JPEGImages/a.jpg")  # train image a is test image c
+    res = run_cli("data", "clean", str(voc), "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert "kept 2, dropped 1: cross-split leak 1" in res.stdout
+    kept = read_voc(tmp_path / "out")
+    assert sorted((r.split, r.path.name) for r in kept.records) == [("test", "c.jpg"), ("train", "b.jpg")]
