@@ -99,13 +99,8 @@ def _box_stats(images: ImageSet, findings: list, hist: dict) -> dict:
             "degenerate": degenerate, "outside_image": outside, "images_without_boxes": len(no_boxes)}
 
 
-def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DISTANCE) -> dict:
-    findings, hist = [], {}
-    recs = images.records
-    readable = [r for r in recs if not r.error]
-    corrupt = [f"{r.name} ({r.error})" for r in recs if r.error]
-    if corrupt:
-        findings.append(_finding("corrupt", f"{len(corrupt)} unreadable image(s)", corrupt))
+def _class_checks(images: ImageSet, findings: list) -> dict:
+    """Counts per split and class, empty classes, and the training split's imbalance."""
     counts = _class_counts(images)
     totals = Counter()
     for per in counts.values():
@@ -119,8 +114,7 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
     if split_empty:
         findings.append(_finding("class_missing_in_split", f"{len(split_empty)} class/split pair(s) without {unit}",
                                  split_empty))
-    # the balance that training sees: the train split's (all images when the data is not split)
-    basis = counts.get("train", dict(totals))
+    basis = counts.get("train", dict(totals))  # the balance training sees (all images when not split)
     ratio = _imbalance(basis)
     if ratio and ratio > MAX_IMBALANCE:
         lo = min((c for c in basis if basis[c]), key=basis.get)
@@ -129,6 +123,14 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
         where = "training " if "train" in counts else ""
         findings.append(_finding("imbalance", f"class imbalance {ratio}:1 in the {where}{unit} ({hi!r}: {basis[hi]}, "
                                  f"{lo!r}: {basis[lo]}; limit {MAX_IMBALANCE:g}:1){hint}"))
+    per_split = {s: {"images": sum(r.split == s for r in images.records), f"{unit}_per_class": per}
+                 for s, per in counts.items()}
+    return {"per_split": per_split, f"{unit}_per_class": dict(totals), "imbalance_ratio": ratio,
+            "imbalance_ratio_per_split": {k: _imbalance(v) for k, v in counts.items()}}
+
+
+def _duplicate_checks(images: ImageSet, max_distance: int, findings: list) -> dict:
+    recs = images.records
     pairs = duplicate_pairs(images, max_distance)
     listed = [f"{recs[i].name} ~ {recs[j].name} ({kind})" for i, j, kind in pairs]
     cross = [x for (i, j, _), x in zip(pairs, listed) if recs[i].split != recs[j].split]
@@ -138,22 +140,27 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
                                  "(leakage: evaluation sees training images)", cross))
     if within:
         findings.append(_finding("duplicates", f"{len(within)} duplicate pair(s) within a split", within))
-    w = [r.width for r in readable]
-    h = [r.height for r in readable]
+    return {"exact": sum(k == "exact" for *_, k in pairs), "near": sum(k == "near" for *_, k in pairs),
+            "cross_split": len(cross), "near_max_bits": max_distance}
+
+
+def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DISTANCE) -> dict:
+    findings, hist = [], {}
+    readable = [r for r in images.records if not r.error]
+    corrupt = [f"{r.name} ({r.error})" for r in images.records if r.error]
+    if corrupt:
+        findings.append(_finding("corrupt", f"{len(corrupt)} unreadable image(s)", corrupt))
+    classes = _class_checks(images, findings)
+    duplicates = _duplicate_checks(images, max_distance, findings)
+    w, h = [r.width for r in readable], [r.height for r in readable]
     hist["width px"], hist["height px"] = w, h
     hist["aspect ratio w/h"] = [round(a / max(b, 1), 3) for a, b in zip(w, h)]
-    stats = {"task": images.task, "images": len(recs), "readable": len(readable), "classes": images.classes,
-             "per_split": {s: {"images": sum(r.split == s for r in recs), f"{unit}_per_class": per}
-                           for s, per in counts.items()},
-             f"{unit}_per_class": dict(totals), "imbalance_ratio": ratio,
-             "imbalance_ratio_per_split": {k: _imbalance(v) for k, v in counts.items()},
-             "image_size": {"width": _summary(w), "height": _summary(h),
-                            "aspect": _summary(hist["aspect ratio w/h"]),
+    stats = {"task": images.task, "images": len(images.records), "readable": len(readable),
+             "classes": images.classes, **classes,
+             "image_size": {"width": _summary(w), "height": _summary(h), "aspect": _summary(hist["aspect ratio w/h"]),
                             "distinct_sizes": len(set(zip(w, h))),
                             "channels": {str(k): v for k, v in sorted(Counter(r.channels for r in readable).items())}},
-             "duplicates": {"exact": sum(k == "exact" for *_, k in pairs), "near": sum(k == "near" for *_, k in pairs),
-                            "cross_split": len(cross), "near_max_bits": max_distance},
-             "corrupt": len(corrupt)}
+             "duplicates": duplicates, "corrupt": len(corrupt)}
     if images.task == "det":
         stats["boxes"] = _box_stats(images, findings, hist)
     return {"source": source.describe(), "kind": source.kind, "stats": stats, "findings": findings,
