@@ -55,7 +55,7 @@ def _from_config(path: Path) -> Source:
 
     data = read_yaml(path).get("data") or {}
     name = data.get("name", "")
-    if name in ("digits", "det_digits"):
+    if name == "digits":
         return Source("digits", None, data)
     if name in ("imagefolder", "voc", "coco"):
         root = data.get("root") or ""
@@ -64,8 +64,8 @@ def _from_config(path: Path) -> Source:
         return Source(name, Path(root), data)
     if data.get("path"):
         return Source("text", Path(data["path"]), data)
-    raise DataError(f"{path}: data.name={name!r} is not a kind `r1 data` reads; allowed: digits, det_digits, "
-                    "imagefolder, voc, coco, or any text kind with data.path")
+    raise DataError(f"{path}: data.name={name!r} is not a kind `r1 data` reads; allowed: digits, imagefolder, "
+                    "voc, coco, or a text kind with data.path (generated scenes such as det_digits have nothing to inspect)")
 
 
 def resolve(target: str) -> Source:

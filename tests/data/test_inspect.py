@@ -112,3 +112,8 @@ def test_bad_input_is_one_line_error(tmp_path):
     assert res.returncode == 3 and "no such file or directory" in res.stderr
     res = run_cli("data", "inspect", str(ROOT / "configs/cls/digits.yaml"), "--unit", "word")
     assert res.returncode == 2 and "--unit: 'word' is not allowed; allowed: auto, paragraph, line" in res.stderr
+
+
+def test_config_of_a_generated_dataset_is_refused():
+    res = run_cli("data", "inspect", str(ROOT / "configs/det/digits.yaml"))
+    assert res.returncode == 3 and "data.name='det_digits' is not a kind `r1 data` reads; allowed: digits" in res.stderr
