@@ -72,8 +72,9 @@ def clean_cmd(target: str = TARGET,
     result = clean(resolve(target), out, near_bits, unit=unit, dedup=dedup, lm=lm, max_ppl=max_ppl,
                    drop_share=drop_share)
     kept = result.get("kept", result.get("docs_out"))
-    typer.echo(f"kept {kept}, dropped {result['dropped']}: "
-               + ", ".join(f"{k} {v}" for k, v in result.get("dropped_by_reason", {}).items()))
+    reasons = result.get("dropped_by_reason") or {k: result[k] for k in ("exact_duplicates", "near_duplicates")
+                                                  if result.get(k)}
+    typer.echo(f"kept {kept}, dropped {result['dropped']}" + "".join(f", {k} {v}" for k, v in reasons.items()))
     if "perplexity" in result:
         typer.echo(f"perplexity filter: dropped {result['perplexity']['dropped']} "
                    f"(median perplexity kept {result['perplexity']['median_kept']})")

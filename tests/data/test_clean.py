@@ -94,6 +94,6 @@ def test_clean_voc_drops_leaked_training_image(tmp_path):
     shutil.copy(voc / "JPEGImages/c.jpg", voc / "JPEGImages/a.jpg")  # train image a is test image c
     res = run_cli("data", "clean", str(voc), "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
-    assert "kept 2, dropped 1: cross-split leak 1" in res.stdout
+    assert "kept 2, dropped 1, cross-split leak 1" in res.stdout
     kept = read_voc(tmp_path / "out")
     assert sorted((r.split, r.path.name) for r in kept.records) == [("test", "c.jpg"), ("train", "b.jpg")]
