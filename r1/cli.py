@@ -14,12 +14,14 @@ from typing import Optional
 import typer
 import yaml
 
+from r1.data_tools.cli import data_app
 from r1.errors import ConfigError, R1Error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="R1: data -> train -> distill -> prune -> quantize -> export -> serve, on one spine.")
 config_app = typer.Typer(no_args_is_help=True, help="Show or explain configuration.")
 app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
 
 
 def _print_version(value: bool) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 import xml.etree.ElementTree as ET
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -268,9 +268,20 @@ def _coco_records(data: dict, images_dir: Path, cat_index: dict[int, int], stats
     return records
 
 
+def _converted_layout(cfg: COCOConfig) -> COCOConfig:
+    """data.root=DIR as `r1 data convert voc2coco` writes it (DIR/annotations/instances_<split>.json,
+    DIR/images/), used when the configured training annotation file is not there."""
+    ann = lambda s: f"annotations/instances_{s}.json" if (Path(cfg.root) / f"annotations/instances_{s}.json").is_file() else ""  # noqa: E731
+    if not cfg.root or _resolve(cfg.root, cfg.train_ann).is_file() or not ann("train"):
+        return cfg
+    return replace(cfg, train_images="images", train_ann=ann("train"), val_images="images", val_ann=ann("val"),
+                   test_images="images" if ann("test") else "", test_ann=ann("test"))
+
+
 @register_data("coco", COCOConfig)
 def coco(cfg: COCOConfig, seed: int) -> DataBundle:
     """COCO JSON (images dir + annotation file per split); classes from the train file's categories."""
+    cfg = _converted_layout(cfg)
     split_files = {"train": (cfg.train_images, cfg.train_ann), "val": (cfg.val_images, cfg.val_ann),
                    "test": (cfg.test_images, cfg.test_ann)}
     loaded = {k: (_resolve(cfg.root, im), load_coco_json(_resolve(cfg.root, ann)))

@@ -1,7 +1,8 @@
 """Corpus cleaning: length filters, exact and near-duplicate removal (MinHash + LSH over
 character shingles, confirmed by exact Jaccard), and an optional perplexity filter.
 
-Documents are kept in order; the first of each duplicate group survives.
+Documents are kept in order; the first of each duplicate group survives. `r1 data clean --lm RUN`
+runs the perplexity filter (r1/data_tools/clean.py).
 """
 from __future__ import annotations
 
@@ -122,19 +123,59 @@ def clean_docs(docs: list[str], dedup: str = "near", threshold: float = 0.95, sh
     return out, rep
 
 
-def perplexity_filter(docs: list[str], model, tokenizer, max_ppl: float, block_size: int) -> list[str]:
-    """Keep documents whose perplexity under a reference LM (`model(idx)` -> logits) is <= max_ppl."""
+def perplexities(docs: list[str], model, tokenizer, block_size: int, batch: int = 64) -> list[float]:
+    """Perplexity of each document under a reference LM (`model(ids (B, T))` -> logits (B, T, V)):
+    exp of the mean next-token NLL over the whole document, read in windows of block_size + 1 tokens.
+    Characters a char tokenizer cannot encode count at twice the uniform surprisal (2 ln V) each, so
+    text from outside the reference corpus' alphabet scores high rather than vanishing. A document
+    with no token to predict scores nan (keep it: nothing to judge it by)."""
     import torch
     import torch.nn.functional as F
-    kept = []
+
+    unknown_nll = 2 * math.log(max(2, getattr(tokenizer, "vocab_size", 2)))
+    windows, owner = [], []  # windows of token ids, each tagged with its document
+    unknown = np.zeros(len(docs))
+    for n, d in enumerate(docs):
+        before = getattr(tokenizer, "dropped", 0)
+        ids = tokenizer.encode(d)
+        unknown[n] = getattr(tokenizer, "dropped", 0) - before
+        for s in range(0, max(1, len(ids) - 1), block_size):
+            if len(ids[s:s + block_size + 1]) >= 2:
+                windows.append(ids[s:s + block_size + 1])
+                owner.append(n)
+    nll, count = np.zeros(len(docs)), np.zeros(len(docs))
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))  # equal lengths batch together
     with torch.no_grad():
-        for d in docs:
-            ids = tokenizer.encode(d)[: block_size + 1]
-            if len(ids) < 2:
-                continue
-            x = torch.tensor([ids[:-1]])
-            y = torch.tensor(ids[1:])
-            loss = F.cross_entropy(model(x)[0], y).item()
-            if math.exp(loss) <= max_ppl:
-                kept.append(d)
-    return kept
+        for start in range(0, len(order), batch):
+            group = order[start:start + batch]
+            for length in sorted({len(windows[i]) for i in group}):
+                same = [i for i in group if len(windows[i]) == length]
+                ids = torch.tensor([windows[i] for i in same])  # (B, T + 1)
+                logits = model(ids[:, :-1])  # (B, T, V)
+                losses = F.cross_entropy(logits.transpose(1, 2).float(), ids[:, 1:], reduction="none").sum(1)
+                for i, loss in zip(same, losses.tolist()):
+                    nll[owner[i]] += loss
+                    count[owner[i]] += length - 1
+    nll += unknown * unknown_nll
+    count += unknown
+    return [math.exp(a / c) if c else float("nan") for a, c in zip(nll, count)]
+
+
+def perplexity_keep(scores: list[float], max_ppl: float = 0.0, drop_share: float = 0.0) -> list[bool]:
+    """Which documents to keep: perplexity <= max_ppl (when > 0) and not among the `drop_share`
+    highest-scoring ones (when > 0). Unscored (nan) documents are kept."""
+    s = np.asarray(scores, dtype=np.float64)
+    keep = np.ones(len(s), dtype=bool)
+    if max_ppl > 0:
+        keep &= ~(s > max_ppl)
+    if drop_share > 0 and len(s):
+        cut = np.nanquantile(s, 1 - drop_share) if np.isfinite(s).any() else np.inf
+        keep &= ~(s > cut)
+    return keep.tolist()
+
+
+def perplexity_filter(docs: list[str], model, tokenizer, max_ppl: float, block_size: int,
+                      drop_share: float = 0.0) -> list[str]:
+    """Keep documents whose perplexity under a reference LM is <= max_ppl (see `perplexities`)."""
+    keep = perplexity_keep(perplexities(docs, model, tokenizer, block_size), max_ppl, drop_share)
+    return [d for d, k in zip(docs, keep) if k]

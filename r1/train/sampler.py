@@ -16,6 +16,7 @@ class ResumableSampler(Sampler):
         self.length, self.seed, self.shuffle, self.rank, self.world = length, seed, shuffle, rank, world
         self.epoch, self.start = 0, 0
         self.per_rank = length // world  # drop the ragged tail so ranks stay in lockstep
+        self.weights: torch.Tensor | None = None  # per-item draw weights (data.balance=sampler): with replacement
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """`start`: how many of this rank's samples of `epoch` were already consumed."""
@@ -26,12 +27,17 @@ class ResumableSampler(Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.length, replacement=True, generator=g)
+        else:
+            order = torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
         mine = order[self.rank: self.per_rank * self.world: self.world]
         base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         for pos in range(self.start, self.per_rank):
             idx = int(mine[pos])
-            yield idx, (base + idx) % (2 ** 63)
+            # an item drawn twice (weighted draw) gets a fresh augmentation seed per draw
+            key = idx if self.weights is None else idx + self.length * (pos * self.world + self.rank)
+            yield idx, (base + key) % (2 ** 63)
 
 
 class SeededItems(Dataset):

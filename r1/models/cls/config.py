@@ -72,6 +72,8 @@ class DigitsConfig(DataConfig):
     test_frac: float = opt(0.15, "Share held out for testing.", min=0.05, max=0.5)
     split_seed: int = opt(0, "Seed of the fixed train/val/test split (independent of run.seed).", min=0)
     augment: bool = opt(True, "Random shifts (pad by img_size/10 and crop) on training images.")
+    balance: str = opt("none", "Class balancing: none, sampler (draw items by inverse class frequency) or loss "
+                       "(class-weighted cross-entropy).", choices=("none", "sampler", "loss"))
 
 
 @dataclass
@@ -83,6 +85,8 @@ class ImageFolderConfig(DataConfig):
     test_frac: float = opt(0.15, "Test share when root has no test/ split.", min=0.0, max=0.5)
     split_seed: int = opt(0, "Seed of the train/val/test split when root is not pre-split.", min=0)
     augment: bool = opt(True, "Random resized crop + horizontal flip on training images.")
+    balance: str = opt("none", "Class balancing: none, sampler (draw items by inverse class frequency) or loss "
+                       "(class-weighted cross-entropy).", choices=("none", "sampler", "loss"))
 
 
 variant(ModelConfig, "r1_mobilenetv3", flavors=MOBILENETV3_FLAVORS)(MobileNetV3Config)
