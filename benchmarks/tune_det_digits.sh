@@ -13,7 +13,7 @@ for seed in 0 1 2; do
   [ -f "$OUT/base_s$seed/metrics.json" ] || taskset -c 1 $PY -m r1.cli train configs/det/digits.yaml "${BUDGET[@]}" \
       run.seed=$seed run.dir="$OUT/base_s$seed" --no-progress > "$OUT/base_s$seed.log" 2>&1
 done
-TUNE=(-m r1.cli tune configs/det/digits.yaml --space configs/tune/det-digits-space.yaml --trials "$TRIALS"
+TUNE=(-m r1.cli tune configs/det/digits.yaml --space configs/det/spaces/digits.yaml --trials "$TRIALS"
       --dir "$OUT/study" --pruner median --startup 4 --jobs 1 "${BUDGET[@]}")
 # first invocation: killed with -9 after KILL_AFTER seconds, mid-study
 taskset -c 1 $PY "${TUNE[@]}" > "$OUT/study_run1.log" 2>&1 &

@@ -73,3 +73,12 @@ def test_cli_errors_are_one_line(tmp_path):
     bad.write_text("optim.lr: {type: float, low: 1.0, high: 0.5}\n")
     result = run_cli("tune", str(DIGITS), "--space", str(bad), "--dir", str(tmp_path / "study"))
     assert result.returncode == 2 and "optim.lr: low (1.0) must be below high (0.5)" in result.stderr
+
+
+def test_shipped_space_fits_its_config():
+    from r1.tune.space import load_space
+
+    path = ROOT / "configs/det/spaces/digits.yaml"
+    params = load_space(path)
+    assert len(params) >= 4
+    check_against_config(params, ROOT / "configs/det/digits.yaml", [], str(path))
