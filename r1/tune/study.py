@@ -64,6 +64,10 @@ class TuneOptions:
             raise ConfigError(f"override {reserved[0]!r} is not allowed: each trial runs in <study dir>/trials/<n>; "
                               "choose the study dir with --dir")
 
+    def study_name(self) -> str:
+        """`r1-tune` in the study dir's own database; a shared --storage holds one study per dir name."""
+        return f"{STUDY_NAME}-{Path(self.dir).resolve().name}" if self.storage else STUDY_NAME
+
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{Path(self.dir).resolve() / DB_NAME}"
 
@@ -121,7 +125,7 @@ def open_study(setup: Setup, salt: int = 0):
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0),
               "hyperband": lambda: optuna.pruners.HyperbandPruner(),
               "none": lambda: optuna.pruners.NopPruner()}[opts.pruner]()
-    return optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=STUDY_NAME,
+    return optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=opts.study_name(),
                                direction=setup.direction, load_if_exists=True)
 
 
