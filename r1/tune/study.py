@@ -8,7 +8,6 @@ PRUNED short of --trials) run.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import multiprocessing
@@ -221,13 +220,25 @@ def _optimize(setup: Setup, n_trials: int, index: int = 0) -> None:
 
 
 def _worker(setup: Setup, n_trials: int, index: int) -> None:
-    """A spawned process: runs `n_trials` trials of the shared study."""
+    """A spawned process: runs `n_trials` trials of the shared study. It dies with the study process
+    (Linux), so a kill -9 of `r1 tune` leaves no orphan training on: its trials are RUNNING zombies
+    that the next invocation marks and runs again."""
+    _die_with_parent()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[job {index}] %(message)s"))
     top = logging.getLogger("r1.tune")
     top.addHandler(handler)
     top.setLevel(logging.INFO)
     _optimize(setup, n_trials, index)
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: a killed study's workers finish their current trial
 
 
 def split(total: int, jobs: int) -> list[int]:
@@ -269,11 +280,12 @@ def run_study(opts: TuneOptions) -> dict:
         retried = recover(study)
         done = finished(study)
         remaining = max(0, opts.trials - done)
+        procs = len(split(remaining, opts.jobs)) if remaining else 0
         log.info("study %s: %d of %d trials finished%s; running %d (%d process%s, %d thread%s each, pruner %s)",
                  study_dir, done, opts.trials, f", {len(retried)} interrupted queued again" if retried else "",
-                 remaining, min(opts.jobs, max(remaining, 1)), "es" if opts.jobs > 1 else "", setup.threads,
-                 "s" if setup.threads > 1 else "", opts.pruner)
-        if remaining and opts.jobs > 1 and remaining > 1:
+                 remaining, procs, "" if procs == 1 else "es", setup.threads, "s" if setup.threads > 1 else "",
+                 opts.pruner)
+        if procs > 1:
             run_parallel(setup, remaining)
         elif remaining:
             _optimize(setup, remaining)
@@ -282,6 +294,3 @@ def run_study(opts: TuneOptions) -> dict:
     finally:
         lock.release()
 
-
-def setup_summary(setup: Setup) -> dict:
-    return {**dataclasses.asdict(setup.opts), "monitor": setup.monitor, "direction": setup.direction}
