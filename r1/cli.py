@@ -242,6 +242,28 @@ def _split_args(args: list[str], command: str, usage: str, most: int) -> tuple[l
     return plain, [a for a in args if is_override(a)]
 
 
+@app.command()
+def tune(config: Path = typer.Argument(..., help="Training YAML whose hyper-parameters are searched"),
+         overrides: Optional[list[str]] = OVERRIDES,
+         space: Path = typer.Option(..., help="Search space YAML: dotted key -> {type: float|int|categorical, ...}"),
+         trials: int = typer.Option(20, help="Finished (complete + pruned) trials the study should hold"),
+         dir: Optional[Path] = typer.Option(None, "--dir", help="Study dir (default runs/<run.name>-tune)"),
+         storage: str = typer.Option("", help="Optuna storage URL (default sqlite:///<dir>/tune.db)"),
+         jobs: int = typer.Option(1, help="Trials in parallel processes; each gets cores // jobs threads"),
+         pruner: str = typer.Option("median", help="median, hyperband or none"),
+         startup: int = typer.Option(5, help="Random trials before TPE, and before the median pruner prunes"),
+         seed: int = typer.Option(0, help="Sampler seed")):
+    """Bayesian hyper-parameter search (Optuna TPE + pruning); a killed study continues on re-run."""
+    from r1.config import load_config
+    from r1.tune.study import TuneOptions, run_study
+
+    study_dir = dir or Path(f"runs/{load_config(config, overrides or []).run.name}-tune")
+    _console_logging()
+    summary = run_study(TuneOptions(str(config), str(space), trials, str(study_dir), storage, jobs, pruner, seed,
+                                    startup, list(overrides or [])))
+    typer.echo(json.dumps(summary, indent=2))
+
+
 @app.command("export")
 def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensors, or (for tensorrt, triton) an .onnx"),
                overrides: Optional[list[str]] = typer.Argument(None, help="export.KEY=VALUE, e.g. export.opset=17"),

@@ -81,6 +81,20 @@ class WidthStage:
 
 
 @dataclass
+class TuneStage:
+    name: str = opt("", "Stage name: the study dir is <pipeline dir>/<name>; its output is the best trial's run dir.")
+    kind: str = opt("tune", "Stage kind.")
+    config: str = opt("", "Training YAML whose hyper-parameters are searched, relative to the recipe file.")
+    space: str = opt("", "Search space YAML (see `r1 tune`), relative to the recipe file.")
+    trials: int = opt(20, "Finished (complete + pruned) trials.", min=1)
+    jobs: int = opt(1, "Trials in parallel processes (cores split between them).", min=1)
+    pruner: str = opt("median", "Pruner fed by each trial's periodic evaluations.", choices=("median", "hyperband", "none"))
+    startup: int = opt(5, "Random trials before TPE, and before the median pruner prunes.", min=0)
+    seed: int = opt(0, "Sampler seed.", min=0)
+    overrides: list[str] = opt([], "Dotted overrides of every trial's config.")
+
+
+@dataclass
 class BenchStage:
     name: str = opt("", "Stage name.")
     kind: str = opt("bench", "Stage kind.")
@@ -93,7 +107,7 @@ class BenchStage:
 
 
 KINDS = {"train": TrainStage, "prune": PruneStage, "quantize": QuantizeStage, "export": ExportStage,
-         "width": WidthStage, "bench": BenchStage}
+         "width": WidthStage, "tune": TuneStage, "bench": BenchStage}
 
 
 @dataclass

@@ -142,6 +142,20 @@ def run_width(recipe: Recipe, stage: WidthStage, outputs: dict[str, str], out_di
     return str(out_dir)
 
 
+def run_tune(recipe: Recipe, stage, outputs: dict[str, str], out_dir: Path) -> str:
+    """A hyper-parameter study in the stage dir (continued when interrupted); the output is the best
+    trial's run dir, so later stages use `@<stage>` as a trained model (its config.yaml included)."""
+    from r1.tune.study import TuneOptions, run_study
+
+    for what in ("config", "space"):
+        if not getattr(stage, what):
+            raise ConfigError(f"stage {stage.name}: {what} is required for tune stages")
+    summary = run_study(TuneOptions(str(recipe.base / stage.config), str(recipe.base / stage.space), stage.trials,
+                                    str(out_dir), "", stage.jobs, stage.pruner, stage.seed, stage.startup,
+                                    [*recipe.overrides, *stage.overrides]))
+    return summary["best"]["run_dir"]
+
+
 def _keep_data_config(source: str, out_dir: Path) -> None:
     """ONNX outputs keep the source's model.json beside them, so they can be evaluated on its data."""
     src = Path(source)
@@ -151,4 +165,4 @@ def _keep_data_config(source: str, out_dir: Path) -> None:
 
 
 RUNNERS = {"train": run_train, "prune": run_prune, "export": run_export, "quantize": run_quantize,
-           "width": run_width}
+           "width": run_width, "tune": run_tune}
