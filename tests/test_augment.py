@@ -74,6 +74,7 @@ def test_pair_mixing_gives_soft_targets_that_train(policy):
     assert torch.isfinite(loss)
     loss.backward()
     assert bundle.val[0][1].dim() == 0  # evaluation keeps integer labels
+    assert torch.equal(bundle.train.labels, _digits("none").train.labels)  # the wrapped set's labels show through
 
 
 def test_training_with_mixup_and_rotation_runs(tmp_path):

@@ -60,6 +60,11 @@ class MixedPairs(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def __getattr__(self, name: str):  # the wrapped set's attributes (labels, indices, ...) for samplers, reports
+        if name.startswith("__") or "base" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["base"], name)
+
     def __getitem__(self, i: int):
         first = self.base[i]
         second = self.base[int(torch.randint(len(self.base), ()))]
