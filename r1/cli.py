@@ -107,14 +107,22 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
              overrides: Optional[list[str]] = typer.Argument(
                  None, help="data.* / model.* overrides, e.g. data.root=DIR model.active_width=0.5"),
              split: str = typer.Option("test", help="val or test"),
-             json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics here")):
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics here"),
+             attack: Optional[str] = typer.Option(None, help="Classifiers, torch runtime: also report accuracy "
+                                                  "under an fgsm or pgd attack (L-inf, pixel units)"),
+             eps: float = typer.Option(0.1, help="With --attack: L-inf budget in [0, 1] pixel units (0.1 = 25/255)"),
+             steps: int = typer.Option(10, help="With --attack pgd: steps (step size 2.5 * eps / steps)")):
     """Evaluate a trained model on a split of its data (or of data given by overrides)."""
     from r1.evaluate.artifact import evaluate_artifact
 
     _console_logging()
     if split not in ("val", "test"):
         raise ConfigError(f"--split: {split!r} is not allowed; allowed: val, test")
-    metrics = evaluate_artifact(model, split, overrides or [])
+    if attack is not None:
+        from r1.robust.evaluate import evaluate_attack
+        metrics = evaluate_attack(model, split, overrides or [], attack, eps, steps)
+    else:
+        metrics = evaluate_artifact(model, split, overrides or [])
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
     if json_out:

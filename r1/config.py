@@ -221,6 +221,17 @@ class QATConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    method: str = opt("none", "Adversarial training (image classifiers): replace a share of each training batch "
+                      "by attacked copies (r1.robust). none: off.", choices=("none", "fgsm", "pgd"))
+    eps: float = opt(0.1, "L-inf budget of the attack in pixel units [0, 1], before normalisation (0.1 = 25/255).",
+                     min=0.0, max=1.0)
+    ratio: float = opt(0.5, "Share of each training batch replaced by its adversarial examples.", min=0.0, max=1.0)
+    steps: int = opt(7, "PGD steps per batch (pgd only).", min=1)
+    alpha: float = opt(0.0, "PGD step size in pixel units (pgd only). 0: 2.5 * eps / steps.", min=0.0, max=1.0)
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -230,6 +241,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     qat: QATConfig = field(default_factory=QATConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
 # ----------------------------------------------------------------------------- parsing

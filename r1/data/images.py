@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from r1.data import DataBundle, register_data, skip_none_collate
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
-from r1.models.cls.config import DigitsConfig, ImageFolderConfig
+from r1.models.cls.config import DigitsConfig, ImageFolderConfig, augment_names
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,64 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 def _normalize() -> v2.Transform:
     return v2.Normalize(MEAN, STD)
+
+
+# ----------------------------------------------------------------------------- augmentation policies
+# Per-image policies run on uint8 images after the dataset's geometry (`basic`) and before float
+# conversion; `cutmix` / `mixup` mix each training image with a random partner (`MixedPairs`).
+PER_IMAGE = {
+    "rotation": lambda: v2.RandomRotation(15),
+    "grayscale": lambda: v2.RandomGrayscale(p=0.2),
+    "equalize": lambda: v2.RandomEqualize(p=0.5),
+    "colorjitter": lambda: v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+    "randaugment": lambda: v2.RandAugment(num_ops=2, magnitude=9),
+    "trivialaugment": lambda: v2.TrivialAugmentWide(),
+    "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET),
+}
+PAIR_MIX = {"cutmix": lambda k: v2.CutMix(num_classes=k, alpha=1.0),
+            "mixup": lambda k: v2.MixUp(num_classes=k, alpha=0.2)}
+
+
+def policy_transforms(names: list[str]) -> list[v2.Transform]:
+    """The per-image transforms of policy `names` (uint8 image in, uint8 image out), in table order."""
+    return [PER_IMAGE[n]() for n in names if n in PER_IMAGE]
+
+
+class MixedPairs(Dataset):
+    """Training items mixed with a random partner item by CutMix or MixUp (one picked at random when
+    both are on): `(mixed image, soft target)` with the target a float vector over `num_classes`.
+    Pairing inside the item (not the batch) keeps augmentation a function of the per-sample seed, so
+    an exact resume replays it; a partner drawn from the shuffled set is what batch mixing pairs too."""
+
+    def __init__(self, base: Dataset, num_classes: int, names: list[str]):
+        self.base, self.num_classes = base, num_classes
+        self.mixers = [PAIR_MIX[n](num_classes) for n in names if n in PAIR_MIX]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getattr__(self, name: str):  # the wrapped set's attributes (labels, indices, ...) for samplers, reports
+        if name.startswith("__") or "base" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["base"], name)
+
+    def __getitem__(self, i: int):
+        first = self.base[i]
+        second = self.base[int(torch.randint(len(self.base), ()))]
+        if first is None:
+            return None
+        if second is None:  # an unreadable partner: the item itself, as a one-hot target
+            return first[0], torch.nn.functional.one_hot(torch.as_tensor(first[1]), self.num_classes).float()
+        mixer = self.mixers[int(torch.randint(len(self.mixers), ()))] if len(self.mixers) > 1 else self.mixers[0]
+        images = torch.stack([first[0], second[0]])
+        labels = torch.as_tensor([int(first[1]), int(second[1])])
+        mixed, soft = mixer(images, labels)  # pairs item 0 with item 1 (the batch rolled by one)
+        return mixed[0], soft[0]
+
+
+def with_pair_mixing(train: Dataset, num_classes: int, names: list[str]) -> Dataset:
+    """`train` wrapped in `MixedPairs` when the policy has cutmix or mixup, else `train`."""
+    return MixedPairs(train, num_classes, names) if any(n in PAIR_MIX for n in names) else train
 
 
 class TensorImages(Dataset):
@@ -57,12 +115,14 @@ def digits(cfg: DigitsConfig, seed: int) -> DataBundle:
     y = torch.tensor(d.target, dtype=torch.int64)
     train_i, val_i, test_i = _split(len(y), cfg.val_frac, cfg.test_frac, cfg.split_seed)
     base = [v2.ToDtype(torch.float32, scale=True), _normalize()]
-    # Shifts by cropping a padded image: ~4x cheaper per item than RandomAffine, as good on digits.
-    aug = [v2.RandomCrop(cfg.img_size, padding=max(1, cfg.img_size // 10))] if cfg.augment else []
-    train_tf, eval_tf = v2.Compose(aug + base), v2.Compose(base)
+    names = augment_names(cfg.augment)
+    # `basic`: shifts by cropping a padded image: ~4x cheaper per item than RandomAffine, as good on digits.
+    aug = [v2.RandomCrop(cfg.img_size, padding=max(1, cfg.img_size // 10))] if "basic" in names else []
+    train_tf, eval_tf = v2.Compose(aug + policy_transforms(names) + base), v2.Compose(base)
     pick = lambda idx, tf: TensorImages(x[idx], y[idx], tf)  # noqa: E731
     meta = _meta([str(i) for i in range(10)], cfg.img_size)
-    return DataBundle(pick(train_i, train_tf), pick(val_i, eval_tf), pick(test_i, eval_tf), "cls", meta)
+    train = with_pair_mixing(pick(train_i, train_tf), meta["num_classes"], names)
+    return DataBundle(train, pick(val_i, eval_tf), pick(test_i, eval_tf), "cls", meta)
 
 
 def _meta(classes: list[str], size: int) -> dict:
@@ -145,9 +205,11 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
                         "expected <root>/<class>/<images> or <root>/train/<class>/<images>")
     size = cfg.img_size
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), _normalize()]
+    names = augment_names(cfg.augment)
     eval_tf = v2.Compose([v2.Resize((size, size), antialias=True)] + to_float)
-    train_tf = v2.Compose([v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
-                           v2.RandomHorizontalFlip()] + to_float) if cfg.augment else eval_tf
+    geometry = ([v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+                if "basic" in names else [v2.Resize((size, size), antialias=True)])
+    train_tf = v2.Compose(geometry + [v2.ToImage()] + policy_transforms(names) + to_float[1:]) if names else eval_tf
     whole = lambda ds, tf: Transformed(ds, list(range(len(ds))), tf) if ds is not None else None  # noqa: E731
     if (root / "train").is_dir():
         train_dir = CheckedImageFolder(root / "train")
@@ -170,5 +232,6 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
         raise DataError(f"{root}: the validation split is empty; add images or raise data.val_frac")
     _check_classes(root, classes, folders[0], train.indices)
     skipped = sum(len(f.skipped) for f in folders if f is not None)
+    train = with_pair_mixing(train, len(classes), names)
     return DataBundle(train, val, test, "cls", _meta(classes, size), skip_none_collate,
                       stats={"skipped_images": skipped})

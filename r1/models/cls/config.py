@@ -2,11 +2,54 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from r1.config import DataConfig, ModelConfig, opt, variant
 from r1.errors import ConfigError
 
 RESNET_DEPTHS = (10, 18, 34, 50)
+
+# `data.augment` policies (built in r1/data/images.py from torchvision.transforms.v2); join with '+'.
+AUGMENT_POLICIES = {
+    "none": "no augmentation",
+    "basic": "the dataset's geometric default (digits: pad + random crop shifts; imagefolder: random resized "
+             "crop + horizontal flip)",
+    "rotation": "random rotation within +-15 degrees",
+    "grayscale": "grayscale with probability 0.2",
+    "equalize": "histogram equalisation with probability 0.5",
+    "colorjitter": "brightness/contrast/saturation 0.4, hue 0.1",
+    "randaugment": "RandAugment (2 ops, magnitude 9)",
+    "trivialaugment": "TrivialAugmentWide (1 op, random magnitude)",
+    "autoaugment": "AutoAugment, ImageNet policy",
+    "cutmix": "CutMix with a random partner image (alpha 1; soft targets)",
+    "mixup": "MixUp with a random partner image (alpha 0.2; soft targets)",
+}
+AUGMENT_HELP = ("Training augmentation policy: one name or several joined with '+' (e.g. basic+rotation+mixup); "
+                "true = basic, false = none. Names: " + ", ".join(AUGMENT_POLICIES) + ".")
+
+
+def parse_augment(value: Any, key: str) -> str:
+    """`data.augment` -> its canonical policy string ('none' or names joined by '+', in table order);
+    ConfigError naming `key` for anything else."""
+    if isinstance(value, bool):
+        return "basic" if value else "none"
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: expected a policy name (or names joined by '+'), true or false, got {value!r}; "
+                          f"allowed: {', '.join(AUGMENT_POLICIES)}")
+    names = [n.strip().lower() for n in value.split("+")]
+    bad = [n for n in names if n not in AUGMENT_POLICIES]
+    if bad:
+        raise ConfigError(f"{key}: unknown augmentation policy {bad[0]!r}; allowed: {', '.join(AUGMENT_POLICIES)} "
+                          "(join several with '+')")
+    if "none" in names and len(set(names)) > 1:
+        raise ConfigError(f"{key}: 'none' cannot be combined with other policies, got {value!r}")
+    return "+".join(n for n in AUGMENT_POLICIES if n in names)
+
+
+def augment_names(value: Any, key: str = "data.augment") -> list[str]:
+    """The policy names `data.augment` asks for ([] for none)."""
+    canonical = parse_augment(value, key)
+    return [] if canonical == "none" else canonical.split("+")
 
 
 @dataclass
@@ -71,9 +114,12 @@ class DigitsConfig(DataConfig):
     val_frac: float = opt(0.15, "Share of the 1,797 digits held out for validation.", min=0.05, max=0.5)
     test_frac: float = opt(0.15, "Share held out for testing.", min=0.05, max=0.5)
     split_seed: int = opt(0, "Seed of the fixed train/val/test split (independent of run.seed).", min=0)
-    augment: bool = opt(True, "Random shifts (pad by img_size/10 and crop) on training images.")
+    augment: Any = opt("basic", AUGMENT_HELP)
     balance: str = opt("none", "Class balancing: none, sampler (draw items by inverse class frequency) or loss "
                        "(class-weighted cross-entropy).", choices=("none", "sampler", "loss"))
+
+    def validate(self, prefix: str) -> None:
+        self.augment = parse_augment(self.augment, f"{prefix}.augment")
 
 
 @dataclass
@@ -84,9 +130,12 @@ class ImageFolderConfig(DataConfig):
     val_frac: float = opt(0.15, "Validation share when root has no val/ split.", min=0.0, max=0.5)
     test_frac: float = opt(0.15, "Test share when root has no test/ split.", min=0.0, max=0.5)
     split_seed: int = opt(0, "Seed of the train/val/test split when root is not pre-split.", min=0)
-    augment: bool = opt(True, "Random resized crop + horizontal flip on training images.")
+    augment: Any = opt("basic", AUGMENT_HELP)
     balance: str = opt("none", "Class balancing: none, sampler (draw items by inverse class frequency) or loss "
                        "(class-weighted cross-entropy).", choices=("none", "sampler", "loss"))
+
+    def validate(self, prefix: str) -> None:
+        self.augment = parse_augment(self.augment, f"{prefix}.augment")
 
 
 variant(ModelConfig, "r1_mobilenetv3", flavors=MOBILENETV3_FLAVORS)(MobileNetV3Config)
