@@ -232,6 +232,15 @@ class AdversarialConfig:
 
 
 @dataclass
+class CurriculumConfig:
+    schedule: str = opt("none", "Curriculum learning (r1.train.curriculum): serve the easiest items first (by the "
+                        "training set's per-item difficulty), phasing the rest in. none: off; sqrt / linear: the "
+                        "competence schedule.", choices=("none", "sqrt", "linear"))
+    start: float = opt(0.2, "Share of the items (easiest first) served at the start.", min=0.01, max=1.0)
+    steps: int = opt(0, "Optimizer steps until every item is served. 0: half of the run.", min=0)
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -242,6 +251,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     qat: QATConfig = field(default_factory=QATConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -71,7 +71,7 @@ class Callback:
 
 _REGISTRY: list[type[Callback]] = []
 # modules outside this one whose import registers built-in callbacks
-_BUILTIN_MODULES = ("r1.train.bn_stats", "r1.data_tools.balance", "r1.robust.callback")
+_BUILTIN_MODULES = ("r1.train.bn_stats", "r1.data_tools.balance", "r1.robust.callback", "r1.train.curriculum")
 
 
 def register_callback(cls: type[Callback]) -> type[Callback]:

@@ -17,6 +17,9 @@ class ResumableSampler(Sampler):
         self.epoch, self.start = 0, 0
         self.per_rank = length // world  # drop the ragged tail so ranks stay in lockstep
         self.weights: torch.Tensor | None = None  # per-item draw weights (data.balance=sampler): with replacement
+        # (index, global position of the sample in training) -> the index actually served (a curriculum);
+        # a pure function of its arguments, so that an exact resume stays exact
+        self.remap = None
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """`start`: how many of this rank's samples of `epoch` were already consumed."""
@@ -35,6 +38,8 @@ class ResumableSampler(Sampler):
         base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         for pos in range(self.start, self.per_rank):
             idx = int(mine[pos])
+            if self.remap is not None:
+                idx = self.remap(idx, self.epoch * self.per_rank + pos)
             # an item drawn twice (weighted draw) gets a fresh augmentation seed per draw
             key = idx if self.weights is None else idx + self.length * (pos * self.world + self.rank)
             yield idx, (base + key) % (2 ** 63)

@@ -173,6 +173,9 @@ class QuestionImages(Dataset):
                                       + split["colour"]).reshape(-1)[flat])
         self.answer = torch.from_numpy(split["answers"].reshape(-1)[flat])
         self.qtype = torch.from_numpy(split["qtype"].reshape(-1)[flat])
+        # curriculum order (r1.train.curriculum): non-relational questions first, then relational, counting last
+        level = torch.tensor([float(t in RELATIONAL) + float(t in COUNT_TYPES) for t in range(len(QUESTION_TYPES))])
+        self.difficulty = level[self.qtype]
         self.table, self.mask = table, mask
         self.mean = torch.tensor(MEAN).view(3, 1, 1)
         self.std = torch.tensor(STD).view(3, 1, 1)
