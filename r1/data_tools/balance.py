@@ -22,12 +22,16 @@ log = logging.getLogger("r1.train")
 
 
 def train_labels(dataset) -> list[int]:
-    """Class index of every training item, read without decoding an image."""
-    if hasattr(dataset, "indices") and hasattr(dataset, "base") and hasattr(dataset.base, "targets"):
-        return [int(dataset.base.targets[i]) for i in dataset.indices]  # a split of an ImageFolder
-    for attr in ("labels", "targets"):
-        if hasattr(dataset, attr):
-            return [int(t) for t in getattr(dataset, attr)]
+    """Class index of every training item, read without decoding an image; wrappers (`.base`, e.g.
+    the CutMix/MixUp pairs) are looked through."""
+    d = dataset
+    while d is not None:
+        if hasattr(d, "indices") and hasattr(d, "base") and hasattr(d.base, "targets"):
+            return [int(d.base.targets[i]) for i in d.indices]  # a split of an ImageFolder
+        for attr in ("labels", "targets"):
+            if hasattr(d, attr):
+                return [int(t) for t in getattr(d, attr)]
+        d = getattr(d, "base", None)
     raise ConfigError(f"data.balance: the training set ({type(dataset).__name__}) does not expose its labels; "
                       "use data.balance=none")
 

@@ -22,11 +22,11 @@ def skewed(tmp_path_factory):
     return root
 
 
-def _fit(skewed, tmp_path, balance: str) -> dict:
+def _fit(skewed, tmp_path, balance: str, augment: str = "basic") -> dict:
     run = tmp_path / balance
     cfg = load_config(ROOT / "configs/cls/digits.yaml", tiny_cls_overrides(
         run, **{"data.name": "imagefolder", "data.root": skewed, "data.img_size": 16, "data.batch_size": 16,
-                "data.balance": balance, "train.max_steps": 3, "train.eval_every": 3}))
+                "data.balance": balance, "data.augment": augment, "train.max_steps": 3, "train.eval_every": 3}))
     fit(cfg)
     return json.loads((run / "metrics.json").read_text())
 
@@ -41,6 +41,13 @@ def test_sampler_balances_the_draw(skewed, tmp_path):
 def test_loss_weights_classes(skewed, tmp_path):
     m = _fit(skewed, tmp_path, "loss")
     assert m["data/balance_ratio_before"] == 8.0 and m["data/balance_ratio_after"] == 1.0
+
+
+@pytest.mark.parametrize("balance", ["sampler", "loss"])
+def test_balance_with_mixed_pairs(skewed, tmp_path, balance):
+    """CutMix wraps the training set: its labels are read through the wrapper."""
+    m = _fit(skewed, tmp_path, balance, augment="basic+cutmix")
+    assert m["data/balance_ratio_before"] == 8.0 and m["data/balance_ratio_after"] < 2.0
 
 
 def test_none_changes_nothing(skewed, tmp_path):
