@@ -3,6 +3,7 @@
 digit-3.png, digit-7.png: held-out test digits of the embedded `digits` data, rendered exactly as
 the data module feeds them (8x8 -> 32x32 bilinear, white ink on black).
 digit-scene.png: test scene 0 of configs/det/digits.yaml's digit scenes (r1/data/detection.py).
+sortofclevr-scene.png: test image 0 of Sort-of-CLEVR (data.seed 0) for the mm family (r1/models/mm/data.py).
 """
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ def scene_png(index: int = 0) -> str:
     return f"digit-scene.png: test scene {index}, boxes (x0, y0, x1, y1) {json.dumps(boxes)}"
 
 
+def sortofclevr_png() -> str:
+    from r1.models.mm.data import COLOURS, SHAPES, generate_split
+
+    split = generate_split(1, 75, 4, 0, 2)
+    Image.fromarray(split["images"][0].permute(1, 2, 0).numpy(), "RGB").save(HERE / "sortofclevr-scene.png",
+                                                                               optimize=True)
+    objects = [f"{c} {SHAPES[int(s)]}" for c, s in zip(COLOURS, split["shapes"][0])]
+    return f"sortofclevr-scene.png: Sort-of-CLEVR test image 0: {', '.join(objects)}"
+
+
 if __name__ == "__main__":
-    for line in digit_pngs() + [scene_png()]:
+    for line in digit_pngs() + [scene_png(), sortofclevr_png()]:
         print(line)
