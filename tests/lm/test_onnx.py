@@ -137,3 +137,29 @@ def _tiny_cls():
     model = build_model(list_models(family="cls")[0], flavor="tiny", num_classes=3).eval()
     model.r1_meta, model.r1_family = {"preprocess": {"size": [32, 32]}}, "cls"
     return model
+
+
+def test_serve_onnx_runtime(tmp_path_factory):
+    import httpx
+
+    from r1.bench.load import wait_ready
+    from r1.serve import ServeConfig, create_app
+    from tests.serve.helpers import running_server
+
+    run = _run_dir(tmp_path_factory, "r1_lm")
+    local = r1.load(run, runtime="onnx").generate("to be or not", 12, temperature=0.0)
+    cfg = ServeConfig(model=str(run), runtime="onnx", max_new_tokens=40, max_text_chars=200, warmup_runs=1)
+    with running_server(create_app(cfg)) as (base, _):
+        wait_ready(base, timeout=90)
+        r = httpx.post(base + "/v1/predict", json={"text": "to be or not", "max_new_tokens": 12, "temperature": 0.0},
+                       timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["runtime"] == "onnx" and r.json()["result"]["text"] == local["text"]
+
+
+def test_triton_repository_reads_the_kv_graph(tmp_path_factory):
+    run = _run_dir(tmp_path_factory, "gpt")
+    res = run_cli("export", str(run), "--format", "triton", "--out", str(run / "triton"))
+    assert res.returncode == 0, res.stderr
+    inputs = json.loads(res.stdout)["inputs"]
+    assert inputs["idx"] == ["TYPE_INT64", [-1]] and inputs["past_0_k"] == ["TYPE_FP32", [2, -1, 16]]
