@@ -2,6 +2,7 @@
 the KV cache (batch 1 and 8, greedy) and validation loss of each, interleaved, medians.
 
     taskset -c 1 .venv/bin/python benchmarks/lm_onnx.py RUN_DIR [--new-tokens 192] [--reps 7]
+    taskset -c 1 .venv/bin/python benchmarks/lm_onnx.py RUN_DIR --flavor medium   # speed only, random weights
 
 torch runs every layer (exit_threshold None) and, for R1-LM, also with its default early exit; the
 ONNX graph always runs every layer. int8 variants: `dynamic` (quantize_dynamic: MatMulInteger, fused
@@ -56,6 +57,22 @@ def val_loss(logits_fn, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> fl
     return total / count
 
 
+def random_run(run: Path, flavor: str) -> Path:
+    """The run's model rebuilt at `flavor` with random weights (same config otherwise), saved to a temporary run dir."""
+    from r1.artifacts import save_artifact
+    from r1.config import to_dict
+    from r1.registry import build_model
+
+    base = r1.load_model(run)
+    cfg = to_dict(base.r1_config)
+    keep = {k: cfg[k] for k in ("n_kv_head", "pos", "mlp", "exit_weight") if k in cfg}
+    torch.manual_seed(0)
+    model = build_model(cfg["name"], flavor=flavor, num_classes=base.head.weight.shape[0], **keep).eval()
+    out = Path(tempfile.mkdtemp(prefix=f"lm-{flavor}-")) / "run"
+    save_artifact(model, out, base.r1_meta)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -64,9 +81,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--val-windows", type=int, default=512)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/lm_onnx.json")
+    ap.add_argument("--flavor", default="", help="Speed only: the run's model at this flavor, random weights")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    args.out = args.out or ROOT / f"benchmarks/results/lm_onnx{'-' + args.flavor if args.flavor else ''}.json"
+    if args.flavor:
+        args.run = random_run(args.run, args.flavor)
     model = r1.load_model(args.run).eval()
     exit_thr = default_exit_threshold(model)
     onnx = {"onnx-fp32": OnnxTextPredictor.load(args.run, "onnx", threads=1)}
@@ -76,13 +97,17 @@ def main() -> None:
         onnx[name] = OnnxTextPredictor.load(tmp / f"{name}.onnx", "onnx", threads=1)
     sizes = {name: p.path.stat().st_size for name, p in onnx.items()}
 
-    x, y = val_windows(args.run, args.val_windows)
-    with torch.inference_mode():
-        losses = {"torch": val_loss(lambda b: model(b), x, y)}
-        if exit_thr is not None:
-            losses["torch-exit"] = val_loss(lambda b: model(b, exit_threshold=exit_thr), x, y)
-        for name, p in onnx.items():
-            losses[name] = val_loss(lambda b, p=p: p.step(b.numpy(), None)[0], x, y)
+    losses = {}
+    if args.flavor:  # random weights: no loss worth reporting; prompts of random ids
+        x = torch.randint(0, model.head.weight.shape[0], (8, args.prompt_tokens), generator=torch.Generator())
+    else:
+        x, y = val_windows(args.run, args.val_windows)
+        with torch.inference_mode():
+            losses = {"torch": val_loss(lambda b: model(b), x, y)}
+            if exit_thr is not None:
+                losses["torch-exit"] = val_loss(lambda b: model(b, exit_threshold=exit_thr), x, y)
+            for name, p in onnx.items():
+                losses[name] = val_loss(lambda b, p=p: p.step(b.numpy(), None)[0], x, y)
 
     def torch_gen(thr):
         def run(ids):
@@ -114,7 +139,7 @@ def main() -> None:
                         times[(name, b)].append(time.perf_counter() - t0)
     rows = []
     for name in runners:
-        row = {"variant": name, "val_loss": round(losses[name], 4), "size_bytes": sizes.get(name)}
+        row = {"variant": name, "val_loss": round(losses.get(name, float("nan")), 4), "size_bytes": sizes.get(name)}
         for b in batches:
             row[f"tok_s_b{b}"] = round(b * args.new_tokens / statistics.median(times[(name, b)]), 1)
         rows.append(row)
