@@ -170,13 +170,20 @@ def generate(model: Path = typer.Argument(..., help="Language-model run dir or m
                                                             "default: the model's"),
              no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the context every step (slower)"),
              chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Wrap the prompt in the chat template"),
-             seed: int = typer.Option(0, help="Sampling seed")):
+             seed: int = typer.Option(0, help="Sampling seed"),
+             runtime: str = typer.Option("torch", help="torch, onnx or onnx-int8 (onnxruntime, the run's cached "
+                                         "export; every layer runs, no early exit)")):
     """Generate text, streamed as it is produced, with a KV cache."""
     import torch
 
     from r1.lm.generate import check_sampling, default_exit_threshold, load_lm, prompt_text, stream_text
 
     check_sampling(temperature, top_k, top_p, {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p"})
+    if runtime != "torch":
+        from r1.models.lm.onnx_predictor import stream_pieces
+        for piece in stream_pieces(model, runtime, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat):
+            typer.echo(piece, nl=False)
+        return typer.echo()
     m, tok = load_lm(model)
     threshold = exit_threshold if exit_threshold is not None else default_exit_threshold(m)
     pieces = stream_text(m, tok, prompt_text(m.r1_meta, prompt, chat), max_new_tokens, temperature=temperature,

@@ -147,7 +147,8 @@ class ExportConfig:
     nms: bool = opt(False, "Detection: NMS inside the graph; outputs boxes, scores, labels, num_dets "
                     "(fixed size, padded; see the r1.det metadata).")
     fp16: bool = opt(False, "TensorRT: FP16 kernels.")
-    int8: bool = opt(False, "TensorRT: INT8 (calibrated on the model's val data).")
+    int8: bool = opt(False, "TensorRT: INT8 (calibrated on the model's val data); ONNX of a language model: "
+                               "dynamic int8 of its Linear layers.")
     max_batch: int = opt(32, "TensorRT: profile max batch (min 1, opt max/4). Triton: max_batch_size.", min=1)
     triton_name: str = opt("", "Triton: model name in the repository. Empty: the run dir's name.")
     triton_preferred_batch: list[int] = opt([], "Triton dynamic batching: preferred batch sizes. Empty: powers of "

@@ -53,6 +53,9 @@ class ExportHook:
     translations: Callable = lambda options: {}
     # (options, torch outputs, onnxruntime outputs) -> max abs difference (inf: no match)
     compare: Callable | None = None
+    # the family writes the graph itself (several inputs, e.g. a KV cache): (model, out, opset=, verify=,
+    # atol=, options=, meta=, metadata=) -> report; `metadata(model, meta, example)` -> the R1 metadata_props
+    run: Callable | None = None
 
 
 @dataclass

@@ -46,6 +46,8 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     if fmt not in ("onnx", "tensorrt", "triton"):
         raise ConfigError(f"--format: {fmt!r} is not allowed; allowed: onnx, tensorrt, triton")
     options = {"nms": True} if nms else {}
+    if int8 and fmt == "onnx":  # families whose export hook has an int8 option (e.g. lm: dynamic int8)
+        options["int8"] = True
     if fmt == "triton":
         return _export_triton(model, out, opset, options, triton, max_batch)
     if fmt == "onnx":

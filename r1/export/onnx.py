@@ -71,6 +71,9 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     if unknown:
         raise ConfigError(f"export option(s) {sorted(unknown)} not allowed for family {family!r}; "
                           f"allowed: {sorted(hook.options) or 'none'}")
+    if hook.run is not None:
+        return hook.run(model, out, opset=opset, verify=verify, atol=atol, options=options, meta=meta,
+                        metadata=lambda m, mt, ex: _metadata(m, mt, family, dynamic_batch, ex))
     if trace_batch < 2 and dynamic_batch:
         raise ConfigError("trace_batch must be >= 2 for a dynamic batch dimension")
     net = hook.wrap(model.eval(), options).eval()

@@ -29,7 +29,7 @@ from PIL import Image
 from r1.errors import ConfigError
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("torch", "onnx", "tensorrt")
+RUNTIMES = ("torch", "onnx", "onnx-int8", "tensorrt")  # onnx-int8: families whose spec lists it
 
 
 def infer_runtime(path: str | Path) -> str:

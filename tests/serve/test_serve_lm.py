@@ -51,8 +51,8 @@ def test_text_predictor_matches_generate(lm_dir):
     assert a == b and a["seed"] == 7  # same seed, same text
     with pytest.raises(Exception, match="vocabulary"):
         p.generate("ABC", 5)  # no character of it is known to this char tokenizer
-    with pytest.raises(Exception, match="torch runtime only"):
-        Predictor.load(lm_dir, runtime="onnx")
+    with pytest.raises(Exception, match="runs with torch, onnx, onnx-int8 only"):
+        Predictor.load(lm_dir, runtime="tensorrt")
 
 
 def test_generate_over_http(url, lm_dir):
@@ -150,8 +150,8 @@ def test_docs_describe_text_requests_and_generation(url):
 def test_serve_cli_refuses_other_runtimes_for_lm(lm_dir):
     from tests.conftest import run_cli
 
-    res = run_cli("serve", str(lm_dir), "--runtime", "onnx")
-    assert res.returncode == 2 and "torch runtime only" in res.stderr
+    res = run_cli("serve", str(lm_dir), "--runtime", "onnx-fp16")  # onnx / onnx-int8 serve (tests/lm/test_onnx.py)
+    assert res.returncode == 2 and "'onnx-fp16' is not allowed" in res.stderr
     res = run_cli("serve", str(lm_dir), "--inference", "fork")
     assert res.returncode == 2 and "--inference" in res.stderr
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from r1.errors import ConfigError
-from r1.family import FamilySpec, register_family
+from r1.family import ExportHook, FamilySpec, register_family
 
 
 def lm_kd(student, teacher, idx, targets):
@@ -25,8 +25,15 @@ def token_batch(meta: dict, n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, meta["vocab_size"], (n, meta["block_size"]), generator=generator)
 
 
+def export_lm(*args, **kw):
+    """ONNX export with a KV cache (`r1.models.lm.export`, imported on first use)."""
+    from r1.models.lm.export import export_lm as run
+    return run(*args, **kw)
+
+
 SPEC = register_family(FamilySpec(
     name="lm", summary="language modelling: text in, generated text out",
     evaluate="r1.evaluate.language:evaluate_lm", monitor="loss", mode="min",
-    inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch",),
+    inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch", "onnx", "onnx-int8"),
+    export=ExportHook(run=export_lm, options={"int8": False}),
     kd=lm_kd, example_inputs=token_batch, primary_loss="lm"))

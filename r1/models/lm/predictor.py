@@ -7,7 +7,8 @@
     #  "finish_reason": "length", "seed": ...}
 
 Generation is `r1.lm.generate.generate_stream` (KV cache, early exit at the model's configured
-threshold); only the torch runtime exists for language models.
+threshold); `runtime="onnx"` / `"onnx-int8"` load `r1.models.lm.onnx_predictor.OnnxTextPredictor`
+(the exported KV-cache graph in onnxruntime, fp32 or dynamic int8; every layer runs).
 """
 from __future__ import annotations
 
@@ -36,10 +37,15 @@ class TextPredictor:
 
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "TextPredictor":
+        from r1.export.runtime import infer_runtime
         from r1.lm.generate import load_lm
 
-        if runtime not in (None, "torch"):
-            raise ConfigError(f"--runtime {runtime}: language models run with the torch runtime only")
+        runtime = runtime or infer_runtime(path)
+        if runtime in ("onnx", "onnx-int8"):
+            from r1.models.lm.onnx_predictor import OnnxTextPredictor
+            return OnnxTextPredictor.load(path, runtime, threads)
+        if runtime != "torch":
+            raise ConfigError(f"--runtime {runtime}: language models run with torch, onnx or onnx-int8")
         if threads < 1:
             raise ConfigError(f"threads: must be >= 1, got {threads}")
         t0 = time.perf_counter()
