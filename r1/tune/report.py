@@ -30,7 +30,7 @@ def trial_rows(study, monitor: str) -> list[dict]:
 def _cell(value) -> str:
     if value is None:
         return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_tables(rows: list[dict], study_dir: Path, monitor: str) -> None:
