@@ -305,7 +305,6 @@ def onnx_file(path: str | Path) -> Path:
     is read-only)."""
     if infer_runtime(path) == "onnx":
         return Path(path)
-    import tempfile
 
     from r1.artifacts import resolve_weights
     from r1.export.onnx import export_onnx
@@ -315,15 +314,24 @@ def onnx_file(path: str | Path) -> Path:
     if out.is_file():
         log.info("onnx: reusing %s", out)
         return out
+    return write_cached(out, lambda tmp: export_onnx(path, tmp), f"onnx: exporting {path}")
+
+
+def write_cached(out: Path, write: Callable[[Path], object], what: str) -> Path:
+    """Make the cache file `out` with `write(tmp)` into a scratch file beside it, then move it into
+    place atomically (a concurrent reader never sees a half-written file); where `out`'s folder is
+    read-only, write to a temporary file instead, every time. Returns the file written."""
+    import tempfile
+
     try:
-        cache.mkdir(exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=cache)) / "model.onnx"
-    except OSError:  # read-only run dir: export to a temporary file, every time
-        tmp = out = Path(tempfile.mkdtemp(prefix="r1-onnx-")) / "model.onnx"
-    log.info("onnx: exporting %s (first use; cached as %s)", path, out)
-    export_onnx(path, tmp)
+        out.parent.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".r1-write-", dir=out.parent)) / out.name
+    except OSError:
+        tmp = out = Path(tempfile.mkdtemp(prefix="r1-onnx-")) / out.name
+    log.info("%s (first use; cached as %s)", what, out)
+    write(tmp)
     if tmp != out:
-        tmp.replace(out)  # atomic: a concurrent reader never sees a half-written file
+        tmp.replace(out)
         tmp.parent.rmdir()
     return out
 

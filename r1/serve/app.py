@@ -35,6 +35,7 @@ from r1.config_commands import ServeConfig, model_name  # noqa: F401  (re-export
 from r1.serve import inputs
 from r1.serve.batcher import Closed, QueueFull
 from r1.serve.completions import completions_route
+from r1.serve.disconnect import unless_disconnected
 from r1.serve.engine import Engine, redact_paths
 from r1.serve.errors import ApiError, BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
 from r1.serve.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -303,7 +304,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
         try:
             work = engine.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0)
             if text:  # long: stop it when its caller goes away
-                return await _unless_disconnected(request, work)
+                return await unless_disconnected(request, work)
             result = await work  # short: a watcher would cost more than the work it could save
             if await request.is_disconnected():
                 raise ClientDisconnect()
@@ -363,26 +364,6 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics)
     return app
-
-
-async def _unless_disconnected(request: Request, work):
-    """Await `work` (the request's place in the batcher); if the client disconnects first, cancel it
-    (dropped from the queue, or stopped in the worker) and raise ClientDisconnect."""
-    job = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnect(request.receive))
-    try:
-        await asyncio.wait((job, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not job.done():
-        job.cancel()
-        raise ClientDisconnect()
-    return job.result()
-
-
-async def _disconnect(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 DOCS_ASSETS = "/docs/assets"

@@ -34,8 +34,10 @@ from typing import AsyncIterator, Optional, Union
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from starlette.requests import ClientDisconnect
 
 from r1.serve.batcher import Closed, QueueFull
+from r1.serve.disconnect import unless_disconnected
 from r1.serve.errors import ApiError
 from r1.serve.inputs import summarize_errors
 from r1.serve.work import TextTask
@@ -253,16 +255,11 @@ def completions_route(app: FastAPI, st, route, observe, may_retry, check_ready) 
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time())}
         if req.stream:
             return await stream_response(head, engine, pinned, tasks, stops)
-        job = asyncio.ensure_future(asyncio.gather(*(collect(engine, pinned, t, stops) for t in tasks)))
-        gone = asyncio.ensure_future(_disconnect(request.receive))
         try:
-            await asyncio.wait((job, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not job.done():
-            job.cancel()
+            answers = await unless_disconnected(request, asyncio.gather(*(collect(engine, pinned, t, stops)
+                                                                           for t in tasks)))
+        except ClientDisconnect:
             return JSONResponse({}, status_code=499)  # nobody reads it
-        answers = job.result()
         used = answers[0][0]
         usage = {"prompt_tokens": sum(a[2]["prompt_tokens"] for a in answers),
                  "completion_tokens": sum(a[2]["completion_tokens"] for a in answers)}
@@ -326,10 +323,5 @@ def completions_route(app: FastAPI, st, route, observe, may_retry, check_ready) 
 
 def _sse(data: dict) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
-async def _disconnect(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 

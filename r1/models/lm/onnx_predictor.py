@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,16 +33,9 @@ def int8_file(fp32: Path) -> Path:
     out = fp32.with_name(fp32.stem + INT8_SUFFIX + ".onnx")
     if out.is_file():
         return out
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=".int8-", dir=fp32.parent)) / "model.onnx"
-    except OSError:
-        tmp = out = Path(tempfile.mkdtemp(prefix="r1-onnx-")) / out.name
-    log.info("onnx-int8: quantizing %s (first use; cached as %s)", fp32, out)
-    quantize_lm(fp32, tmp)
-    if tmp != out:
-        tmp.replace(out)  # atomic: a concurrent reader never sees a half-written file
-        tmp.parent.rmdir()
-    return out
+    from r1.export.runtime import write_cached
+
+    return write_cached(out, lambda tmp: quantize_lm(fp32, tmp), f"onnx-int8: quantizing {fp32}")
 
 
 class OnnxTextPredictor(TextPredictor):
