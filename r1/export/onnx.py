@@ -83,8 +83,6 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
         rng = _size_range(hook, model, meta, family, dynamic_hw)
         meta, options = dynamic_meta(meta, rng), {**options, "dynamic_hw": True}
     if hook.run is not None:
-        if rng is not None:
-            raise ConfigError(f"--dynamic-hw: not available for family {family!r}")
         return hook.run(model, out, opset=opset, verify=verify, atol=atol, options=options, meta=meta,
                         metadata=lambda m, mt, ex: _metadata(m, mt, family, dynamic_batch, ex))
     if trace_batch < 2 and dynamic_batch:

@@ -124,6 +124,12 @@ def test_torchvision_baseline_is_a_clear_error(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_family_without_dynamic_hw_is_a_clear_error(tmp_path):
+    model = build_model("mlp", flavor="tiny", num_classes=10).eval()
+    with pytest.raises(ConfigError, match="^--dynamic-hw: not available for family 'cls'; families that have it: det$"):
+        export_onnx(model, tmp_path / "m.onnx", meta=META, family="cls", dynamic_hw={})
+
+
 def test_size_range_rules():
     assert resolve_range(32, 320) == SizeRange(32, 32, 320, 640)
     assert resolve_range(32, 300) == SizeRange(32, 32, 320, 640)  # opt: the size rounded up to the stride
