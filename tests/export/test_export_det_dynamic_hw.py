@@ -103,6 +103,29 @@ def test_non_square_predictions_equal_torch(dyn):
             assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= im.width).all() and (boxes[:, [1, 3]] <= im.height).all()
 
 
+def test_serve_batch_with_a_bad_image(dyn):
+    """The server's fallback when one image of a batch cannot be preprocessed: the others, of
+    different sizes, still run as one batch padded to their largest H, W."""
+    from r1.serve.work import ImageTask, _images
+
+    _, onnx_path, _ = dyn
+    p = Predictor.load(onnx_path)
+    good = p.preprocess
+
+    def preprocess(images):
+        if any(im.width == 7 for im in images):
+            raise ValueError("bad image")
+        return good(images)
+
+    p.preprocess = preprocess
+    rng = np.random.default_rng(1)
+    pixels = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(90, 200, 3), (7, 7, 3), (150, 60, 3)]]
+    out = _images(p, [ImageTask(top_k=1, pixels=px) for px in pixels], 10 ** 7)
+    assert [r[0] for r in out] == ["ok", "error", "ok"]
+    alone = p.predict([Image.fromarray(pixels[0]), Image.fromarray(pixels[2])])
+    np.testing.assert_allclose(out[2][1]["boxes"], alone[1]["boxes"], atol=0.05)
+
+
 def test_bad_min_size_is_one_line(dyn, tmp_path):
     run, _, _ = dyn
     res = run_cli("export", str(run), "--dynamic-hw", "--min-size", "100", "--out", str(tmp_path / "m.onnx"))
