@@ -25,7 +25,8 @@ def test_kv_cache_equals_full_recompute(name):
         step = m.forward_cached(a[:, t:t + 1], cache)
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1}, {"n_kv_head": 1, "pos": "learned"}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1}, {"n_kv_head": 1, "pos": "learned"},
+                                {"n_kv_head": 1, "exit_criterion": "state"}, {"exit_criterion": "maxprob"}])
 def test_kv_cache_equals_full_recompute_with_early_exit(kw):
     torch.manual_seed(0)
     m = build_model("r1_lm", flavor="tiny", num_classes=V, **kw).eval()
