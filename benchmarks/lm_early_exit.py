@@ -8,7 +8,7 @@ classifiers fitted post hoc (`fit_exit_classifiers`: the language model frozen, 
 detached states, so this is the classifier joint training would give). The thresholds are then
 calibrated (`calibrate_exits`) with the loss budget and the cost model (exit check / skipped block's
 keys-values, in blocks) given, on the first --calibrate-batches validation batches of 256 windows.
-Validation loss: mean next-token cross-entropy over --val-windows evenly spaced validation windows
+Validation loss: mean next-token cross-entropy over --val-windows evenly spaced validation windows (0: all)
 (parallel evaluation, the exits' rule included). Writes benchmarks/results/lm_early_exit_<run>.json.
 """
 from __future__ import annotations
@@ -31,7 +31,8 @@ from r1.lm.generate import generate  # noqa: E402
 
 
 def val_windows(data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n evenly spaced validation windows (inputs, targets)."""
+    """n evenly spaced validation windows (inputs, targets); n = 0: all of them."""
+    n = n or len(data.val)
     step = max(1, len(data.val) // n)
     items = [data.val[i] for i in range(0, step * n, step)][:n]
     return torch.stack([torch.as_tensor(a) for a, _ in items]), torch.stack([torch.as_tensor(b) for _, b in items])
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--check", type=float, default=None, help="Exit check cost in blocks (default: the model's)")
     ap.add_argument("--fill", type=float, default=None, help="Skipped block's keys/values in blocks (the model's)")
     ap.add_argument("--calibrate-batches", type=int, default=16)
-    ap.add_argument("--val-windows", type=int, default=512)
+    ap.add_argument("--val-windows", type=int, default=0, help="0: the whole validation split")
     ap.add_argument("--new-tokens", type=int, default=192)
     ap.add_argument("--prompt-tokens", type=int, default=8)
     ap.add_argument("--prompts", type=int, default=3)

@@ -28,7 +28,8 @@ class KVCache:
         B, nh, _, hs = k.shape
         self.all_k = k.new_zeros(self.n_layer, B, nh, self.capacity, hs)
         self.all_v = v.new_zeros(self.n_layer, B, nh, self.capacity, hs)
-        self.k, self.v = list(self.all_k.unbind(0)), list(self.all_v.unbind(0))
+        self.k = [self.all_k[i] for i in range(self.n_layer)]  # single views (unbind's may not be written in grad mode)
+        self.v = [self.all_v[i] for i in range(self.n_layer)]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = k.shape[2]
