@@ -117,12 +117,30 @@ def predicted_exit(table: dict, thresholds: list[float], exit_layers: list[int],
     """(loss rise, blocks run per token) if each token left at the first head whose confidence passes
     its threshold, read off `exit_table`. Approximate: a token's own loss and depth are exact, but
     exiting also changes the keys/values later tokens see, which only a real pass shows."""
+    rise, depth, _ = predicted_cost(table, thresholds, exit_layers, n_layer)
+    return rise, depth
+
+
+def predicted_cost(table: dict, thresholds: list[float], exit_layers: list[int], n_layer: int,
+                   check: float = 0.0, fill: float = 0.0, chained: bool = False) -> tuple[float, float, float]:
+    """`predicted_exit`'s (loss rise, blocks per token) and the cost per token of batch-1 cached generation
+    in blocks: blocks run + `check` per exit head evaluated + `fill` per skipped block (its keys/values).
+    A head whose threshold is above 1 never fires and is not evaluated, unless `chained` (the `learned`
+    criterion, whose features read the previous head: every head up to the exit or the last active head
+    runs). The same rule as R1LM._decode_one."""
     conf, ce = table["conf"], torch.cat([table["ce"], table["ce_final"][None]])
+    E = len(exit_layers)
     ok = conf >= torch.tensor(thresholds, dtype=conf.dtype)[:, None]  # (E, N)
-    first = torch.where(ok.any(0), ok.float().argmax(0), len(exit_layers))  # (N,) head index, E: none
+    first = torch.where(ok.any(0), ok.float().argmax(0), E)  # (N,) head index, E: none
     depth = torch.tensor([*exit_layers, n_layer], dtype=torch.float)[first]
     loss = ce.gather(0, first[None])[0]
-    return float((loss - table["ce_final"]).mean()), float(depth.mean())
+    on = [t <= 1.0 for t in thresholds]
+    last = max((e for e in range(E) if on[e]), default=-1)  # heads after the last active one never run
+    active = torch.tensor([(chained or on[e]) and e <= last for e in range(E)], dtype=torch.float)
+    checks = torch.cat([torch.zeros(1), active.cumsum(0)])  # [e + 1]: heads evaluated by a token leaving at head e
+    n_checks = checks[(first + 1).clamp(max=E)]
+    cost = depth + check * n_checks + fill * (n_layer - depth)
+    return float((loss - table["ce_final"]).mean()), float(depth.mean()), float(cost.mean())
 
 
 @torch.no_grad()
@@ -141,36 +159,57 @@ def _exit_loss(model, batches, thresholds, progress=None, phase: str = "") -> tu
     return nll / n, layers / n
 
 
-def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progress_every: float = 5.0) -> dict:
-    """Per-head thresholds saving the most blocks with the validation loss up by at most `budget`.
+def _search_table(table: dict, max_tokens: int = 65536) -> dict:
+    """Every k-th token of `exit_table`, at most `max_tokens`: the greedy search evaluates the table
+    hundreds of times; the real passes that pick the final point read every token."""
+    k = max(1, -(-table["ce_final"].numel() // max_tokens))
+    return {"conf": table["conf"][:, ::k], "ce": table["ce"][:, ::k], "ce_final": table["ce_final"][::k]}
 
-    Greedy along the grid: starting from `never exit`, lower one head's threshold a step at a time,
-    each time the head whose step saves the most blocks per unit of (predicted) loss rise, while the
-    predicted rise stays within the budget. Real early-exit passes then pick, by bisection, the
-    furthest point of that path whose measured rise fits.
+
+ACTIVATE = range(1, len(GRID), 3)  # grid points a head that is off may jump to in one move
+
+
+def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progress_every: float = 5.0,
+                    check: float = 0.0, fill: float = 0.0) -> dict:
+    """Per-head thresholds saving the most generation cost with the validation loss up by at most `budget`.
+
+    The cost of a token is in blocks (`predicted_cost`): blocks run, plus `check` per exit head
+    evaluated and `fill` per skipped block; with both 0 it is the blocks run. Greedy: starting from
+    `never exit` (heads off, nothing evaluated), each move either lowers an active head's threshold
+    one grid step or switches a head on at some grid point, taking the move that saves the most cost
+    per unit of (predicted) loss rise while the predicted rise stays within the budget; a head that
+    costs more in checks than it saves is never switched on. Real early-exit passes then pick, by
+    bisection, the furthest point of that path whose measured rise fits.
     Logs a progress line at most every `progress_every` seconds.
-    -> {"thresholds", "loss_up", "layers_per_token", "layer_reduction", "checked"}."""
+    -> {"thresholds", "loss_up", "layers_per_token", "layer_reduction", "cost", "checked"}."""
     progress = Progress(progress_every)
     batches = [b for _, b in zip(range(max_batches), loader)]
     log.info("exit calibration: %d validation batches, loss budget %.3f", len(batches), budget)
     table = exit_table(model, batches, progress)
+    search = _search_table(table)
     E, L = len(model.exit_layers), model.n_layer
-    pos = [0] * E  # grid index per head
+    chained = getattr(model.cfg, "exit_criterion", "") == "learned"
+
+    def predict(p):
+        return predicted_cost(search, [GRID[i] for i in p], model.exit_layers, L, check, fill, chained)
+
+    pos = [0] * E  # grid index per head; 0: never exit (off)
     path = [list(pos)]
-    cur = predicted_exit(table, [GRID[i] for i in pos], model.exit_layers, L)
+    cur = predict(pos)
     while True:
         best = None
         for e in range(E):
-            if pos[e] + 1 == len(GRID):
-                continue
-            trial = list(pos)
-            trial[e] += 1
-            rise, depth = predicted_exit(table, [GRID[i] for i in trial], model.exit_layers, L)
-            if rise > budget:
-                continue
-            gain = (cur[1] - depth) / max(rise - cur[0], 1e-6)
-            if best is None or gain > best[0]:
-                best = (gain, trial, (rise, depth))
+            for target in (ACTIVATE if pos[e] == 0 else [pos[e] + 1]):
+                if target >= len(GRID):
+                    continue
+                trial = list(pos)
+                trial[e] = target
+                rise, depth, cost = predict(trial)
+                if rise > budget or cost >= cur[2]:
+                    continue
+                gain = (cur[2] - cost) / max(rise - cur[0], 1e-6)
+                if best is None or gain > best[0]:
+                    best = (gain, trial, (rise, depth, cost))
         if best is None:
             break
         pos, cur = best[1], best[2]
@@ -189,9 +228,9 @@ def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progres
         else:
             hi = mid - 1
     thresholds = [GRID[i] for i in path[fit[0]]]
-    row = {"loss_up": fit[1], "layers_per_token": fit[2], "layer_reduction": L / fit[2]}
-    out = {"thresholds": thresholds, "loss_up": row["loss_up"], "layers_per_token": row["layers_per_token"],
-           "layer_reduction": row["layer_reduction"], "checked": checked}
-    log.info("exit calibration (budget %.3f): thresholds %s, loss up %.4f, %.3fx fewer blocks (%d checks)",
-             budget, thresholds, out["loss_up"], out["layer_reduction"], checked)
+    out = {"thresholds": thresholds, "loss_up": fit[1], "layers_per_token": fit[2], "layer_reduction": L / fit[2],
+           "cost": predict(path[fit[0]])[2], "checked": checked}
+    log.info("exit calibration (budget %.3f): thresholds %s, loss up %.4f, %.3fx fewer blocks, predicted cost "
+             "%.2f of %d blocks per token (%d checks)", budget, thresholds, out["loss_up"], out["layer_reduction"],
+             out["cost"], L, checked)
     return out

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from r1.config import load_config
-from r1.lm.early_exit import calibrate_exits, exit_sweep, exit_table, predicted_exit
+from r1.lm.early_exit import calibrate_exits, exit_sweep, exit_table, predicted_cost, predicted_exit
 from r1.lm.generate import default_exit_threshold, generate
 from r1.registry import build_model
 
@@ -62,7 +62,8 @@ def test_calibration_keeps_the_measured_loss_rise_within_budget_and_becomes_the_
         assert row["layer_reduction"] == pytest.approx(res["layer_reduction"])
     assert res["layer_reduction"] > 1.2  # an unlimited budget lets tokens leave early
     m.cfg.exit_calibrate = 10.0
-    m.calibrate(batches)
+    m.calibrate(batches)  # with the config's cost model (exit_check_cost, exit_fill_cost)
+    res = calibrate_exits(m, batches, 10.0, check=m.cfg.exit_check_cost, fill=m.cfg.exit_fill_cost)
     assert m.cfg.exit_thresholds == res["thresholds"] and default_exit_threshold(m) == res["thresholds"]
     stats = {}
     generate(m, batches[0][0][:1, :4], 8, temperature=0.0, exit_threshold=default_exit_threshold(m), stats=stats)
@@ -83,3 +84,24 @@ def test_trainer_calibrates_and_saves_the_thresholds(tmp_path):
     model = load_model(tmp_path / "r")
     assert len(saved) == len(model.exit_layers) and default_exit_threshold(model) == saved
     assert metrics["val/exit_loss"] - metrics["val/loss"] <= 0.05 + 1e-6  # evaluated at the calibrated default
+
+
+def test_cost_model_counts_checks_of_active_heads_and_switches_off_heads_that_do_not_pay():
+    m, batches = _model(), _batches()
+    table = exit_table(m, batches)
+    L, E = m.n_layer, len(m.exit_layers)
+    # nobody exits and no head is on: cost = depth = every block
+    assert predicted_cost(table, [1.01] * E, m.exit_layers, L, 0.5, 0.5) == (0.0, L, L)
+    # every token leaves at the first head: 1 block, 1 check, L - 1 filled blocks
+    rise, depth, cost = predicted_cost(table, [0.0] + [1.01] * (E - 1), m.exit_layers, L, 0.5, 0.25)
+    assert depth == m.exit_layers[0] and cost == pytest.approx(depth + 0.5 + 0.25 * (L - depth))
+    # a head above 1 is not evaluated, unless the criterion chains the heads (`learned`) and a later head is on
+    thr = [1.01] * (E - 1) + [1.0]  # only the last head on (it may still never fire)
+    _, d_off, off = predicted_cost(table, thr, m.exit_layers, L, 0.5, 0.0)
+    _, d_chain, chain = predicted_cost(table, thr, m.exit_layers, L, 0.5, 0.0, chained=True)
+    assert d_off == d_chain and off == pytest.approx(d_off + 0.5) and chain == pytest.approx(d_chain + 0.5 * E)
+    # checks dearer than a block: switching any head on costs more than it saves, the search keeps them off
+    res = calibrate_exits(m, batches, 10.0, check=float(L), fill=0.0)
+    assert res["thresholds"] == [1.01] * E and res["layer_reduction"] == 1.0
+    free = calibrate_exits(m, batches, 10.0, check=0.0, fill=0.0)
+    assert free["layer_reduction"] > 1.2 and free["cost"] == pytest.approx(free["layers_per_token"], rel=0.05)

@@ -25,7 +25,8 @@ def test_kv_cache_equals_full_recompute(name):
         step = m.forward_cached(a[:, t:t + 1], cache)
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1}, {"n_kv_head": 1, "pos": "learned"}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1}, {"n_kv_head": 1, "pos": "learned"},
+                                {"n_kv_head": 1, "exit_criterion": "state"}, {"exit_criterion": "maxprob"}])
 def test_kv_cache_equals_full_recompute_with_early_exit(kw):
     torch.manual_seed(0)
     m = build_model("r1_lm", flavor="tiny", num_classes=V, **kw).eval()
@@ -84,3 +85,28 @@ def test_eos_stops_stream():
     eos = free[5]
     out = [t.item() for t in generate_stream(m, prompt, 30, temperature=0.0, eos_id=eos)]
     assert out == free[: free.index(eos) + 1]  # stops right after the first end token
+
+
+def test_decode_path_fills_skipped_blocks_like_the_parallel_pass_and_follows_weight_changes():
+    """The batch-1 decode step (R1LM._decode_one): every token leaves at the first head, the skipped
+    blocks' keys/values come from the folded matmul; they must equal what the parallel early-exit
+    pass stores, also after the weights change (the folded copy is rebuilt)."""
+    torch.manual_seed(0)
+    m = build_model("r1_lm", flavor="tiny", num_classes=V, n_kv_head=1, exit_criterion="state").eval()
+    thr = [0.0] + [1.01] * (len(m.exit_layers) - 1)  # always leave at block 1
+    x = torch.randint(0, V, (1, 12))
+    for _ in range(2):
+        cache = m.new_cache()
+        m.forward_cached(x[:, :4], cache, thr)
+        for t in range(4, 12):
+            step = m.forward_cached(x[:, t:t + 1], cache, thr)
+            assert m.last_layers_run.item() == 1
+            assert torch.allclose(step, m(x[:, :t + 1], exit_threshold=thr)[:, -1], atol=1e-5)
+        ref = m.new_cache()
+        m._run(x, ref, thr)  # parallel pass, same exits
+        for layer in range(m.n_layer):
+            assert torch.allclose(cache.k[layer][:, :, :12], ref.k[layer][:, :, :12], atol=1e-5)
+            assert torch.allclose(cache.v[layer][:, :, :12], ref.v[layer][:, :, :12], atol=1e-5)
+        with torch.no_grad():  # change a deeper block: the folded K/V weights must follow
+            m.blocks[2].norm1.weight.mul_(1.5)
+            m.blocks[1].attn.qkv.weight.add_(0.1)

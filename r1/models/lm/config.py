@@ -62,8 +62,20 @@ class R1LMConfig(ModelConfig):
                                        "saved whose validation loss rise stays within this budget. 0: no calibration.",
                                 min=0.0)
     exit_criterion: str = opt("learned", "Exit confidence: `learned` = a light classifier per exit head predicting "
-                                         "that exiting changes the prediction by less than exit_kl_tol; `maxprob` = "
-                                         "the exit head's top probability.", choices=("learned", "maxprob"))
+                                         "that exiting changes the prediction by less than exit_kl_tol, reading the "
+                                         "state and the exit head's output; `state` = the same classifier on the "
+                                         "normed state alone, so the LM head runs only where a token exits (the "
+                                         "cheap check that makes early exit save wall time); `maxprob` = the exit "
+                                         "head's top probability.", choices=("learned", "state", "maxprob"))
+    exit_check_cost: float = opt(0.25, "Calibration's cost model: one exit check, in blocks (measured at batch 1 "
+                                       "with the KV cache: `state` ~0.2-0.3 of a 128-wide block). Heads whose "
+                                       "checks cost more than they save are switched off.", min=0.0)
+    exit_fill_cost: float = opt(0.15, "Calibration's cost model: the keys/values of one skipped block, in blocks.",
+                                min=0.0)
+    exit_calibrate_batches: int = opt(4, "Validation batches the exit calibration reads (of eval_batch_size windows). "
+                                         "Its cost is ~6 passes over them (one full-depth table, ~5 real early-exit "
+                                         "checks): 4 x 256 windows of 64 tokens ~ 0.4M forward tokens, under 10% of "
+                                         "the recipe's 2,000 x 12 x 64 training steps.", min=1)
     exit_kl_tol: float = opt(0.04, "Exiting is `safe` (the classifier's target) when KL(final || exit) is below this.",
                              min=0.0)
     freeze_layers: int = opt(0, "Progressive unfreezing: lower blocks frozen at the start of training.", min=0)

@@ -22,17 +22,33 @@ class KVCache:
         self.k: list[torch.Tensor | None] = [None] * n_layer
         self.v: list[torch.Tensor | None] = [None] * n_layer
 
+    def _alloc(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Every layer's storage at once, one (n_layer, B, nh, capacity, hs) tensor each for keys and
+        values (`fill` writes several layers in one op); `k[layer]` / `v[layer]` are views of it."""
+        B, nh, _, hs = k.shape
+        self.all_k = k.new_zeros(self.n_layer, B, nh, self.capacity, hs)
+        self.all_v = v.new_zeros(self.n_layer, B, nh, self.capacity, hs)
+        self.k = [self.all_k[i] for i in range(self.n_layer)]  # single views (unbind's may not be written in grad mode)
+        self.v = [self.all_v[i] for i in range(self.n_layer)]
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = k.shape[2]
         if self.pos + t > self.capacity:
             raise ValueError(f"KV cache full: {self.pos} + {t} > {self.capacity}")
         if self.k[layer] is None:
-            B, nh, _, hs = k.shape
-            self.k[layer] = k.new_zeros(B, nh, self.capacity, hs)
-            self.v[layer] = v.new_zeros(B, nh, self.capacity, hs)
+            self._alloc(k, v)
         self.k[layer][:, :, self.pos:self.pos + t] = k
         self.v[layer][:, :, self.pos:self.pos + t] = v
         return self.k[layer][:, :, :self.pos + t], self.v[layer][:, :, :self.pos + t]
+
+    def fill(self, first: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Keys/values (D, B, nh, t, hs) of layers first..first+D-1 at `pos`, in one write each (early
+        exit: the blocks a token skipped). The layers below must have been written (storage exists)."""
+        t = k.shape[3]
+        if self.pos + t > self.capacity:
+            raise ValueError(f"KV cache full: {self.pos} + {t} > {self.capacity}")
+        self.all_k[first:first + k.shape[0], :, :, self.pos:self.pos + t] = k
+        self.all_v[first:first + v.shape[0], :, :, self.pos:self.pos + t] = v
 
     def advance(self, t: int) -> None:
         self.pos += t

@@ -176,8 +176,10 @@ class R1LM(nn.Module):
         self.exit_norms = nn.ModuleDict({str(j): nn.LayerNorm(C, bias=False) for j in self.exit_layers})
         # light exit classifiers on detached features: they never change the language model itself
         # features: normed state, top probability, entropy, KL to the previous exit head's prediction
-        self.exit_conf = nn.ModuleDict({str(j): nn.Sequential(nn.Linear(C + 3, 32), nn.GELU(), nn.Linear(32, 1))
+        feat = C if cfg.exit_criterion == "state" else C + 3  # `state`: the normed state alone (no head needed)
+        self.exit_conf = nn.ModuleDict({str(j): nn.Sequential(nn.Linear(feat, 32), nn.GELU(), nn.Linear(32, 1))
                                         for j in self.exit_layers})
+        self._kv_fold: dict[int, tuple] = {}  # exit layer -> folded K/V weights of the deeper blocks (_folded_kv)
         self.norm_f = nn.LayerNorm(C, bias=False)
         self.head = nn.Linear(C, cfg.num_classes, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
@@ -219,10 +221,12 @@ class R1LM(nn.Module):
             self._frozen = frozen
 
     # ------------------------------------------------------------------ forward
-    @staticmethod
-    def _conf_features(hn: torch.Tensor, logp: torch.Tensor, prev_logp: torch.Tensor) -> torch.Tensor:
+    def _conf_features(self, hn: torch.Tensor, logp: torch.Tensor, prev_logp: torch.Tensor) -> torch.Tensor:
         """Exit-classifier input from normed states hn (..., C) and detached exit log-probs (..., V):
-        [hn, top probability, normalised entropy, KL drift from the previous exit head] (..., C + 3)."""
+        [hn, top probability, normalised entropy, KL drift from the previous exit head] (..., C + 3);
+        with exit_criterion `state`, hn alone (..., C)."""
+        if self.cfg.exit_criterion == "state":
+            return hn.detach()
         p = logp.exp()
         top = logp.amax(-1, keepdim=True).exp()
         ent = -(p * logp).sum(-1, keepdim=True) / math.log(logp.shape[-1])
@@ -289,14 +293,18 @@ class R1LM(nn.Module):
         return list(self.cfg.exit_thresholds) or self.cfg.exit_threshold
 
     def calibrate(self, loader) -> None:
-        """After training (the trainer calls this): set exit_thresholds from validation batches, the most
-        blocks saved with the loss rise within exit_calibrate (r1.lm.early_exit.calibrate_exits)."""
+        """After training (the trainer calls this): set exit_thresholds from exit_calibrate_batches validation
+        batches, the most generation cost saved (blocks, exit checks and skipped blocks' keys/values, weighed
+        by exit_check_cost / exit_fill_cost) with the loss rise within exit_calibrate
+        (r1.lm.early_exit.calibrate_exits)."""
         if self.cfg.exit_calibrate <= 0 or not self.exit_layers or self.cfg.objective == "mlm":
             return
         from r1.lm.early_exit import calibrate_exits
-        self.cfg.exit_thresholds = calibrate_exits(self, loader, self.cfg.exit_calibrate)["thresholds"]
+        cfg = self.cfg
+        self.cfg.exit_thresholds = calibrate_exits(self, loader, cfg.exit_calibrate, cfg.exit_calibrate_batches,
+                                                   check=cfg.exit_check_cost, fill=cfg.exit_fill_cost)["thresholds"]
 
-    def _confident(self, logits: torch.Tensor, conf: torch.Tensor, threshold: float) -> torch.Tensor:
+    def _confident(self, logits: torch.Tensor | None, conf: torch.Tensor, threshold: float) -> torch.Tensor:
         if self.cfg.exit_criterion == "maxprob":
             return F.softmax(logits.float(), dim=-1).amax(-1) >= threshold
         return torch.sigmoid(conf.float()) >= threshold
@@ -385,9 +393,82 @@ class R1LM(nn.Module):
         """Run new tokens idx (B, t) against `cache`; returns logits of the last position (B, V)."""
         if self.cfg.objective == "mlm":
             raise ValueError("a masked-LM model (objective: mlm) does not generate text left to right")
+        if idx.shape == (1, 1) and not self.training:
+            logits, depth = self._decode_one(idx, cache, self.thresholds(exit_threshold))
+            self.last_layers_run = self._depths[depth]
+            return logits[:, -1]
         logits, _, layers, _ = self._run(idx, cache, exit_threshold, last_only=True)
         self.last_layers_run = layers
         return logits[:, -1]
+
+    @property
+    def _depths(self) -> list[torch.Tensor]:
+        """(1, 1) tensors 0..n_layer, made once: `last_layers_run` of a decode step without a new op."""
+        if getattr(self, "_depth_cache", None) is None:
+            self._depth_cache = [torch.full((1, 1), float(d)) for d in range(self.n_layer + 1)]
+        return self._depth_cache
+
+    def _decode_one(self, idx: torch.Tensor, cache: KVCache, thr: dict[int, float] | None) -> tuple[torch.Tensor, int]:
+        """The generation hot path: one new token of one sequence (1, 1) against `cache` -> (logits (1, 1, V),
+        blocks run). The same result as `_run` (early exit included) with far fewer ops: an exit head runs
+        only where its threshold can be met (<= 1; with the `learned` criterion every head up to the last
+        such one runs, its features chain through them), the LM head only once, where the token leaves, and the skipped blocks'
+        keys/values come from one matmul (`_fill_deeper`)."""
+        pos = cache.pos
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            if pos + 1 > self.block_size:
+                raise ValueError(f"position {pos + 1} exceeds block_size {self.block_size} (learned positions)")
+            x = x + self.pos_emb.weight[pos]
+        rope = self.rotary.cis(pos, 1) if self.rotary is not None else None
+        chain = self.cfg.exit_criterion == "learned"
+        last = max((j for j, t in thr.items() if t <= 1.0), default=0) if thr is not None else 0
+        prev, cur, prev_logp = None, x, None
+        for j, block in enumerate(self.blocks, 1):
+            u = self.fuse[j - 3](cur, prev) if (self.fuse and j >= 3) else cur
+            h = block(u, rope, cache, j - 1)
+            prev, cur = cur, h
+            if j > last or j not in self.exit_set or (thr[j] > 1.0 and not chain):
+                continue
+            if self.cfg.exit_criterion == "state":
+                hn = self.exit_norms[str(j)](h)
+                conf, logits = self.exit_conf[str(j)](hn).squeeze(-1), None
+            else:
+                logits, conf, prev_logp = self._exit(j, h, prev_logp)
+            if bool(self._confident(logits, conf, thr[j])):
+                if j < self.n_layer:
+                    self._fill_deeper(j, h, rope, cache)
+                cache.advance(1)
+                return (self.head(hn) if logits is None else logits), j
+        cache.advance(1)
+        return self.head(self.norm_f(cur)), self.n_layer
+
+    def _fill_deeper(self, j: int, h: torch.Tensor, rope, cache: KVCache) -> None:
+        """Keys/values of blocks j+1.. for a token that left at block j, computed from its state h (1, 1, C)
+        as those blocks would (their norm1, then the K/V rows of qkv): each norm's weight folded into
+        its rows, all blocks in one matmul, all keys rotated at once, one cache write each."""
+        weight, shape, eps = self._folded_kv(j)
+        kv = F.linear(F.layer_norm(h[0], h.shape[-1:], eps=eps), weight).view(shape)  # (D, k|v, B, n_kv, T, hs)
+        k = kv[:, 0] if rope is None else apply_rotary(kv[:, 0], rope)
+        cache.fill(j, k, kv[:, 1])
+
+    def _folded_kv(self, j: int) -> tuple[torch.Tensor, tuple, float]:
+        """(K/V rows of blocks j+1..n_layer's qkv, each scaled by its block's norm1 weight, stacked; the
+        view that puts their product in the cache's layout; norm eps). Rebuilt when a weight changed
+        (the tensors' version counters and storage)."""
+        hit = self._kv_fold.get(j)
+        if hit is not None:
+            params, key, out = hit
+            if key == tuple((t.data_ptr(), t._version) for t in params):
+                return out
+        deeper = list(self.blocks)[j:]
+        attn, C = deeper[0].attn, self.cfg.n_embd
+        params = [t for b in deeper for t in (b.norm1.weight, b.attn.qkv.weight)]
+        with torch.no_grad():
+            weight = torch.cat([b.attn.qkv.weight[C:C + 2 * attn.kv_dim] * b.norm1.weight for b in deeper])
+        out = (weight.contiguous(), (len(deeper), 2, 1, attn.n_kv, 1, attn.kv_dim // attn.n_kv), deeper[0].norm1.eps)
+        self._kv_fold[j] = (params, tuple((t.data_ptr(), t._version) for t in params), out)
+        return out
 
     def new_cache(self) -> KVCache:
         return KVCache(self.n_layer, self.block_size)
