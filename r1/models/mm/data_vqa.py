@@ -181,7 +181,7 @@ def answer_index(answer, answers: list[str], named: list[str], max_count: int) -
 def tokenizer_texts(words: list[str]) -> list[str]:
     """Every template with every class (compare: each class next to its neighbour in both slots)."""
     texts = []
-    for kind, phrasings in TEMPLATES.items():
+    for phrasings in TEMPLATES.values():
         for p in phrasings:
             if "{a}" not in p:
                 texts.append(p)
