@@ -144,3 +144,5 @@ variant(ModelConfig, "r1_mm", flavors=R1MM_FLAVORS)(R1MMConfig)
 variant(ModelConfig, "mm_cnn_mlp", flavors=CNNMLP_FLAVORS)(CNNMLPConfig)
 variant(ModelConfig, "mm_cnn_rn", flavors=CNNRN_FLAVORS)(CNNRNConfig)
 variant(DataConfig, "sort_of_clevr")(SortOfClevrConfig)
+
+from r1.models.mm import vqa_config  # noqa: E402,F401  (the real-image data kinds: vqa_voc, vqa_coco, mm_jsonl)

@@ -12,11 +12,11 @@ def _to(x, device):
 
 
 def count_values(answers: list[str]) -> dict[int, float]:
-    """Answer index -> number, for the answers that are numbers."""
+    """Answer index -> number, for the answers that are numbers ('20+', a capped count bucket, is 20)."""
     out = {}
     for i, a in enumerate(answers):
         try:
-            out[i] = float(a)
+            out[i] = float(a[:-1] if a.endswith("+") else a)
         except ValueError:
             pass
     return out
@@ -25,9 +25,12 @@ def count_values(answers: list[str]) -> dict[int, float]:
 def evaluate_vqa(model, loader, meta: dict, device, out_dir=None) -> dict[str, float]:
     """accuracy, accuracy_relational / accuracy_nonrelational (where the data has question types),
     accuracy_<type> per question type, majority_accuracy (always answering the commonest training
-    answer), count_mae (counting questions: the most likely numeric answer vs the true count)."""
+    answer), count_mae / count_mse (counting questions: the most likely numeric answer vs the true count)."""
     logits, answers, qtypes = [], [], []
-    for inputs, targets in loader:
+    for batch in loader:
+        if batch is None:  # no image of the batch decoded (skipped and counted by the data kind)
+            continue
+        inputs, targets = batch
         logits.append(model(_to(inputs, device)).float().cpu())
         if isinstance(targets, dict):
             answers.append(targets["answer"])
@@ -55,4 +58,5 @@ def evaluate_vqa(model, loader, meta: dict, device, out_dir=None) -> dict[str, f
         pred = num[logits[counting][:, idx].argmax(1)]
         true = torch.tensor([values.get(int(a), float("nan")) for a in y[counting]])
         out["count_mae"] = float((pred - true).abs().nanmean())
+        out["count_mse"] = float(((pred - true) ** 2).nanmean())
     return out
