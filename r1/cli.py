@@ -111,7 +111,9 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
              attack: Optional[str] = typer.Option(None, help="Classifiers, torch runtime: also report accuracy "
                                                   "under an fgsm or pgd attack (L-inf, pixel units)"),
              eps: float = typer.Option(0.1, help="With --attack: L-inf budget in [0, 1] pixel units (0.1 = 25/255)"),
-             steps: int = typer.Option(10, help="With --attack pgd: steps (step size 2.5 * eps / steps)")):
+             steps: int = typer.Option(10, help="With --attack pgd: steps (step size 2.5 * eps / steps)"),
+             runtime: Optional[str] = typer.Option(None, help="torch, onnx, onnx-int8 (families that have it) "
+                                                   "or tensorrt; default: from the file")):
     """Evaluate a trained model on a split of its data (or of data given by overrides)."""
     from r1.evaluate.artifact import evaluate_artifact
 
@@ -122,7 +124,7 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
         from r1.robust.evaluate import evaluate_attack
         metrics = evaluate_attack(model, split, overrides or [], attack, eps, steps)
     else:
-        metrics = evaluate_artifact(model, split, overrides or [])
+        metrics = evaluate_artifact(model, split, overrides or [], runtime=runtime)
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
     if json_out:

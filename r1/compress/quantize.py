@@ -41,7 +41,7 @@ class _Calibration:
             if i >= batches:
                 break
             if batch is not None:
-                self.batches.append({input_name: batch[0].numpy().astype(np.float32)})
+                self.batches.append(_feeds(batch[0], input_name))
         self._it = iter(self.batches)
 
     def get_next(self):
@@ -49,6 +49,14 @@ class _Calibration:
 
     def rewind(self):
         self._it = iter(self.batches)
+
+
+def _feeds(x, input_name: str) -> dict[str, np.ndarray]:
+    """A batch's inputs -> session feeds: a tensor feeds `input_name`; a dict of tensors (a model with
+    several graph inputs, e.g. images + tokens + mask) feeds the inputs of the same names."""
+    if isinstance(x, dict):
+        return {k: v.numpy().astype(np.float32) if v.is_floating_point() else v.numpy() for k, v in x.items()}
+    return {input_name: x.numpy().astype(np.float32)}
 
 
 def _float_nodes(path: Path, keep_float: list[str]) -> list[str]:
