@@ -121,6 +121,8 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
     if split not in ("val", "test"):
         raise ConfigError(f"--split: {split!r} is not allowed; allowed: val, test")
     if attack is not None:
+        if runtime not in (None, "torch"):
+            raise ConfigError(f"--attack: runs with the torch runtime only, not --runtime {runtime}")
         from r1.robust.evaluate import evaluate_attack
         metrics = evaluate_attack(model, split, overrides or [], attack, eps, steps)
     else:
