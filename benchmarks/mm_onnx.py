@@ -61,23 +61,33 @@ def time_all(runners: dict, feeds: dict, rounds: int) -> dict[str, float]:
     return {k: round(statistics.median(v), 3) for k, v in times.items()}
 
 
-def profile(path: Path, feeds: dict, runs: int, tmp: Path) -> dict[str, float]:
-    """onnxruntime's node profile: mean ms per call summed by op type."""
+def profile(path: Path, feeds: dict, runs: int, tmp: Path) -> dict:
+    """onnxruntime's node profile: per node the median ms over `runs` calls (preemption on a shared
+    CPU spikes single calls), summed by op type; and the op counts of the optimised graph."""
+    import onnx
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.enable_profiling = True
     so.profile_file_prefix = str(tmp / path.stem)
+    so.optimized_model_filepath = str(tmp / f"{path.stem}-optimized.onnx")
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    for _ in range(runs):
+    for _ in range(runs + 1):
         sess.run(None, feeds)
     events = json.loads(Path(sess.end_profiling()).read_text())
-    by_op = defaultdict(float)
+    per_node = defaultdict(list)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            by_op[e["args"]["op_name"]] += e["dur"] / 1e3 / runs
-    return dict(sorted(((k, round(v, 4)) for k, v in by_op.items()), key=lambda kv: -kv[1]))
+            per_node[(e["name"], e["args"]["op_name"])].append(e["dur"] / 1e3)
+    by_op = defaultdict(float)
+    for (_, op), durs in per_node.items():
+        by_op[op] += statistics.median(durs[1:] or durs)  # the first call plans and allocates
+    counts = defaultdict(int)
+    for node in onnx.load(so.optimized_model_filepath).graph.node:
+        counts[node.op_type] += 1
+    return {"ms": dict(sorted(((k, round(v, 4)) for k, v in by_op.items()), key=lambda kv: -kv[1])),
+            "total_ms": round(sum(by_op.values()), 3), "nodes": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
 
 
 def main() -> None:
@@ -125,9 +135,11 @@ def main() -> None:
         out["profile_ms"] = {}
         for b in BATCHES:
             feeds = {k: np.ascontiguousarray(v[:b]) for k, v in big.items()}
-            out["profile_ms"][b] = {k: profile(p, feeds, max(3, 24 // b), tmp) for k, p in graphs.items()}
+            out["profile_ms"][b] = {k: profile(p, feeds, max(8, 32 // b), tmp) for k, p in graphs.items()}
             for k, prof in out["profile_ms"][b].items():
-                print(f"profile batch {b} {k}: " + ", ".join(f"{op} {ms:.3g}" for op, ms in list(prof.items())[:10]))
+                print(f"profile batch {b} {k}: total {prof['total_ms']} ms: "
+                      + ", ".join(f"{op} {ms:.3g}" for op, ms in list(prof["ms"].items())[:12]))
+                print(f"  nodes: {prof['nodes']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")
