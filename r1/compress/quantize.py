@@ -135,6 +135,9 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
         shutil.copy2(source, fp32)
         info_path = source.with_name("model.json")
         data_cfg = json.loads(info_path.read_text()).get("data", {}) if info_path.is_file() else {}
+        if not data_cfg:  # the data config the export stored in the graph
+            from r1.export.onnx import read_onnx_meta
+            data_cfg = json.loads(read_onnx_meta(source).get("r1.data") or "{}")
     else:
         fp32 = out_dir / "fp32.onnx"
         export_onnx(source, fp32)
@@ -142,6 +145,12 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
     with torch.no_grad():
         if method == "static" and ops == "auto":
             from r1.compress.int8_choice import choose_int8
+            from r1.export.onnx import ort_session
+
+            names = [i.name for i in ort_session(fp32).get_inputs()]
+            if len(names) != 1:
+                raise ConfigError(f"quantize.ops: auto times graphs with one image input; this one has inputs "
+                                  f"{names}; allowed here: weights, all")
 
             def one(path: Path, all_ops: bool, keep: list[str]) -> Path:
                 return quantize_onnx(fp32, path, method, data_cfg, calib_batches, keep, per_channel, reduce_range,

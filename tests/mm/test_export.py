@@ -158,6 +158,15 @@ def test_static_int8_runs_close_to_fp32(trained, exported, tmp_path):
     assert abs(ref["test/accuracy"] - got["test/accuracy"]) <= 0.05
 
 
+def test_quantize_artifact_of_an_export(exported, tmp_path):
+    from r1.compress.quantize import quantize_artifact
+
+    with pytest.raises(ConfigError, match="one image input"):
+        quantize_artifact(exported, tmp_path / "auto", ops="auto")
+    q = quantize_artifact(exported, tmp_path / "w", calib_batches=1)  # calibrated on the data the graph names
+    assert json.loads(r1.load(q).props["r1.quantized"])["method"] == "static"
+
+
 def test_serve_onnx_runtime(exported, trained):
     from r1.bench.load import wait_ready
     from r1.models.mm.data import generate_split
