@@ -303,7 +303,6 @@ class MoE(nn.Module):
         self.stats = {"load": load.detach(), "dropped": (n * self.top_k - load.sum()).detach()}
         return out, balance
 
-
     def forward_static(self, x: torch.Tensor) -> torch.Tensor:
         """The eval forward in fixed shapes (ONNX export): every expert on every token, weighted by
         the token's renormalised top-k gate (0 for the experts it did not pick). Equal to `forward`
