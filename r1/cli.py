@@ -141,14 +141,16 @@ def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, 
             draw_threshold: float = typer.Option(0.3, min=0.0, max=1.0,
                                                  help="Detection, with --out: draw boxes scoring at least this"),
             coco_json: Optional[Path] = typer.Option(None, "--coco-json",
-                                                     help="Detection: also write COCO results (image ids 1..N)")):
+                                                     help="Detection: also write COCO results (image ids 1..N)"),
+            question: Optional[str] = typer.Option(None, help="Image+text models: the question asked about "
+                                                   "each image")):
     """Predict on image files; prints one JSON object per image."""
     from r1.predict import predict_files
 
     _console_logging()
     records = []
     for record in predict_files(model, images, out_dir=out, top_k=top_k,
-                                draw_options={"score_thresh": draw_threshold}):
+                                draw_options={"score_thresh": draw_threshold}, question=question):
         try:
             line = json.dumps(record, allow_nan=False)
         except ValueError:  # NaN is not JSON: broken weights or a preprocess std of 0

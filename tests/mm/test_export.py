@@ -139,6 +139,21 @@ def test_onnx_predictor_answers_like_torch(trained, exported):
         p.predict([{"image": image}])
 
 
+def test_predict_cli_on_the_export(trained, exported, tmp_path):
+    from r1.models.mm.data import generate_split
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(generate_split(2, 75, 4, 0, 2)["images"][0].permute(1, 2, 0).numpy()).save(image)
+    ref = r1.load(trained).predict([(Image.open(image), QUESTION)])[0]
+    res = run_cli("predict", str(exported), str(image), "--question", QUESTION)
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rec["file"] == str(image) and rec["question"] == QUESTION and rec["answer"] == ref["answer"]
+    assert abs(rec["probability"] - ref["probability"]) < 1e-5
+    missing = run_cli("predict", str(exported), str(image))
+    assert missing.returncode != 0 and "--question" in missing.stderr
+
+
 def test_static_int8_runs_close_to_fp32(trained, exported, tmp_path):
     import onnx
 
