@@ -183,14 +183,17 @@ def _is_tied(model: nn.Module, key: str, loaded: dict) -> bool:
     return any(params[key] is params.get(k) for k in loaded if k != key)
 
 
-def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1, **fields) -> nn.Module:
+def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1, runtime: str | None = None,
+             **fields) -> nn.Module:
     """A torch module for any artifact: a run dir / .safetensors (`load_model`), or an .onnx / TensorRT
     engine behind the module interface (`model(images)` -> the family's outputs), so evaluation and
-    reports score exported models like trained ones."""
+    reports score exported models like trained ones. `runtime` (onnx, ...) runs a run dir in that
+    runtime (its cached export) instead of torch."""
     from r1.export.runtime import Predictor, infer_runtime
 
-    if infer_runtime(path) != "torch":
+    runtime = runtime or infer_runtime(path)
+    if runtime != "torch":
         if fields:
             raise ConfigError(f"{path}: model settings {sorted(fields)} cannot change in an exported graph")
-        return Predictor.load(path, threads=threads).as_module()
+        return Predictor.load(path, runtime=runtime, threads=threads).as_module()
     return load_model(path, device, **fields)

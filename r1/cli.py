@@ -111,7 +111,9 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
              attack: Optional[str] = typer.Option(None, help="Classifiers, torch runtime: also report accuracy "
                                                   "under an fgsm or pgd attack (L-inf, pixel units)"),
              eps: float = typer.Option(0.1, help="With --attack: L-inf budget in [0, 1] pixel units (0.1 = 25/255)"),
-             steps: int = typer.Option(10, help="With --attack pgd: steps (step size 2.5 * eps / steps)")):
+             steps: int = typer.Option(10, help="With --attack pgd: steps (step size 2.5 * eps / steps)"),
+             runtime: Optional[str] = typer.Option(None, help="torch, onnx, onnx-int8 (families that have it) "
+                                                   "or tensorrt; default: from the file")):
     """Evaluate a trained model on a split of its data (or of data given by overrides)."""
     from r1.evaluate.artifact import evaluate_artifact
 
@@ -119,10 +121,12 @@ def eval_cmd(model: Path = typer.Argument(..., help="Run dir or model.safetensor
     if split not in ("val", "test"):
         raise ConfigError(f"--split: {split!r} is not allowed; allowed: val, test")
     if attack is not None:
+        if runtime not in (None, "torch"):
+            raise ConfigError(f"--attack: runs with the torch runtime only, not --runtime {runtime}")
         from r1.robust.evaluate import evaluate_attack
         metrics = evaluate_attack(model, split, overrides or [], attack, eps, steps)
     else:
-        metrics = evaluate_artifact(model, split, overrides or [])
+        metrics = evaluate_artifact(model, split, overrides or [], runtime=runtime)
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
     if json_out:
@@ -137,14 +141,16 @@ def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, 
             draw_threshold: float = typer.Option(0.3, min=0.0, max=1.0,
                                                  help="Detection, with --out: draw boxes scoring at least this"),
             coco_json: Optional[Path] = typer.Option(None, "--coco-json",
-                                                     help="Detection: also write COCO results (image ids 1..N)")):
+                                                     help="Detection: also write COCO results (image ids 1..N)"),
+            question: Optional[str] = typer.Option(None, help="Image+text models: the question asked about "
+                                                   "each image")):
     """Predict on image files; prints one JSON object per image."""
     from r1.predict import predict_files
 
     _console_logging()
     records = []
     for record in predict_files(model, images, out_dir=out, top_k=top_k,
-                                draw_options={"score_thresh": draw_threshold}):
+                                draw_options={"score_thresh": draw_threshold}, question=question):
         try:
             line = json.dumps(record, allow_nan=False)
         except ValueError:  # NaN is not JSON: broken weights or a preprocess std of 0

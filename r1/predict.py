@@ -49,13 +49,24 @@ def image_batch(meta: dict, n: int, generator: torch.Generator) -> torch.Tensor:
 
 def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, top_k: int = 3,
                   batch_size: int = 16, runtime: str | None = None, threads: int = 1,
-                  draw_options: dict | None = None, **options):
+                  draw_options: dict | None = None, question: str | None = None, **options):
     """Yield one record per file: {"file": ..., <family fields>}; with `out_dir`, visual results are
     drawn there as <file stem>.png (`draw_options` go to the family's drawer, `options` to its
-    post-processing)."""
+    post-processing). Image+text models answer `question` about each file."""
     from r1.export.runtime import Predictor
 
     predictor = Predictor.load(model_path, runtime=runtime, threads=threads)
+    if predictor.inputs == "image+text":
+        if not question:
+            raise ConfigError(f"{model_path}: this model answers a question about each image; give --question TEXT")
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            pairs = [(open_image(p), question) for p in chunk]
+            for path, result in zip(chunk, predictor.predict(pairs, top_k=top_k, batch_size=batch_size)):
+                yield {"file": str(path), "question": question, **result.to_json()}
+        return
+    if question is not None:
+        raise ConfigError(f"--question: {model_path} takes {predictor.inputs} inputs, not a question")
     if predictor.inputs != "image":
         hint = {"text": "; use `r1 generate`"}.get(predictor.inputs, "; use r1.load(...).predict in Python")
         raise ConfigError(f"{model_path}: this model takes {predictor.inputs} inputs, not image files alone{hint}")

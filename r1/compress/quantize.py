@@ -41,7 +41,7 @@ class _Calibration:
             if i >= batches:
                 break
             if batch is not None:
-                self.batches.append({input_name: batch[0].numpy().astype(np.float32)})
+                self.batches.append(_feeds(batch[0], input_name))
         self._it = iter(self.batches)
 
     def get_next(self):
@@ -49,6 +49,14 @@ class _Calibration:
 
     def rewind(self):
         self._it = iter(self.batches)
+
+
+def _feeds(x, input_name: str) -> dict[str, np.ndarray]:
+    """A batch's inputs -> session feeds: a tensor feeds `input_name`; a dict of tensors (a model with
+    several graph inputs, e.g. images + tokens + mask) feeds the inputs of the same names."""
+    if isinstance(x, dict):
+        return {k: v.numpy().astype(np.float32) if v.is_floating_point() else v.numpy() for k, v in x.items()}
+    return {input_name: x.numpy().astype(np.float32)}
 
 
 def _float_nodes(path: Path, keep_float: list[str]) -> list[str]:
@@ -127,6 +135,9 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
         shutil.copy2(source, fp32)
         info_path = source.with_name("model.json")
         data_cfg = json.loads(info_path.read_text()).get("data", {}) if info_path.is_file() else {}
+        if not data_cfg:  # the data config the export stored in the graph
+            from r1.export.onnx import read_onnx_meta
+            data_cfg = json.loads(read_onnx_meta(source).get("r1.data") or "{}")
     else:
         fp32 = out_dir / "fp32.onnx"
         export_onnx(source, fp32)
@@ -134,6 +145,12 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
     with torch.no_grad():
         if method == "static" and ops == "auto":
             from r1.compress.int8_choice import choose_int8
+            from r1.export.onnx import ort_session
+
+            names = [i.name for i in ort_session(fp32).get_inputs()]
+            if len(names) != 1:
+                raise ConfigError(f"quantize.ops: auto times graphs with one image input; this one has inputs "
+                                  f"{names}; allowed here: weights, all")
 
             def one(path: Path, all_ops: bool, keep: list[str]) -> Path:
                 return quantize_onnx(fp32, path, method, data_cfg, calib_batches, keep, per_channel, reduce_range,

@@ -12,7 +12,7 @@ from r1.evaluate import evaluate
 
 
 def evaluate_artifact(path, split: str = "test", overrides: list[str] | None = None,
-                      device: str = "cpu") -> dict[str, float]:
+                      device: str = "cpu", runtime: str | None = None) -> dict[str, float]:
     """Rebuild the model's data from model.json (+ `data.*` overrides) and evaluate `split`.
     `path`: run dir, model.safetensors or .onnx (then the data comes from the overrides or a
     model.json beside it)."""
@@ -21,7 +21,7 @@ def evaluate_artifact(path, split: str = "test", overrides: list[str] | None = N
     if bad:
         raise ConfigError(f"override {bad[0]!r}: only data.* and model.* keys can be changed at evaluation")
     fields = apply_overrides({}, [o for o in overrides if o.startswith("model.")]).get("model", {})
-    model = load_any(path, device, **fields)
+    model = load_any(path, device, runtime=runtime, **fields)
     data_dict = apply_overrides({"data": model.r1_data}, [o for o in overrides if o.startswith("data.")])["data"]
     if not data_dict:
         raise ConfigError(f"{path}: no data config is stored with this model; pass data.name=... (and data.root=...)")

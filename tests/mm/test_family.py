@@ -68,8 +68,8 @@ def test_predict_rejects_bad_inputs(trained):
         p.predict([(image, 3)])
     with pytest.raises(DataError, match="empty question"):
         p.predict([(image, "  ")])
-    with pytest.raises(ConfigError, match="torch runtime"):
-        r1.load(trained, runtime="onnx")
+    with pytest.raises(ConfigError, match="runs with torch, onnx, onnx-int8 only"):
+        r1.load(trained, runtime="tensorrt")
 
 
 def test_kd_adapter_and_example_inputs(trained):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from r1.family import FamilySpec, register_family
+from r1.family import ExportHook, FamilySpec, register_family
 
 
 def mm_kd(student, teacher, inputs, targets):
@@ -23,8 +23,15 @@ def question_image_batch(meta: dict, n: int, generator: torch.Generator) -> dict
             "mask": torch.ones(n, length, dtype=torch.bool)}
 
 
+def export_mm(*args, **kw):
+    """Two-input ONNX export (`r1.models.mm.export`, imported on first use)."""
+    from r1.models.mm.export import export_mm as run
+    return run(*args, **kw)
+
+
 SPEC = register_family(FamilySpec(
     name="mm", summary="visual question answering: an image and a question in, an answer out",
     evaluate="r1.models.mm.metrics:evaluate_vqa", monitor="accuracy", mode="max", tolerance=0.02,
-    inputs="image+text", predictor="r1.models.mm.predictor:VQAPredictor", runtimes=("torch",),
+    inputs="image+text", predictor="r1.models.mm.predictor:VQAPredictor",
+    runtimes=("torch", "onnx", "onnx-int8"), export=ExportHook(run=export_mm),
     kd=mm_kd, example_inputs=question_image_batch, primary_loss="answer"))

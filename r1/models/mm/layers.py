@@ -5,6 +5,7 @@ Token layout: (B, N, D). Text padding masks are bool (B, T), True on real tokens
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -14,6 +15,25 @@ from torchvision.ops import DeformConv2d
 
 from r1.layers import ConvBNAct, InvertedResidual
 from r1.models.lm.layers import MLP, Rotary, apply_rotary
+
+_STATIC = False  # True inside `static_shapes()`
+
+
+@contextlib.contextmanager
+def static_shapes():
+    """Shape-static eval forwards for ONNX export (`r1.models.mm.export`): the experts run on every
+    token and are mixed with the top-k gates (zero elsewhere), masked token updates are `torch.where`,
+    rotary positions are real-valued. Same numbers as the eval forward; training never enters it."""
+    global _STATIC
+    before, _STATIC = _STATIC, True
+    try:
+        yield
+    finally:
+        _STATIC = before
+
+
+def in_static_shapes() -> bool:
+    return _STATIC
 
 
 # ----------------------------------------------------------------------------- image
@@ -119,7 +139,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cis: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).unbind(2)  # each (B, T, nh, hs)
-        q, k = apply_rotary(q, cis[:, None]), apply_rotary(k, cis[:, None])
+        rotate = rotate_real if _STATIC else apply_rotary
+        q, k = rotate(q, cis[:, None]), rotate(k, cis[:, None])
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                            attn_mask=mask[:, None, None, :])
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
@@ -151,10 +172,25 @@ class TextEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.embed(tokens))
-        cis = self.rotary.cis(0, tokens.shape[1])
+        cis = real_cis(self.rotary, tokens.shape[1]) if _STATIC else self.rotary.cis(0, tokens.shape[1])
         for block in self.blocks:
             x = block(x, cis, mask)
         return self.norm(x)
+
+
+def real_cis(rotary: Rotary, t: int) -> torch.Tensor:
+    """Rotary's rotations of positions 0..t-1 as real (T, hs/2, 2) [cos, sin] (ONNX has no complex type)."""
+    angle = torch.outer(torch.arange(t, device=rotary.inv_freq.device, dtype=torch.float32), rotary.inv_freq)
+    return torch.stack([angle.cos(), angle.sin()], -1)
+
+
+def rotate_real(x: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
+    """`apply_rotary` with real [cos, sin] pairs (`real_cis`): adjacent head dimensions (a, b) ->
+    (a cos - b sin, a sin + b cos)."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    cos, sin = cs[..., 0], cs[..., 1]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], -1).flatten(-2).type_as(x)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -253,6 +289,8 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, D) -> (output (N, D), balance loss scalar)."""
+        if _STATIC:
+            return self.forward_static(x), x.new_zeros(())
         n = x.shape[0]
         probs = self.router(x).float().softmax(-1)  # (N, E)
         top_p, top_i = probs.topk(self.top_k, dim=-1)  # (N, k)
@@ -275,6 +313,19 @@ class MoE(nn.Module):
         balance = self.experts * (share * probs.mean(0)).sum()
         self.stats = {"load": load.detach(), "dropped": (n * self.top_k - load.sum()).detach()}
         return out, balance
+
+    def forward_static(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval forward in fixed shapes (ONNX export): every expert on every token, weighted by
+        the token's renormalised top-k gate (0 for the experts it did not pick). Equal to `forward`
+        in eval mode, where capacity does not limit (see `capacity`); E/k times its expert FLOPs."""
+        if self.training:
+            raise RuntimeError("MoE.forward_static is the eval forward (capacity does not apply)")
+        probs = self.router(x).float().softmax(-1)  # (N, E)
+        top_p, top_i = probs.topk(self.top_k, dim=-1)
+        gates = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True)).to(x.dtype)
+        h = F.gelu(torch.matmul(x.unsqueeze(0), self.w1) + self.b1[:, None])  # (E, N, hidden)
+        y = torch.matmul(h, self.w2) + self.b2[:, None]  # (E, N, D)
+        return (y * gates.t().unsqueeze(-1)).sum(0)
 
 
 class DenseFFN(nn.Module):

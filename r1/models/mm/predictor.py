@@ -8,7 +8,8 @@
 An input is a pair `(image, text)` or a mapping `{"image": ..., "text": ...}`; the image is a PIL
 image, a file path, encoded bytes or a uint8 (H, W, 3) array (as for image models). Questions are
 lower-cased (when the data did so) and tokenised with the tokenizer saved in the model's meta.
-Only the torch runtime exists for now.
+`runtime="onnx"` / `"onnx-int8"` (or an .onnx path) load `r1.models.mm.onnx_predictor.OnnxVQAPredictor`
+(the exported two-input graph in onnxruntime, fp32 or static int8).
 """
 from __future__ import annotations
 
@@ -39,9 +40,14 @@ class VQAPredictor:
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "VQAPredictor":
         from r1.artifacts import load_model
+        from r1.export.runtime import infer_runtime
 
-        if runtime not in (None, "torch"):
-            raise ConfigError(f"--runtime {runtime}: multimodal models run with the torch runtime only (for now)")
+        runtime = runtime or infer_runtime(path)
+        if runtime in ("onnx", "onnx-int8"):
+            from r1.models.mm.onnx_predictor import OnnxVQAPredictor
+            return OnnxVQAPredictor.load(path, runtime, threads)
+        if runtime != "torch":
+            raise ConfigError(f"--runtime {runtime}: multimodal models run with torch, onnx or onnx-int8")
         if threads < 1:
             raise ConfigError(f"threads: must be >= 1, got {threads}")
         t0 = time.perf_counter()
@@ -49,6 +55,10 @@ class VQAPredictor:
         p = cls(load_model(path), str(path))
         p.load_seconds = time.perf_counter() - t0
         return p
+
+    def as_module(self) -> torch.nn.Module:
+        """The model behind this predictor (`m(inputs)` -> logits), as evaluation takes it."""
+        return self.model
 
     # ------------------------------------------------------------------ inputs
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ from r1.models.mm.layers import (
     MoE,
     TextEncoder,
     grid_coords,
+    in_static_shapes,
     masked_mean,
     share_images,
 )
@@ -73,6 +74,10 @@ class CrossLayer(nn.Module):
     def forward(self, t, v, mask):
         t = t + self.t2i(t, v)
         v = v + self.i2t(v, t, mask)
+        if in_static_shapes():  # ONNX export: the FFN on every text token, padding left unchanged
+            out, _ = self.ffn(self.norm(torch.cat([t, v], 1)).flatten(0, 1))
+            out = out.view(t.shape[0], -1, t.shape[2])
+            return torch.where(mask[..., None], t + out[:, :t.shape[1]], t), v + out[:, t.shape[1]:], v.new_zeros(())
         # one routing pass over the real tokens of both streams
         B, T, D = t.shape
         flat = torch.cat([t[mask], v.reshape(-1, D)])
