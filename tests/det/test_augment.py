@@ -2,11 +2,13 @@
 `data.close_mosaic` switches them off for the last epochs and a resumed run stays exact."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from r1.config import load_config
+from r1.config import load_config, to_dict
 from r1.data.det_mix import CloseMosaic, MosaicMixup, close_epoch, paste, with_mosaic
 from r1.data.det_transforms import build_transforms
 from r1.data.detection import DetDataset, Record
@@ -219,3 +221,19 @@ def test_sampler_keys_reach_mosaic_partners_deterministically():
     first = [SeededItems(ds)[k][1]["boxes"] for k in keys]
     again = [SeededItems(ds)[k][1]["boxes"] for k in keys]
     assert all(torch.equal(x, y) for x, y in zip(first, again))
+
+
+def test_baselines_get_the_same_augmented_pipeline(tmp_path):
+    spec = importlib.util.spec_from_file_location("det_vs_torchvision", ROOT / "benchmarks/det_vs_torchvision.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    common = ["data.augment=basic+mosaic+mixup", "data.close_mosaic=2"]
+    configs = {name: load_config(ROOT / "configs/det/bccd.yaml",
+                                 bench.train_overrides(name, "small", "/data/bccd", 10, 1, common))
+               for name in ("r1_det", "tv_ssdlite320", "tv_fcos_mnv3")}
+    datas = [to_dict(c.data) for c in configs.values()]
+    assert all(d == datas[0] for d in datas) and datas[0]["augment"] == "basic+mosaic+mixup"
+    # a torchvision baseline trains on mosaic + mixup batches like R1-Det
+    metrics = fit(_digits_cfg(tmp_path / "fcos", "model.name=tv_fcos_mnv3", "model.flavor=tiny",
+                              "model.input_size=64", "train.max_steps=2", "train.eval_every=2"))
+    assert metrics["train/steps"] == 2
