@@ -186,7 +186,7 @@ class Record_(Callback):
         self.seen.append((trainer.state["epoch"], trainer.data.train.active))
 
 
-def test_close_mosaic_switches_off_in_the_last_epoch_and_resume_is_exact(tmp_path):
+def test_close_mosaic_switches_off_in_the_last_epoch_and_resume_and_workers_are_exact(tmp_path):
     rec = Record_()
     fit(_digits_cfg(tmp_path / "ref"), callbacks=[rec])
     assert [e for e, _ in rec.seen] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -203,6 +203,10 @@ def test_close_mosaic_switches_off_in_the_last_epoch_and_resume_is_exact(tmp_pat
     assert again.seen == rec.seen[4:]
     a, b = load_file(str(tmp_path / "ref/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
+    # loader workers get the dataset as the epoch start left it: the same items as in-process loading
+    fit(_digits_cfg(tmp_path / "workers", "data.num_workers=2"))
+    c = load_file(str(tmp_path / "workers/model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a), "weights differ with loader workers"
 
 
 def test_callback_only_for_detection_mosaic_or_mixup(tmp_path):
