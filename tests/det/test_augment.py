@@ -174,7 +174,7 @@ def _digits_cfg(run_dir, *extra):
         "train.ckpt_every=4", "data.augment=basic+mosaic+mixup", "data.close_mosaic=1", *extra])
 
 
-class Record_(Callback):
+class Watch(Callback):
     def __init__(self, crash_at: int | None = None):
         self.seen, self.crash_at = [], crash_at
 
@@ -187,18 +187,18 @@ class Record_(Callback):
 
 
 def test_close_mosaic_switches_off_in_the_last_epoch_and_resume_and_workers_are_exact(tmp_path):
-    rec = Record_()
+    rec = Watch()
     fit(_digits_cfg(tmp_path / "ref"), callbacks=[rec])
     assert [e for e, _ in rec.seen] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert all(active == (epoch < 2) for epoch, active in rec.seen)
     assert "mosaic/mixup off" in (tmp_path / "ref" / "log.txt").read_text()
 
-    crash = Record_(crash_at=6)  # last.pt at step 4 (mid-epoch 1): resumed with mosaic on, then off
+    crash = Watch(crash_at=6)  # last.pt at step 4 (mid-epoch 1): resumed with mosaic on, then off
     trainer = Trainer(_digits_cfg(tmp_path / "cut"), callbacks=[crash])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     trainer.run_lock.release()
-    again = Record_()
+    again = Watch()
     Trainer(_digits_cfg(tmp_path / "cut"), resume=True, callbacks=[again]).fit()
     assert again.seen == rec.seen[4:]
     a, b = load_file(str(tmp_path / "ref/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
