@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/det_vs_torchvision.py --root ../shared/data/bccd [--reuse]
         [--models r1_det tv_ssdlite320 tv_retinanet_mnv3 tv_fcos_mnv3] [--epochs r1_det=30 tv_fcos_mnv3=12]
+        [--set data.augment=basic+mosaic+mixup ...]
 
 Every model is trained by the same config (configs/det/bccd.yaml: data, augmentation, optimizer,
-schedule, batch, seed, one thread) from random init; only `model.name` (and the epochs a model
-can afford within the CPU budget) differ. Then, in one process and interleaved round by round,
-batch-1 eager latency (forward + post-processing, 1 thread) on real test images at 320 px.
+schedule, batch, seed, one thread) from random init, through the same data kind and training
+pipeline (`data.augment`: mosaic / mixup included; `--set` changes it for every model alike); only
+`model.name` (and the epochs a model can afford within the CPU budget) differ. Then, in one
+process and interleaved round by round, batch-1 eager latency (forward + post-processing, 1 thread) on real test images at 320 px.
 Prints a markdown table and writes benchmarks/results/det_vs_torchvision.json. `--reuse` takes
 finished run dirs (runs/det_bccd_<short>_<flavor>) instead of training them again.
 """
@@ -36,15 +38,21 @@ def run_dir(name: str, flavor: str) -> Path:
     return ROOT / "runs" / f"det_bccd_{SHORT.get(name, name + '_')}{flavor}"
 
 
-def train(name: str, flavor: str, root: str, epochs: int | None, threads: int) -> None:
-    from r1.train import fit
-
-    overrides = [f"data.root={root}", f"run.dir={run_dir(name, flavor)}", f"run.threads={threads}"]
+def train_overrides(name: str, flavor: str, root: str, epochs: int | None, threads: int,
+                    common: list[str] = ()) -> list[str]:
+    """The recipe's overrides for one model: `common` (data/optim/train keys) is the same for all."""
+    overrides = [f"data.root={root}", f"run.dir={run_dir(name, flavor)}", f"run.threads={threads}", *common]
     if name != "r1_det":  # switching model.name resets the model section: keep what the recipe sets
         overrides += [f"model.name={name}", f"model.flavor={flavor}", "model.max_det=150"]
     if epochs:
         overrides.append(f"train.epochs={epochs}")
-    fit(load_config(ROOT / "configs/det/bccd.yaml", overrides))
+    return overrides
+
+
+def train(name: str, flavor: str, root: str, epochs: int | None, threads: int, common: list[str] = ()) -> None:
+    from r1.train import fit
+
+    fit(load_config(ROOT / "configs/det/bccd.yaml", train_overrides(name, flavor, root, epochs, threads, common)))
 
 
 def test_images(model, n: int) -> list[torch.Tensor]:
@@ -78,6 +86,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(SHORT))
     ap.add_argument("--flavor", default="small")
     ap.add_argument("--epochs", nargs="*", default=[], help="NAME=EPOCHS; default: the recipe's")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="recipe overrides for every model alike, e.g. data.augment=basic+mosaic+mixup")
     ap.add_argument("--reuse", action="store_true", help="use finished run dirs instead of training")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--images", type=int, default=10, help="test images timed per round")
@@ -88,7 +98,8 @@ def main() -> None:
     epochs = dict(e.split("=", 1) for e in args.epochs)
     for name in args.models:
         if not (args.reuse and (run_dir(name, args.flavor) / "metrics.json").is_file()):
-            train(name, args.flavor, args.root, int(epochs[name]) if name in epochs else None, args.threads)
+            train(name, args.flavor, args.root, int(epochs[name]) if name in epochs else None, args.threads,
+                  args.set)
     models = {name: load_model(run_dir(name, args.flavor)) for name in args.models}
     images = test_images(next(iter(models.values())), args.images)
     times = latencies(models, images, args.rounds)
@@ -97,10 +108,11 @@ def main() -> None:
         d = run_dir(name, args.flavor)
         m = json.loads((d / "metrics.json").read_text())
         cfg = json.loads((d / "model.json").read_text())
+        run_cfg = yaml.safe_load((d / "config.yaml").read_text())
         t = sorted(times[name])
         rows.append({"model": name, "flavor": args.flavor, "params": count_params(model),
                      "gflops_320": round(count_gflops(model, 320), 3),
-                     "epochs": yaml.safe_load((d / "config.yaml").read_text())["train"]["epochs"],
+                     "epochs": run_cfg["train"]["epochs"], "augment": run_cfg["data"].get("augment", "basic"),
                      "train_cpu_min": round(m.get("train/cpu_s", float("nan")) / 60, 1),
                      "train_wall_min": round(m["train/time_s"] / 60, 1),
                      "test_mAP": m["test/mAP"], "test_mAP50": m["test/mAP50"], "test_mAP75": m["test/mAP75"],

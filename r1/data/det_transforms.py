@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from r1.models.det.config import DetDataConfig  # noqa: F401  (re-exported)
+from r1.models.det.config import DetDataConfig, det_augment_names  # noqa: F401  (DetDataConfig re-exported)
 
 
 def resize_params(h: int, w: int, size: int, letterbox: bool, jitter: float = 1.0) -> tuple[int, int]:
@@ -63,22 +63,40 @@ class ToPlain:
         return image.as_subclass(torch.Tensor), out
 
 
+# Per-image policies of `data.augment` (uint8 image + boxes in, same out), in table order. Each runs
+# on the original image, before the multi-scale resize; boxes leaving the image are clamped / dropped.
+DET_PER_IMAGE = {
+    "rotation": lambda fill: v2.RandomRotation(15, fill=fill),
+    "vflip": lambda fill: v2.RandomVerticalFlip(0.5),
+    "grayscale": lambda fill: v2.RandomGrayscale(p=0.2),
+    "equalize": lambda fill: v2.RandomEqualize(p=0.5),
+    "colorjitter": lambda fill: v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+}
+
+
 def build_transforms(cfg: DetDataConfig, train: bool) -> v2.Compose:
-    """`(uint8 Image, {"boxes": BoundingBoxes, "labels"})` -> `(float (3, S, S), {"boxes", "labels", ...})`."""
+    """`(uint8 Image, {"boxes": BoundingBoxes, "labels"})` -> `(float (3, S, S), {"boxes", "labels", ...})`.
+
+    Training: `data.augment`'s per-image policies; mosaic / mixup wrap the dataset (r1/data/det_mix.py)."""
     norm = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
-    if not train:
+    names = det_augment_names(cfg.augment) if train else []
+    basic = "basic" in names
+    if not train or not any(n == "basic" or n in DET_PER_IMAGE for n in names):
         return v2.Compose([FixedResize(cfg.size, cfg.letterbox), *norm, ToPlain()])
     fill = {tv_tensors.Image: [round(255 * m) for m in cfg.mean], "others": 0}
     steps: list = []
-    if cfg.photometric:
+    if basic and cfg.photometric:
         steps.append(v2.RandomPhotometricDistort(p=0.5))
-    if cfg.zoom_out > 1.0:
+    steps += [DET_PER_IMAGE[n](fill) for n in names if n in DET_PER_IMAGE]
+    if "rotation" in names:
+        steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(cfg.min_box_size)]
+    if basic and cfg.zoom_out > 1.0:
         steps.append(v2.RandomZoomOut(fill=fill, side_range=(1.0, cfg.zoom_out), p=0.5))
-    if cfg.iou_crop:
+    if basic and cfg.iou_crop:
         steps += [v2.RandomApply([v2.RandomIoUCrop()], p=0.5), v2.SanitizeBoundingBoxes(cfg.min_box_size)]
-    if cfg.hflip > 0:
+    if basic and cfg.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(cfg.hflip))
-    lo, hi = cfg.scale_range
+    lo, hi = cfg.scale_range if basic else (1.0, 1.0)
     steps += [JitterResize(cfg.size, cfg.letterbox, lo, hi), *norm,
               v2.RandomCrop(cfg.size, pad_if_needed=True, fill=0),
               v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(cfg.min_box_size), ToPlain()]

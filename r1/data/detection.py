@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
+from r1.data.det_mix import with_mosaic
 from r1.data.det_transforms import DetDataConfig, build_transforms, det_collate, make_sample, preprocess_meta
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
@@ -127,7 +128,9 @@ def _bundle(cfg: DetDataConfig, name: str, splits: dict[str, list[Record] | None
 
     def ds(key, train):
         recs = splits.get(key)
-        return None if recs is None else DetDataset(recs, train_tf if train else eval_tf, keep_gt=not train)
+        if recs is None:
+            return None
+        return with_mosaic(DetDataset(recs, train_tf, False), cfg) if train else DetDataset(recs, eval_tf, True)
 
     meta = {"task": "det", "dataset": name, "classes": list(classes), "num_classes": len(classes),
             "preprocess": preprocess_meta(cfg), **(extra_meta or {})}
@@ -376,4 +379,4 @@ def det_digits(cfg: DigitScenesConfig, seed: int) -> DataBundle:
     classes = list(cfg.classes) or [str(i) for i in range(10)]
     meta = {"task": "det", "dataset": "det_digits", "classes": classes, "num_classes": len(classes),
             "preprocess": preprocess_meta(cfg)}
-    return DataBundle(sets[0], sets[1], sets[2], "det", meta, det_collate)
+    return DataBundle(with_mosaic(sets[0], cfg), sets[1], sets[2], "det", meta, det_collate)

@@ -9,6 +9,8 @@ Hooks, in the order a run meets them:
                                             transform (QAT) or wrap (distillation) the model
   on_setup(trainer)                         everything built (model on its device, data, optimizer)
   ddp_kwargs(trainer) -> dict               extra DistributedDataParallel arguments
+  on_epoch_start(trainer, epoch)            before each epoch's training items are drawn (after a
+                                            resume: the epoch in progress); e.g. data.close_mosaic
   on_step_start(trainer, step)              before each optimizer step
   extra_losses(trainer, inputs, targets)    -> {name: loss} added to the model's losses
   on_step_end(trainer, step, out)           after each optimizer step (`out`: logged losses)
@@ -49,6 +51,9 @@ class Callback:
 
     def ddp_kwargs(self, trainer) -> dict:
         return {}
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        pass
 
     def on_step_start(self, trainer, step: int) -> None:
         pass

@@ -196,6 +196,8 @@ class Trainer:
                 self.state["epoch"] += 1
                 self.state["pos"] = 0
             sampler.set_epoch(self.state["epoch"], self.state["pos"])
+            for cb in self.callbacks:  # before the loader copies the dataset into its workers
+                cb.on_epoch_start(self, self.state["epoch"])
             for batch in self.train_loader:
                 self.state["pos"] += self.micro_bs
                 if self.decode_guard.passes(batch, self.state["epoch"]):  # DataError when nothing decodes

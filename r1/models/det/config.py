@@ -2,9 +2,60 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from r1.config import DataConfig, ModelConfig, opt, variant
 from r1.errors import ConfigError
+
+# `data.augment` policies of detection (built in r1/data/det_transforms.py and r1/data/det_mix.py from
+# torchvision.transforms.v2, boxes transformed with the image); join with '+', as for classification.
+DET_AUGMENT_POLICIES = {
+    "none": "no augmentation: the evaluation resize only",
+    "basic": "the fixed keys: data.photometric, zoom_out, iou_crop, hflip, scale_range (multi-scale + crop)",
+    "rotation": "random rotation within +-15 degrees (each box: the box around its rotated corners)",
+    "vflip": "vertical flip with probability 0.5 (top-down imagery: cells, aerial)",
+    "grayscale": "grayscale with probability 0.2",
+    "equalize": "histogram equalisation with probability 0.5",
+    "colorjitter": "brightness/contrast/saturation 0.4, hue 0.1",
+    "mosaic": "4 training images in a 2x2 mosaic around a random centre (data.mosaic_prob of the items), "
+              "off for the last data.close_mosaic epochs",
+    "mixup": "YOLO-style MixUp: blend with another training item, ratio ~ Beta(32, 32), boxes of both "
+             "(data.mixup_prob of the items), off for the last data.close_mosaic epochs",
+}
+# torchvision 0.29's v2 auto-augment transforms raise TypeError on BoundingBoxes inputs
+# (`_AutoAugmentBase._flatten_and_extract_image_or_video`); CutMix/MixUp (v2) mix labels, not boxes.
+DET_UNSUPPORTED = {n: "torchvision's v2 version rejects bounding boxes" for n in
+                   ("randaugment", "trivialaugment", "autoaugment", "augmix")}
+DET_UNSUPPORTED["cutmix"] = "it mixes class labels, not boxes (use mosaic)"
+DET_AUGMENT_HELP = ("Training augmentation policy: one name or several joined with '+' (e.g. basic+mosaic+mixup); "
+                    "true = basic, false = none. Names: " + ", ".join(DET_AUGMENT_POLICIES) + ".")
+
+
+def parse_det_augment(value: Any, key: str) -> str:
+    """`data.augment` of a detection dataset -> its canonical string ('none' or names joined by '+',
+    in table order); ConfigError naming `key` for anything else."""
+    allowed = ", ".join(DET_AUGMENT_POLICIES)
+    if isinstance(value, bool):
+        return "basic" if value else "none"
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: expected a policy name (or names joined by '+'), true or false, got {value!r}; "
+                          f"allowed: {allowed}")
+    names = [n.strip().lower() for n in value.split("+")]
+    for n in names:
+        if n in DET_UNSUPPORTED:
+            raise ConfigError(f"{key}: {n!r} is not available for detection: {DET_UNSUPPORTED[n]}; "
+                              f"allowed: {allowed}")
+        if n not in DET_AUGMENT_POLICIES:
+            raise ConfigError(f"{key}: unknown augmentation policy {n!r}; allowed: {allowed} (join several with '+')")
+    if "none" in names and len(set(names)) > 1:
+        raise ConfigError(f"{key}: 'none' cannot be combined with other policies, got {value!r}")
+    return "+".join(n for n in DET_AUGMENT_POLICIES if n in names)
+
+
+def det_augment_names(value: Any, key: str = "data.augment") -> list[str]:
+    """The policy names `data.augment` asks for ([] for none)."""
+    canonical = parse_det_augment(value, key)
+    return [] if canonical == "none" else canonical.split("+")
 
 
 @dataclass
@@ -88,6 +139,14 @@ class DetDataConfig(DataConfig):
     iou_crop: bool = opt(False, "SSD-style random IoU crop, applied to half of the training images.")
     zoom_out: float = opt(1.0, "SSD-style zoom out up to this factor (canvas filled with the mean) on half "
                           "of the training images. 1: off.", min=1.0)
+    augment: Any = opt("basic", DET_AUGMENT_HELP)
+    mosaic_prob: float = opt(1.0, "augment=...+mosaic: share of the training items built as a 4-image mosaic.",
+                             min=0.0, max=1.0)
+    mixup_prob: float = opt(0.3, "augment=...+mixup: share of the training items blended with another one.",
+                            min=0.0, max=1.0)
+    close_mosaic: float = opt(0.1, "Mosaic and mixup are off for the last epochs of a run (as Ultralytics' "
+                              "close_mosaic): >= 1: that many epochs; below 1: that share of the run's epochs.",
+                              min=0.0)
     min_box_size: float = opt(1.0, "Boxes narrower or shorter than this (pixels, after transforms) are dropped.",
                               min=0.0)
     classes: list[str] = opt([], "Class names in training-index order. Empty: taken from the data.")
@@ -98,6 +157,7 @@ class DetDataConfig(DataConfig):
             raise ConfigError(f"{prefix}.scale_range: expected [lo, hi] with 0 < lo <= hi, got {lo_hi}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"{prefix}.mean/std: expected 3 numbers each (std > 0)")
+        self.augment = parse_det_augment(self.augment, f"{prefix}.augment")
 
 
 @dataclass
