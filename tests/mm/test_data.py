@@ -107,3 +107,22 @@ def test_build_data_finds_a_family_data_kind_on_first_use():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["mm", "40"]
+
+
+def test_grouped_items_share_one_image():
+    ungrouped, grouped = build_data(small(), 0), build_data(small(group=10), 0)
+    assert len(grouped.train) == 40 * 2 and len(grouped.test) == 10 * 20  # evaluation stays one per item
+    (image, tokens, mask), (answer, qtype) = grouped.train[3]
+    assert tokens.shape[0] == mask.shape[0] == answer.shape[0] == qtype.shape[0] == 10
+    rows = grouped.train.rows[3]
+    assert len(set(ungrouped.train.image_of[rows].tolist())) == 1  # the same image for the 10 questions
+    assert torch.equal(image, ungrouped.train[int(rows[0])][0][0])
+    # ordered by type: an image's first chunk holds its 10 non-relational questions, the second its relational
+    assert set(grouped.train[0][1][1].tolist()) <= {0, 1, 2} and set(grouped.train[1][1][1].tolist()) <= {3, 4, 5}
+    assert grouped.train.difficulty[0] == 0 and grouped.train.difficulty[1] == 2
+    inputs, targets = grouped.collate([grouped.train[0], grouped.train[1]])
+    assert inputs["images"].shape[0] == 2 and inputs["tokens"].shape[0] == 20 and targets["answer"].shape == (20,)
+    # every question is asked once over the grouped split, with the same answers
+    assert sorted(grouped.train.rows.view(-1).tolist()) == list(range(800))
+    with pytest.raises(ConfigError, match="data.group"):
+        build_data(small(group=3), 0)

@@ -94,3 +94,17 @@ def test_parameter_count_without_data():
     """`r1 models` counts parameters on the meta device with only num_classes set."""
     from r1.model_table import count_params
     assert all(count_params(name, "tiny") > 0 for name in MM_MODELS)
+
+
+@pytest.mark.parametrize("name", MM_MODELS)
+def test_grouped_batch_equals_repeated_images(name):
+    """k questions about one image (a grouped training batch) answer as if each came with its own copy."""
+    torch.manual_seed(0)
+    model = build(name).eval()
+    inputs, _ = batch()
+    two = {"images": inputs["images"][:2], "tokens": inputs["tokens"], "mask": inputs["mask"]}  # 2 per image
+    repeated = {**two, "images": inputs["images"][:2].repeat_interleave(2, 0)}
+    with torch.no_grad():
+        torch.testing.assert_close(model(two), model(repeated), rtol=1e-4, atol=1e-5)
+        with pytest.raises(ValueError, match="multiple of the images"):
+            model({**two, "images": inputs["images"][:3]})

@@ -21,7 +21,7 @@ from r1.models.mm.config import (
     CNNRNConfig,
     MMBaseConfig,
 )
-from r1.models.mm.layers import PlainCNN, TextEncoder, grid_coords, masked_mean
+from r1.models.mm.layers import PlainCNN, TextEncoder, grid_coords, masked_mean, share_images
 from r1.models.mm.r1mm import answer_targets, split_inputs
 from r1.registry import register_model
 
@@ -77,7 +77,7 @@ class CNNMLP(QuestionImageModel):
 
     def logits(self, images, q):
         fmap = self.cnn(images)
-        feat = fmap.flatten(1) if self.cfg.image_pool == "flatten" else fmap.mean((2, 3))
+        feat = share_images(fmap.flatten(1) if self.cfg.image_pool == "flatten" else fmap.mean((2, 3)), len(q))
         if feat.shape[1] + q.shape[1] != self.mlp[0].in_features:
             raise ConfigError(f"mm_cnn_mlp: image features {tuple(fmap.shape[1:])} do not fit the MLP built for "
                               f"{self.cfg.img_size or 75}x{self.cfg.img_size or 75} images; set model.img_size or image_pool=mean")
@@ -99,7 +99,7 @@ class CNNRN(QuestionImageModel):
                                nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.f_hidden, cfg.num_classes))
 
     def logits(self, images, q):
-        fmap = self.cnn(images)
+        fmap = share_images(self.cnn(images), len(q))
         B, C, h, w = fmap.shape
         objects = torch.cat([fmap.flatten(2).transpose(1, 2),
                              grid_coords(h, w, fmap.device).to(fmap.dtype).expand(B, -1, -1)], -1)  # (B, N, C+2)

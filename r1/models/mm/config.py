@@ -133,6 +133,10 @@ class SortOfClevrConfig(DataConfig):
     eda: float = opt(0.0, "Share of training questions replaced by an EDA version (synonym replacement, random "
                           "insertion/swap/deletion of words that are not colours, shapes, relations or counts).",
                      min=0.0, max=1.0)
+    group: int = opt(1, "Training questions per item: k > 1 puts k questions about one image in an item, so the image "
+                        "is encoded once for k questions (data.batch_size counts items: batch_size x k questions "
+                        "per step). Must divide the questions kept per image (20, or 10 with questions=relational/"
+                        "nonrelational). Evaluation always asks one question per item.", min=1)
     eda_variants: int = opt(8, "EDA versions prepared per question template (data.eda > 0).", min=1)
 
 

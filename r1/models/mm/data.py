@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
+from r1.errors import ConfigError
 from r1.lm.tokenizer import BPETokenizer, CharTokenizer
 from r1.models.mm.config import SortOfClevrConfig
 from r1.models.mm.eda import variants
@@ -157,15 +158,23 @@ def token_table(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class QuestionImages(Dataset):
-    """(image, question) pairs of one split: item i asks question `qidx[i]` about image `image_of[i]`."""
+    """Questions about the images of one split, `group` questions of one image per item: item i asks
+    questions `rows[i]` (indices into `qidx`, `answer`, `qtype`) about image `image_of[rows[i, 0]]`.
+    group 1: one (image, question) pair per item. group k > 1: the image is decoded once for k of its
+    questions (its kept questions ordered by type, then cut in chunks of k), and the model encodes it
+    once for all k (training cost per question falls with k)."""
 
     def __init__(self, split: dict, keep: np.ndarray, table: torch.Tensor, mask: torch.Tensor,
-                 eda: float = 0.0, eda_variants: int = 0):
-        """`eda`: probability that an item's question is replaced by one of its `eda_variants` EDA
-        versions (table rows after the originals: question q's j-th at n_questions + q * k + j). The
-        draw uses torch's global RNG, which the trainer seeds per item (exact resume)."""
-        q = split["qtype"].shape[1]
+                 eda: float = 0.0, eda_variants: int = 0, group: int = 1):
+        """`eda`: probability that a question is replaced by one of its `eda_variants` EDA versions
+        (table rows after the originals: question q's j-th at n_questions + q * k + j). The draw uses
+        torch's global RNG, which the trainer seeds per item (exact resume)."""
+        n_img, q = split["qtype"].shape
+        per_image = int(keep[0].sum()) if n_img else 0
+        if group < 1 or (per_image and per_image % group) or not (keep.sum(1) == per_image).all():
+            raise ConfigError(f"data.group: {group} must divide the questions kept per image ({per_image})")
         self.eda, self.eda_variants, self.n_questions = eda, eda_variants, len(all_questions())
+        self.group = group
         flat = np.flatnonzero(keep.reshape(-1))
         self.images = split["images"]
         self.image_of = torch.from_numpy(flat // q)
@@ -173,30 +182,39 @@ class QuestionImages(Dataset):
                                       + split["colour"]).reshape(-1)[flat])
         self.answer = torch.from_numpy(split["answers"].reshape(-1)[flat])
         self.qtype = torch.from_numpy(split["qtype"].reshape(-1)[flat])
+        order = np.lexsort((self.qtype.numpy(), self.image_of.numpy())) if group > 1 else np.arange(len(flat))
+        self.rows = torch.from_numpy(order).view(-1, group)
         # curriculum order (r1.train.curriculum): non-relational questions first, then relational, counting last
         level = torch.tensor([float(t in RELATIONAL) + float(t in COUNT_TYPES) for t in range(len(QUESTION_TYPES))])
-        self.difficulty = level[self.qtype]
+        self.difficulty = level[self.qtype][self.rows].amax(1)
         self.table, self.mask = table, mask
         self.mean = torch.tensor(MEAN).view(3, 1, 1)
         self.std = torch.tensor(STD).view(3, 1, 1)
 
     def __len__(self) -> int:
-        return len(self.answer)
+        return len(self.rows)
 
     def __getitem__(self, i: int):
-        image = (self.images[self.image_of[i]].float() / 255.0 - self.mean) / self.std
-        q = self.qidx[i]
-        if self.eda > 0 and float(torch.rand(())) < self.eda:
-            q = self.n_questions + q * self.eda_variants + int(torch.randint(self.eda_variants, ()))
-        return (image, self.table[q], self.mask[q]), (self.answer[i], self.qtype[i])
+        rows = self.rows[i]
+        image = (self.images[self.image_of[rows[0]]].float() / 255.0 - self.mean) / self.std
+        q = self.qidx[rows].clone()
+        if self.eda > 0:
+            swap = torch.rand(len(q)) < self.eda
+            q[swap] = self.n_questions + q[swap] * self.eda_variants + torch.randint(self.eda_variants,
+                                                                                     (int(swap.sum()),))
+        if self.group == 1:
+            return (image, self.table[q[0]], self.mask[q[0]]), (self.answer[rows[0]], self.qtype[rows[0]])
+        return (image, self.table[q], self.mask[q]), (self.answer[rows], self.qtype[rows])
 
 
 def collate(items: list):
-    """Items -> ({"images" (B, 3, H, W), "tokens" (B, T), "mask" (B, T)}, {"answer" (B,), "qtype" (B,)});
-    padding is cut to the batch's longest question."""
+    """Items -> ({"images" (B, 3, H, W), "tokens" (B * k, T), "mask" (B * k, T)},
+    {"answer" (B * k,), "qtype" (B * k,)}), k the questions per item (rows i*k..i*k+k-1 ask about
+    image i); padding is cut to the batch's longest question."""
     images, tokens, mask = (torch.stack(x) for x in zip(*(it[0] for it in items)))
+    tokens, mask = tokens.view(-1, tokens.shape[-1]), mask.view(-1, mask.shape[-1])
     width = int(mask.sum(1).max())
-    answer, qtype = (torch.stack(x) for x in zip(*(it[1] for it in items)))
+    answer, qtype = (torch.stack(x).view(-1) for x in zip(*(it[1] for it in items)))
     return ({"images": images, "tokens": tokens[:, :width], "mask": mask[:, :width]},
             {"answer": answer, "qtype": qtype})
 
@@ -224,8 +242,9 @@ def sort_of_clevr(cfg: SortOfClevrConfig, seed: int) -> DataBundle:
         rel = np.isin(data["qtype"], RELATIONAL)
         keep = {"all": np.ones_like(rel), "relational": rel, "nonrelational": ~rel}[cfg.questions]
         eda = cfg.eda if split == 0 else 0.0  # evaluation asks the template questions
-        sets.append(QuestionImages(data, keep, table, mask, eda, cfg.eda_variants))
+        group = cfg.group if split == 0 else 1  # evaluation: one question per item, like serving
+        sets.append(QuestionImages(data, keep, table, mask, eda, cfg.eda_variants, group))
     majority = int(torch.bincount(sets[0].answer, minlength=len(ANSWERS)).argmax())
     meta = vqa_meta(tok, ANSWERS, table.shape[1], cfg.img_size, majority, QUESTION_TYPES, RELATIONAL, COUNT_TYPES)
     return DataBundle(*sets, family="mm", meta=meta, collate=collate,
-                      stats={"train_images": cfg.train_images, "train_questions": len(sets[0])})
+                      stats={"train_images": cfg.train_images, "train_questions": len(sets[0].answer)})

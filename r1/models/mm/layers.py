@@ -87,6 +87,17 @@ class PlainCNN(nn.Module):
         return self.body(images)
 
 
+def share_images(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-image features (B, ...) -> per-question (n, ...): with n = k * B questions, rows i*k .. i*k+k-1
+    ask about image i (a grouped training batch: each image encoded once for its k questions)."""
+    b = x.shape[0]
+    if n == b:
+        return x
+    if b == 0 or n % b:
+        raise ValueError(f"mm inputs: {n} questions for {b} images; expected a multiple of the images")
+    return x.repeat_interleave(n // b, 0)
+
+
 def grid_coords(h: int, w: int, device=None) -> torch.Tensor:
     """(h * w, 2) cell-centre coordinates in [-1, 1], row-major (x, y)."""
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 - 1

@@ -26,6 +26,7 @@ from r1.models.mm.layers import (
     TextEncoder,
     grid_coords,
     masked_mean,
+    share_images,
 )
 from r1.registry import register_model
 
@@ -120,7 +121,10 @@ class R1MM(nn.Module):
         B, D, h, w = fmap.shape
         v = fmap.flatten(2).transpose(1, 2) + self.image_pos(grid_coords(h, w, fmap.device)).to(fmap.dtype)
         t = self.text(tokens, mask)
-        out = {"text0": masked_mean(t, mask), "image0": v.mean(1), "mask": mask}
+        image0 = v.mean(1)
+        v = share_images(v, len(t))
+        out = {"text0": masked_mean(t, mask), "image0": share_images(image0, len(t)), "mask": mask,
+               "group": len(t) // B}
         if self.film is not None:
             gamma, beta = self.film(out["text0"]).unsqueeze(1).chunk(2, dim=-1)
             v = v * (1 + gamma) + beta
@@ -144,8 +148,9 @@ class R1MM(nn.Module):
         if cfg.align_weighting:
             ce = ce * alignment_weights(za, zb)
         losses = {"answer": ce.mean()}
-        if cfg.align_weight > 0:
-            losses["align"] = cfg.align_weight * info_nce(za, zb, cfg.align_temp)
+        if cfg.align_weight > 0:  # one question per image: the other rows of a grouped batch are no negatives
+            k = enc["group"]
+            losses["align"] = cfg.align_weight * info_nce(za[::k], zb[::k], cfg.align_temp)
         if cfg.ffn == "moe" and cfg.balance_weight > 0:
             losses["balance"] = cfg.balance_weight * enc["balance"]
         return losses, logits
