@@ -291,7 +291,12 @@ def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensor
                nms: Optional[bool] = typer.Option(None, "--nms/--no-nms", help=_help("export", "nms")),
                fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help=_help("export", "fp16")),
                int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=_help("export", "int8")),
-               max_batch: Optional[int] = typer.Option(None, help=_help("export", "max_batch"))):
+               max_batch: Optional[int] = typer.Option(None, help=_help("export", "max_batch")),
+               dynamic_hw: Optional[bool] = typer.Option(None, "--dynamic-hw/--no-dynamic-hw",
+                                                         help=_help("export", "dynamic_hw")),
+               min_size: Optional[int] = typer.Option(None, help=_help("export", "min_size")),
+               opt_size: Optional[int] = typer.Option(None, help=_help("export", "opt_size")),
+               max_size: Optional[int] = typer.Option(None, help=_help("export", "max_size"))):
     """Export to ONNX (verified against torch with onnxruntime on another batch size), TensorRT or a Triton repository.
 
     Settings: flags > export.KEY=VALUE > --config FILE > defaults (`r1 config explain export`)."""
@@ -299,13 +304,14 @@ def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensor
 
     cfg = load_section("export", config, overrides or [], dict(
         format=format, dynamic_batch=dynamic_batch, opset=opset, out=None if out is None else str(out), nms=nms,
-        fp16=fp16, int8=int8, max_batch=max_batch))
+        fp16=fp16, int8=int8, max_batch=max_batch, dynamic_hw=dynamic_hw, min_size=min_size, opt_size=opt_size,
+        max_size=max_size))
     from r1.export.cli import run_export
 
     _console_logging()
     typer.echo(json.dumps(run_export(model, cfg.format, cfg.dynamic_batch, cfg.opset,
                                      Path(cfg.out) if cfg.out else None, cfg.nms, cfg.fp16, cfg.int8,
-                                     cfg.max_batch, triton=cfg.triton_settings()), indent=2))
+                                     cfg.max_batch, triton=cfg.triton_settings(), hw=cfg.hw_range()), indent=2))
 
 
 @app.command("serve")

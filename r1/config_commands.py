@@ -146,6 +146,12 @@ class ExportConfig:
                    "beside the model.")
     nms: bool = opt(False, "Detection: NMS inside the graph; outputs boxes, scores, labels, num_dets "
                     "(fixed size, padded; see the r1.det metadata).")
+    dynamic_hw: bool = opt(False, "ONNX/TensorRT: dynamic height and width too (any multiple of the model's "
+                           "stride within min_size..max_size); predict/serve then letterbox to the stride.")
+    min_size: int = opt(0, "dynamic_hw: smallest input side, a multiple of the stride. 0: the stride.", min=0)
+    opt_size: int = opt(0, "dynamic_hw: input side the graph is traced at and TensorRT tunes for. "
+                        "0: the model's input size.", min=0)
+    max_size: int = opt(0, "dynamic_hw: largest input side, a multiple of the stride. 0: twice opt_size.", min=0)
     fp16: bool = opt(False, "TensorRT: FP16 kernels.")
     int8: bool = opt(False, "TensorRT: INT8 (calibrated on the model's val data); ONNX of a language model: "
                                "dynamic int8 of its Linear layers.")
@@ -157,6 +163,14 @@ class ExportConfig:
     triton_instance: str = opt("cpu", "Triton instance_group kind: cpu (KIND_CPU) or gpu (KIND_GPU).",
                                choices=("cpu", "gpu"))
     triton_instances: int = opt(1, "Triton instance_group count (model instances per device).", min=1)
+
+    def hw_range(self) -> dict | None:
+        """The dynamic-HW request for `export_onnx` (None: fixed H, W)."""
+        if not self.dynamic_hw:
+            if self.min_size or self.opt_size or self.max_size:
+                raise ConfigError("export.min_size/opt_size/max_size: only with export.dynamic_hw=true (--dynamic-hw)")
+            return None
+        return {"min_size": self.min_size, "opt_size": self.opt_size, "max_size": self.max_size}
 
     def triton_settings(self):
         from r1.export.triton import TritonSettings

@@ -56,6 +56,10 @@ class ExportHook:
     # the family writes the graph itself (several inputs, e.g. a KV cache): (model, out, opset=, verify=,
     # atol=, options=, meta=, metadata=) -> report; `metadata(model, meta, example)` -> the R1 metadata_props
     run: Callable | None = None
+    # model -> the stride its H and W must be multiples of, for `--dynamic-hw` (r1/export/dynamic_hw.py;
+    # the wrapped module then gets options["dynamic_hw"] = True); ConfigError if this model cannot.
+    # None: the family has no dynamic-HW export
+    stride: Callable | None = None
 
 
 @dataclass

@@ -107,11 +107,30 @@ def preprocess_meta(cfg: DetDataConfig) -> dict:
             "letterbox": cfg.letterbox}
 
 
-def preprocess(image: torch.Tensor, pre: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def stride_shape(h: int, w: int, pre: dict) -> tuple[int, int]:
+    """Network input (height, width) of an h x w image under a dynamic-HW preprocess (`pre["stride"]`):
+    letterboxed so the long side is the configured size, each side padded up to a multiple of the
+    stride and to at least `pre["min_size"]`."""
+    stride, floor = int(pre["stride"]), int(pre.get("min_size", 0))
+    nh, nw = resize_params(h, w, pre["size"][0], True)
+    return tuple(max(floor, -(-n // stride) * stride) for n in (nh, nw))
+
+
+def preprocess(image: torch.Tensor, pre: dict, pad_to: tuple[int, int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference preprocessing from `meta["preprocess"]`: uint8 (3, H, W) -> (float (3, S, S), scale (2,)).
 
+    With `pre["stride"]` (a dynamic-HW export) and letterboxing, the output is (3, h, w) of
+    `stride_shape`, or padded (right/bottom) to `pad_to` when given (a batch's common size).
     Boxes predicted on the output map back to the original image by `boxes / scale.repeat(2)`.
     """
+    if pre.get("stride") and pre["letterbox"]:
+        h, w = image.shape[-2:]
+        nh, nw = resize_params(h, w, pre["size"][0], True)
+        ph, pw = pad_to or stride_shape(h, w, pre)
+        img = TF.pad(TF.resize(image, [nh, nw], antialias=True), [0, 0, pw - nw, ph - nh], fill=0)
+        img = TF.normalize(TF.to_dtype(img, torch.float32, scale=True), list(pre["mean"]), list(pre["std"]))
+        return img, torch.tensor([nw / w, nh / h], dtype=torch.float32)
     cfg = DetDataConfig(size=pre["size"][0], letterbox=pre["letterbox"], mean=pre["mean"], std=pre["std"])
     img, target = build_transforms(cfg, train=False)(*make_sample(image, torch.zeros(0, 4), []))
     return img, target["scale"]

@@ -39,8 +39,10 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | None = None,
                out: Path | None = None, nms: bool = False, fp16: bool = False, int8: bool = False,
-               max_batch: int = 32, triton=None) -> dict:
-    """`triton`: `r1.export.triton.TritonSettings` for fmt="triton" (None: defaults, max_batch_size=max_batch)."""
+               max_batch: int = 32, triton=None, hw: dict | None = None) -> dict:
+    """`triton`: `r1.export.triton.TritonSettings` for fmt="triton" (None: defaults, max_batch_size=max_batch).
+    `hw`: {"min_size", "opt_size", "max_size"} for a dynamic-HW export (`r1.export.dynamic_hw`), whose
+    range also becomes the TensorRT profile's H and W."""
     from r1.export.onnx import export_onnx
 
     if fmt not in ("onnx", "tensorrt", "triton"):
@@ -49,6 +51,8 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     if int8 and fmt == "onnx":  # families whose export hook has an int8 option (e.g. lm: dynamic int8)
         options["int8"] = True
     if fmt == "triton":
+        if hw is not None:
+            raise ConfigError("--dynamic-hw: not available for --format triton; allowed: onnx, tensorrt")
         return _export_triton(model, out, opset, options, triton, max_batch)
     if fmt == "onnx":
         if model.suffix == ".onnx":
@@ -56,7 +60,7 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
         out = out or default_out(model, ".onnx")
         check_out(model, out, fmt)
         return export_onnx(model, out, dynamic_batch=dynamic_batch,
-                           opset=opset, options=options)
+                           opset=opset, options=options, dynamic_hw=hw)
 
     from r1.export.tensorrt import build_engine, require_tensorrt
 
@@ -64,10 +68,13 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     check_out(model, out, fmt)
     require_tensorrt()  # fail before a slow ONNX export on machines without a GPU
     if model.suffix == ".onnx":
+        if hw is not None:
+            raise ConfigError(f"--dynamic-hw: {model} is already exported; its range is fixed in it "
+                              f"(give the run dir to re-export it)")
         onnx_path = model
     else:
         onnx_path = out.with_suffix(".onnx")
-        export_onnx(model, onnx_path, dynamic_batch=True, opset=opset, options=options)
+        export_onnx(model, onnx_path, dynamic_batch=True, opset=opset, options=options, dynamic_hw=hw)
     calibration = _calibration_batches(model) if int8 else None
     return build_engine(onnx_path, out, fp16=fp16, int8=int8,
                         calibration=calibration, min_batch=1, opt_batch=max(1, max_batch // 4),

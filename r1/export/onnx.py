@@ -13,6 +13,8 @@ Metadata written to `ModelProto.metadata_props` (all values are strings, JSON wh
     r1.classes     class names (JSON list), duplicated for non-R1 consumers
     r1.preprocess  {"size": [H, W], "mean": [...], "std": [...]} (JSON)
     r1.input       {"name": "images", "layout": "NCHW", "dtype": "float32", "shape": [-1, 3, H, W]}
+                   (H, W -1 with --dynamic-hw)
+    r1.dynamic_hw  with --dynamic-hw only: {"stride", "min", "opt", "max"} (JSON; r1/export/dynamic_hw.py)
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ import torch.nn as nn
 
 from r1.errors import ConfigError, R1Error
 from r1.export.compact import compact_onnx
+from r1.export.dynamic_hw import META_KEY as DYNAMIC_HW_KEY
+from r1.export.dynamic_hw import dynamic_meta, export_dims, resolve_range, verify_size
 from r1.family import ExportHook
 
 log = logging.getLogger(__name__)
@@ -52,11 +56,14 @@ def example_input(family: str, meta: dict, batch: int, seed: int = 0) -> torch.T
 def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch: bool = True,
                 opset: int | None = None, verify: bool = True, trace_batch: int = 2, verify_batch: int = 3,
                 atol: float = 1e-4, options: dict | None = None, meta: dict | None = None,
-                family: str | None = None) -> dict:
+                family: str | None = None, dynamic_hw: dict | None = None) -> dict:
     """Export a model (or a run dir / .safetensors) to `out`; returns a report dict.
 
     The graph is traced at batch `trace_batch` (>= 2: the dynamo exporter specialises a batch
     of 1) and, when `verify`, checked with onnxruntime at batch `verify_batch` against torch.
+    `dynamic_hw` ({"min_size", "opt_size", "max_size"}, 0 = default; families whose export hook
+    has a `stride`): dynamic height and width too (`r1.export.dynamic_hw`), traced at opt x opt and
+    also checked at a non-square size.
     """
     if isinstance(model, (str, Path)):
         from r1.artifacts import load_model
@@ -71,15 +78,22 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     if unknown:
         raise ConfigError(f"export option(s) {sorted(unknown)} not allowed for family {family!r}; "
                           f"allowed: {sorted(hook.options) or 'none'}")
+    rng = None
+    if dynamic_hw is not None:
+        rng = _size_range(hook, model, meta, family, dynamic_hw)
+        meta, options = dynamic_meta(meta, rng), {**options, "dynamic_hw": True}
     if hook.run is not None:
         return hook.run(model, out, opset=opset, verify=verify, atol=atol, options=options, meta=meta,
                         metadata=lambda m, mt, ex: _metadata(m, mt, family, dynamic_batch, ex))
     if trace_batch < 2 and dynamic_batch:
         raise ConfigError("trace_batch must be >= 2 for a dynamic batch dimension")
     net = hook.wrap(model.eval(), options).eval()
-    example = example_input(family, meta, trace_batch)
+    trace_meta = meta if rng is None else _sized(meta, rng.opt, rng.opt)
+    example = example_input(family, trace_meta, trace_batch)
     names = hook.output_names(options)
-    dyn = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)} if dynamic_batch else {}
+    dims.update(export_dims(rng) if rng is not None else {})
+    dyn = {INPUT_NAME: dims} if dims else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -88,23 +102,57 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
                           dynamic_shapes=dyn, opset_version=opset, external_data=False, verbose=False,
                           custom_translation_table=hook.translations(options) or None)
     seconds = time.perf_counter() - t0
-    props = _metadata(model, meta, family, dynamic_batch, example)
+    props = _metadata(model, meta, family, dynamic_batch, example, dynamic_hw=rng is not None)
     props.update(hook.extra_meta(model, options, example))
+    if rng is not None:
+        props[DYNAMIC_HW_KEY] = rng.to_json()
     compact_onnx(out, props)
     report = {"path": str(out), "family": family, "export_seconds": round(seconds, 2),
               "dynamic_batch": dynamic_batch, "trace_batch": trace_batch, "outputs": names}
+    if rng is not None:
+        report["dynamic_hw"] = json.loads(rng.to_json())
     if verify:
         vb = verify_batch if dynamic_batch else trace_batch
         compare = None if hook.compare is None else (lambda ref, got: hook.compare(options, ref, got))
-        report.update(verify_onnx(net, out, example_input(family, meta, vb, seed=1), atol=atol, compare=compare))
+        report.update(verify_onnx(net, out, example_input(family, trace_meta, vb, seed=1), atol=atol, compare=compare))
+        if rng is not None:  # and at a non-square size other than the trace's
+            h, w = verify_size(rng)
+            other = verify_onnx(net, out, example_input(family, _sized(meta, h, w), vb, seed=2), atol=atol,
+                                compare=compare)
+            report.update(verify_hw=[h, w], max_abs_diff=max(report["max_abs_diff"], other["max_abs_diff"]))
     return report
 
 
-def _metadata(model: nn.Module, meta: dict, family: str, dynamic_batch: bool, example: torch.Tensor) -> dict:
+def _size_range(hook: ExportHook, model: nn.Module, meta: dict, family: str, request: dict):
+    if hook.stride is None:
+        from r1.family import families_with
+        raise ConfigError(f"--dynamic-hw: not available for family {family!r}; families that have it: "
+                          f"{', '.join(f for f in families_with('export') if _has_stride(f)) or 'none'}")
+    size = max(meta.get("preprocess", {}).get("size", [0]))
+    return resolve_range(hook.stride(model), int(size), int(request.get("min_size") or 0),
+                         int(request.get("opt_size") or 0), int(request.get("max_size") or 0))
+
+
+def _has_stride(family: str) -> bool:
+    try:
+        return get_export_hook(family).stride is not None
+    except Exception:  # a family whose hook cannot be imported here
+        return False
+
+
+def _sized(meta: dict, h: int, w: int) -> dict:
+    """The meta with its preprocess size set to (h, w): example inputs of that size."""
+    return {**meta, "preprocess": {**meta.get("preprocess", {}), "size": [h, w]}}
+
+
+def _metadata(model: nn.Module, meta: dict, family: str, dynamic_batch: bool, example: torch.Tensor,
+              dynamic_hw: bool = False) -> dict:
     from r1.config import to_dict
 
     cfg = getattr(model, "r1_config", None)
     shape = [-1 if dynamic_batch else example.shape[0], *example.shape[1:]]
+    if dynamic_hw:
+        shape[-2:] = [-1, -1]
     return {"r1.format": FORMAT, "r1.family": family,
             "r1.model": json.dumps(to_dict(cfg) if cfg is not None else {}),
             "r1.meta": json.dumps(meta), "r1.data": json.dumps(getattr(model, "r1_data", None) or {}),

@@ -33,11 +33,23 @@ def require_tensorrt():
     return trt
 
 
-def _profile_shapes(input_shape: list[int], min_batch: int, opt_batch: int, max_batch: int):
+def profile_shapes(props: dict, min_batch: int, opt_batch: int, max_batch: int):
+    """The optimisation profile (min, opt, max input shapes) of an R1 ONNX file's metadata: the batch
+    range given, and for a dynamic-HW export (`r1.dynamic_hw`) its --min/--opt/--max-size as H and W."""
+    from r1.export.dynamic_hw import read_range
+
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"TensorRT profile needs 1 <= min ({min_batch}) <= opt ({opt_batch}) <= max ({max_batch})")
-    rest = tuple(input_shape[1:])
-    return (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest)
+    shape = json.loads(props["r1.input"])["shape"]
+    rng = read_range(props)
+    if rng is None:
+        if any(d < 1 for d in shape[1:]):
+            raise ConfigError(f"TensorRT profile: the ONNX input {shape} has dynamic dims beyond the batch "
+                              f"but no r1.dynamic_hw range; re-export it with `r1 export --dynamic-hw`")
+        rest = tuple(shape[1:])
+        return (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest)
+    lead = tuple(shape[1:-2])
+    return tuple((b, *lead, *hw) for b, hw in zip((min_batch, opt_batch, max_batch), rng.profile()))
 
 
 class _Calibrator:
@@ -74,7 +86,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, fp16: 
                  int8: bool = False, calibration: Iterable[np.ndarray] | None = None, min_batch: int = 1,
                  opt_batch: int = 8, max_batch: int = 32, workspace_gb: float = 2.0) -> dict:
     """Build a serialized engine (`.engine` beside the ONNX file by default) with one optimization
-    profile over the batch dimension; R1's ONNX metadata is stored in a `.json` next to it."""
+    profile over the batch dimension (and H, W for a dynamic-HW export: `profile_shapes`); R1's ONNX
+    metadata is stored in a `.json` next to it."""
     from r1.export.onnx import INPUT_NAME, read_onnx_meta
 
     trt = require_tensorrt()
@@ -93,8 +106,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, fp16: 
         raise ConfigError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    input_shape = json.loads(props["r1.input"])["shape"]
-    shapes = _profile_shapes(input_shape, min_batch, opt_batch, max_batch)
+    shapes = profile_shapes(props, min_batch, opt_batch, max_batch)
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, *shapes)
     config.add_optimization_profile(profile)

@@ -215,8 +215,6 @@ def _images(predictor, tasks: list, max_pixels: int) -> list[tuple]:
     try:
         batch = predictor.preprocess(images)
     except Exception:  # one odd image must not fail the others: find it
-        import numpy as np
-
         parts = _preprocess_each(predictor, images)
         for j, part in enumerate(parts):
             if part is None:
@@ -225,7 +223,8 @@ def _images(predictor, tasks: list, max_pixels: int) -> list[tuple]:
         if not keep:
             return results
         images, where = [images[j] for j in keep], [where[j] for j in keep]
-        batch = np.concatenate([parts[j] for j in keep])
+        # preprocessed together again: a dynamic-HW model pads a batch to its largest image
+        batch = predictor.preprocess(images) if len(keep) > 1 else parts[keep[0]]
     try:
         records = _run(predictor, batch, images, max(tasks[i].top_k for i in where))
     except Exception as err:  # one input must not fail the others: run them one by one

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchvision.ops import clip_boxes_to_image
 
-from r1.data.det_transforms import preprocess, resize_params, unscale
+from r1.data.det_transforms import preprocess, resize_params, stride_shape, unscale
 from r1.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,16 @@ def predict_files(model, paths: list[str | Path], meta: dict, device=torch.devic
 
 # ----------------------------------------------------------------------------- r1.predict hooks
 def predict_preprocess(images: list, meta: dict) -> torch.Tensor:
-    """PIL images -> (B, 3, S, S) batch, exactly as evaluation preprocesses (letterbox or stretch)."""
-    return torch.stack([preprocess(pil_to_uint8(im), meta["preprocess"])[0] for im in images])
+    """PIL images -> (B, 3, S, S) batch, exactly as evaluation preprocesses (letterbox or stretch).
+
+    A dynamic-HW model (`preprocess.stride` in its meta): each image letterboxed to the configured
+    size and padded to a multiple of the stride; the batch padded (right/bottom) to its largest H, W."""
+    pre = meta["preprocess"]
+    if not (pre.get("stride") and pre["letterbox"]):
+        return torch.stack([preprocess(pil_to_uint8(im), pre)[0] for im in images])
+    shapes = [stride_shape(im.height, im.width, pre) for im in images]
+    pad_to = (max(h for h, _ in shapes), max(w for _, w in shapes))
+    return torch.stack([preprocess(pil_to_uint8(im), pre, pad_to)[0] for im in images])
 
 
 def predict_records(outputs: list[dict], meta: dict, options: dict) -> list[dict]:
