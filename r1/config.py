@@ -207,6 +207,22 @@ class DistillConfig:
     teacher: str = opt("", "Teacher run dir (or model.safetensors). Empty: no distillation.")
     temperature: float = opt(4.0, "Softmax temperature T of the KD loss (scaled by T^2).", min=0.1)
     alpha: float = opt(0.5, "Weight of the KD loss; the task loss gets 1 - alpha.", min=0.0, max=1.0)
+    feature_weight: float = opt(0.0, "Weight of TinyBERT-style feature distillation (loss key `feature`): MSE "
+                                     "between hidden states (the student's through a learned projection when "
+                                     "widths differ; never saved) plus KL between attention maps of mapped "
+                                     "layers. Families whose kd hook gives features only (mm: cross-modal "
+                                     "layers). 0: off.", min=0.0)
+    layer_map: list[int] = opt([], "Teacher layer distilled into each student layer (student layer i -> "
+                                   "teacher layer layer_map[i], 0-based). Empty: uniform, i -> "
+                                   "(i + 1) * teacher_layers // student_layers - 1.")
+
+    def validate(self, prefix: str) -> None:
+        if self.layer_map and not self.feature_weight:
+            raise ConfigError(f"{prefix}.layer_map: {self.layer_map} is used by feature distillation only; "
+                              f"set {prefix}.feature_weight > 0 or leave layer_map empty")
+        if any(j < 0 for j in self.layer_map):
+            raise ConfigError(f"{prefix}.layer_map: {self.layer_map} has a negative layer; allowed: teacher "
+                              f"layers 0..teacher_layers - 1")
 
 
 @dataclass

@@ -75,6 +75,7 @@ class FamilySpec:
     export: Any = None  # ExportHook; None: the family has no ONNX export
     runtimes: tuple[str, ...] = ("torch", "onnx", "tensorrt")  # runtimes its Predictor can use
     kd: Any = None  # (student, teacher, inputs, targets) -> (task losses, student logits, teacher logits, mask)
+    #                 [features=True: + (student, teacher) LayerFeatures lists; r1.compress.distill]
     prune: Any = None  # (model, fraction, reference) -> pruned model (its config rebuilds it)
     example_inputs: Any = None  # (meta, n, torch.Generator) -> a batch of n model inputs (bench, report)
     primary_loss: str | None = None  # the loss part that heads training log lines (else the total)

@@ -83,6 +83,9 @@ def test_bad_recipes_fail_before_training(tmp_path):
                                         "overrides": ["optim.lrr=1"]}]))
     with pytest.raises(ConfigError, match="source is required"):
         load_recipe(_recipe(tmp_path, [{"name": "p", "kind": "prune"}]))
+    with pytest.raises(ConfigError, match="stage r: refers to 'mlp', which is not an earlier stage"):
+        load_recipe(_recipe(tmp_path, [{"name": "s", "kind": "train", "config": _cfg("digits.yaml")},
+                                       {"name": "r", "kind": "bench", "rows": ["s"], "baselines": ["mlp"]}]))
     assert not (tmp_path / "run").exists()
 
 

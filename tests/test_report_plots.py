@@ -56,3 +56,9 @@ def test_plot_labels_do_not_overlap_and_plots_are_written(tmp_path):
     plot_report(rows, {n: str(tmp_path / "none") for n in NAMES}, tmp_path)
     for png in ("metric_vs_latency.png", "size.png", "training_curves.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_baseline_rows_are_marked_in_their_name_not_in_a_column():
+    rows = [*_rows()[:2], {**_rows()[1], "name": "rn", "baseline": True}]
+    md = markdown({"rows": rows, "threads": 1, "runs": 30, "torch": "2", "cpu": "AVX2"})
+    assert "| rn (baseline) |" in md and "baseline |" not in md.splitlines()[0]

@@ -50,3 +50,9 @@ def test_cpu_summary_names_the_model_and_known_flags():
     cpu = cpu_summary()
     assert cpu["model"] and all(f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
                                       "avx_vnni") for f in cpu["flags"])
+
+
+def test_baseline_rows_are_never_picked_nor_the_best():
+    better_baseline = row("rn", "onnxruntime", 0.01, 0.05, 0.999, baseline=True)
+    v = verdict([*ROWS, better_baseline], "max", 0.015, CPU)
+    assert v == verdict(ROWS, "max", 0.015, CPU)

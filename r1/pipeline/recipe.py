@@ -99,6 +99,9 @@ class BenchStage:
     name: str = opt("", "Stage name.")
     kind: str = opt("bench", "Stage kind.")
     rows: list[str] = opt([], "Stages to compare, one report row each.")
+    baselines: list[str] = opt([], "Reference stages (e.g. other architectures trained the same way): measured "
+                                   "and shown after the rows, marked baseline; never the verdict's pick, its best "
+                                   "metric or on its Pareto front.")
     runs: int = opt(30, "Timed batch-1 runs per model (median and p95 reported).", min=20)
     throughput_batch: int = opt(32, "Batch size of the throughput measurement.", min=1)
     threads: int = opt(0, "Threads for every measurement (0: physical cores).", min=0)
@@ -174,7 +177,7 @@ def stage_refs(stage) -> list[str]:
     refs = [stage.source] if getattr(stage, "source", "") else []
     if getattr(stage, "config", "").startswith("@"):
         refs.append(stage.config[1:])
-    refs += list(getattr(stage, "rows", []))
+    refs += list(getattr(stage, "rows", [])) + list(getattr(stage, "baselines", []))
     for text in getattr(stage, "overrides", []):
         refs += REF.findall(text)
     if isinstance(stage, (PruneStage, QuantizeStage, ExportStage, WidthStage)) and not stage.source:

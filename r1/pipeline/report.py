@@ -25,6 +25,7 @@ log = logging.getLogger("r1.pipeline")
 
 COLUMNS = ["name", "runtime", "params", "mmacs", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_bs32",
            "metric_name", "metric"]
+HIDDEN = ("threads", "baseline")  # row keys the markdown table leaves out (a baseline is marked in its name)
 
 
 def artifact_file(path: Path) -> Path:
@@ -110,9 +111,10 @@ def _mmacs(model, one) -> float | None:
 def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> dict:
     threads = set_threads(stage.threads)
     rows = []
-    for name in stage.rows:
+    for name in [*stage.rows, *stage.baselines]:
         log.info("bench: measuring %s (%s)", name, outputs[name])
-        rows.append(measure_row(name, Path(outputs[name]), stage, threads))
+        rows.append({**measure_row(name, Path(outputs[name]), stage, threads),
+                     **({"baseline": True} if name in stage.baselines else {})})
     report = {"rows": rows, "threads": threads, "runs": stage.runs,
               "noisy_latency": [r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])],
               "torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
@@ -126,11 +128,12 @@ def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> d
 
 def markdown(report: dict) -> str:
     rows = report["rows"]
-    cols = [c for c in COLUMNS if c in rows[0]] + [c for c in rows[0] if c not in COLUMNS and c != "threads"]
+    cols = [c for c in COLUMNS if c in rows[0]] + [c for c in rows[0] if c not in COLUMNS and c not in HIDDEN]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     noisy = {r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])}
     for r in rows:
         shown = {**r, "latency_ms_p95": f"{r['latency_ms_p95']:.4g} \u2020"} if r["name"] in noisy else r
+        shown = {**shown, "name": f"{r['name']} (baseline)"} if r.get("baseline") else shown
         lines.append("| " + " | ".join(_fmt(shown.get(c)) for c in cols) + " |")
     base = rows[0]
     ratios = [f"- {r['name']}: {base['latency_ms_p50'] / r['latency_ms_p50']:.2f}x the speed of {base['name']} "

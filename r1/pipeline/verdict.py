@@ -5,7 +5,8 @@ A variant is *deployable* when its metric is within the family's tolerance of th
 variant with the lowest batch-1 latency in onnxruntime (the runtime every variant can be served
 in; a torch row's ONNX export is measured for this), compares it with the first row (the teacher)
 in that same runtime, lists the Pareto front over (latency, size, metric), and says which int8
-variants run slower than their own float graph.
+variants run slower than their own float graph. Baseline rows (a bench stage's `baselines`) are
+shown in the report only: never picked, never the best metric, never on the front.
 """
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def pareto_front(rows: list[dict], mode: str) -> list[str]:
 
 
 def verdict(rows: list[dict], mode: str, tolerance: float, cpu: dict) -> dict:
-    """-> {"deploy", "line", "pareto", "slower_int8"}; "deploy" None when no row qualifies."""
+    """-> {"deploy", "line", "pareto", "slower_int8"}; "deploy" None when no row qualifies.
+    Rows marked `baseline` (reference architectures) are left out of all of it."""
+    rows = [r for r in rows if not r.get("baseline")]
     scored = [r for r in rows if r.get("metric") is not None]
     slower = [f"{r['name']} {r['float_ms_p50'] / r['latency_ms_p50']:.2f}x"
               for r in rows if r.get("float_ms_p50") and r["latency_ms_p50"] > r["float_ms_p50"]]
