@@ -77,7 +77,7 @@ class CNNMLP(QuestionImageModel):
 
     def logits(self, images, q):
         fmap = self.cnn(images)
-        feat = share_images(fmap.flatten(1) if self.cfg.image_pool == "flatten" else fmap.mean((2, 3)), len(q))
+        feat = share_images(fmap.flatten(1) if self.cfg.image_pool == "flatten" else fmap.mean((2, 3)), q.shape[0])
         if feat.shape[1] + q.shape[1] != self.mlp[0].in_features:
             raise ConfigError(f"mm_cnn_mlp: image features {tuple(fmap.shape[1:])} do not fit the MLP built for "
                               f"{self.cfg.img_size or 75}x{self.cfg.img_size or 75} images; set model.img_size or image_pool=mean")
@@ -99,7 +99,7 @@ class CNNRN(QuestionImageModel):
                                nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.f_hidden, cfg.num_classes))
 
     def logits(self, images, q):
-        fmap = share_images(self.cnn(images), len(q))
+        fmap = share_images(self.cnn(images), q.shape[0])
         B, C, h, w = fmap.shape
         objects = torch.cat([fmap.flatten(2).transpose(1, 2),
                              grid_coords(h, w, fmap.device).to(fmap.dtype).expand(B, -1, -1)], -1)  # (B, N, C+2)

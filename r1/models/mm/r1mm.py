@@ -127,9 +127,9 @@ class R1MM(nn.Module):
         v = fmap.flatten(2).transpose(1, 2) + self.image_pos(grid_coords(h, w, fmap.device)).to(fmap.dtype)
         t = self.text(tokens, mask)
         image0 = v.mean(1)
-        v = share_images(v, len(t))
-        out = {"text0": masked_mean(t, mask), "image0": share_images(image0, len(t)), "mask": mask,
-               "group": len(t) // B}
+        v = share_images(v, t.shape[0])
+        out = {"text0": masked_mean(t, mask), "image0": share_images(image0, t.shape[0]), "mask": mask,
+               "group": t.shape[0] // B}
         if self.film is not None:
             gamma, beta = self.film(out["text0"]).unsqueeze(1).chunk(2, dim=-1)
             v = v * (1 + gamma) + beta
