@@ -33,7 +33,8 @@ class _Calibration:
         from r1.config import DataConfig, from_dict
         from r1.data import build_data
 
-        cfg = from_dict(DataConfig, {**data_cfg, **({"augment": False} if "augment" in data_cfg else {})}, "data")
+        plain = {k: v for k, v in (("augment", False), ("group", 1)) if k in data_cfg}  # no augmentation, one
+        cfg = from_dict(DataConfig, {**data_cfg, **plain}, "data")  # sample per item (the graph's contract)
         bundle = build_data(cfg, seed=0)
         loader = DataLoader(bundle.train, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate)
         self.batches = []
