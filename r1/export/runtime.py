@@ -317,6 +317,28 @@ def onnx_file(path: str | Path) -> Path:
     return write_cached(out, lambda tmp: export_onnx(path, tmp), f"onnx: exporting {path}")
 
 
+ONNX_RUNTIMES = ("onnx", "onnx-int8")  # the runtimes of the predictors that run a family's own ONNX graph
+
+
+def open_family_onnx(path: str | Path, runtime: str | None, threads: int, family: str, key: str,
+                     what: str) -> tuple[str, Path, dict]:
+    """What every own-graph ONNX predictor's load() starts with: `runtime` (None: "onnx") is one of
+    ONNX_RUNTIMES, `threads` >= 1, and `path` (a run dir: its cached export, made on first use) holds
+    `family`'s export, i.e. metadata `r1.family` == family and a `key` entry. -> (runtime, file, metadata)."""
+    from r1.export.onnx import read_onnx_meta
+
+    runtime = runtime or "onnx"
+    if runtime not in ONNX_RUNTIMES:
+        raise ConfigError(f"--runtime {runtime}: not an onnxruntime runtime; allowed: {', '.join(ONNX_RUNTIMES)}")
+    if threads < 1:
+        raise ConfigError(f"threads: must be >= 1, got {threads}")
+    fp = Path(onnx_file(path))
+    props = read_onnx_meta(fp)
+    if props.get("r1.family") != family or key not in props:
+        raise ConfigError(f"{path}: not a {what} ONNX export (r1.family={props.get('r1.family')!r})")
+    return runtime, fp, props
+
+
 def write_cached(out: Path, write: Callable[[Path], object], what: str) -> Path:
     """Make the cache file `out` with `write(tmp)` into a scratch file beside it, then move it into
     place atomically (a concurrent reader never sees a half-written file); where `out`'s folder is

@@ -20,11 +20,11 @@ import torch
 
 from r1 import cancel
 from r1.errors import ConfigError
+from r1.export.runtime import ONNX_RUNTIMES
 from r1.models.lm.export import IDX, INT8_SUFFIX, empty_past, past_names, quantize_lm
 from r1.models.lm.predictor import TextPredictor
 
 log = logging.getLogger(__name__)
-ONNX_RUNTIMES = ("onnx", "onnx-int8")
 
 
 def int8_file(fp32: Path) -> Path:
@@ -58,19 +58,11 @@ class OnnxTextPredictor(TextPredictor):
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "OnnxTextPredictor":
         from r1.export.onnx import ort_session, read_onnx_meta
-        from r1.export.runtime import onnx_file
+        from r1.export.runtime import open_family_onnx
         from r1.lm.tokenizer import load_tokenizer
 
-        runtime = runtime or "onnx"
-        if runtime not in ONNX_RUNTIMES:
-            raise ConfigError(f"--runtime {runtime}: not an onnxruntime runtime; allowed: {', '.join(ONNX_RUNTIMES)}")
-        if threads < 1:
-            raise ConfigError(f"threads: must be >= 1, got {threads}")
         t0 = time.perf_counter()
-        fp = onnx_file(path)  # a run dir: its cached export, made on first use
-        props = read_onnx_meta(fp)
-        if props.get("r1.family") != "lm" or "r1.lm" not in props:
-            raise ConfigError(f"{path}: not a language-model ONNX export (r1.family={props.get('r1.family')!r})")
+        runtime, fp, props = open_family_onnx(path, runtime, threads, "lm", "r1.lm", "language-model")
         if runtime == "onnx-int8" and "r1.quant" not in props:
             fp = int8_file(Path(fp))
             props = read_onnx_meta(fp)

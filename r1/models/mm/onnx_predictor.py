@@ -22,7 +22,6 @@ from r1.models.mm.export import INPUTS
 from r1.models.mm.predictor import VQAPredictor
 
 log = logging.getLogger(__name__)
-ONNX_RUNTIMES = ("onnx", "onnx-int8")
 INT8_SUFFIX = "-int8"
 
 
@@ -87,18 +86,10 @@ class OnnxVQAPredictor(VQAPredictor):
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "OnnxVQAPredictor":
         from r1.export.onnx import ort_session, read_onnx_meta
-        from r1.export.runtime import onnx_file
+        from r1.export.runtime import open_family_onnx
 
-        runtime = runtime or "onnx"
-        if runtime not in ONNX_RUNTIMES:
-            raise ConfigError(f"--runtime {runtime}: not an onnxruntime runtime; allowed: {', '.join(ONNX_RUNTIMES)}")
-        if threads < 1:
-            raise ConfigError(f"threads: must be >= 1, got {threads}")
         t0 = time.perf_counter()
-        fp = Path(onnx_file(path))  # a run dir: its cached export, made on first use
-        props = read_onnx_meta(fp)
-        if props.get("r1.family") != "mm" or "r1.mm" not in props:
-            raise ConfigError(f"{path}: not a multimodal ONNX export (r1.family={props.get('r1.family')!r})")
+        runtime, fp, props = open_family_onnx(path, runtime, threads, "mm", "r1.mm", "multimodal")
         data = json.loads(props.get("r1.data", "{}"))
         info = fp.with_name("model.json")
         if not data and info.is_file():  # an export / quantize stage keeps the source's model.json beside it
