@@ -153,6 +153,26 @@ def test_short_run_batchnorm_replaces_the_lagging_statistics(tmp_path):
     assert int(bn.num_batches_tracked) == min(32, len(t.loader(t.data.train, train=True)))
 
 
+def test_ema_weights_get_their_own_batchnorm_statistics_at_any_length(tmp_path):
+    """An average of weights has no running statistics of its own: before each evaluation they are
+    recomputed for the averaged model (the one evaluated and saved), however long the run."""
+    cfg = load_config(DIGITS, tiny_cls_overrides(tmp_path / "ema", **{"train.max_steps": 150, "train.ema": True,
+                                                                      "train.ema_decay": 0.9}))
+    t = Trainer(cfg)
+    assert next(c for c in t.callbacks if isinstance(c, ShortRunBatchNorm)).active  # 150 steps: not a short run
+    batches = t._batches()
+    t.model.train()
+    for _ in range(3):
+        t.train_step(batches)
+    averaged = next(m for m in t.eval_model().modules() if isinstance(m, nn.BatchNorm2d))
+    student = next(m for m in t.student.modules() if isinstance(m, nn.BatchNorm2d))
+    before = student.running_var.clone()
+    t._before_eval(final=True)
+    assert t.eval_model() is t.ema.module
+    assert int(averaged.num_batches_tracked) == min(32, len(t.loader(t.data.train, train=True)))
+    assert torch.equal(student.running_var, before)  # the student's own statistics are left alone
+
+
 # ----------------------------------------------------------------------------- configuration errors
 def test_model_data_family_mismatch_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     from r1 import cli
