@@ -303,7 +303,8 @@ def export_cmd(model: Path = typer.Argument(..., help="Run dir, model.safetensor
                min_size: Optional[int] = typer.Option(None, help=_help("export", "min_size")),
                opt_size: Optional[int] = typer.Option(None, help=_help("export", "opt_size")),
                max_size: Optional[int] = typer.Option(None, help=_help("export", "max_size"))):
-    """Export to ONNX (verified against torch with onnxruntime on another batch size), TensorRT or a Triton repository.
+    """Export to ONNX (verified against torch with onnxruntime on another batch size), TensorRT, a Triton repository
+    or an ExecuTorch program (XNNPACK, batch 1; verified in the ExecuTorch runtime).
 
     Settings: flags > export.KEY=VALUE > --config FILE > defaults (`r1 config explain export`)."""
     from r1.config_commands import load_section

@@ -138,12 +138,13 @@ def model_name(path: str) -> str:
 @dataclass
 class ExportConfig:
     format: str = opt("onnx", "Output format: onnx, tensorrt (an engine), triton (a Triton model repository around "
-                      "the ONNX model: <out>/<name>/config.pbtxt, 1/model.onnx, labels.txt).",
-                      choices=("onnx", "tensorrt", "triton"))
+                      "the ONNX model: <out>/<name>/config.pbtxt, 1/model.onnx, labels.txt), executorch (a mobile "
+                      "program for the XNNPACK delegate, batch 1, fp32: model.pte + model.pte.json).",
+                      choices=("onnx", "tensorrt", "triton", "executorch"))
     dynamic_batch: bool = opt(True, "ONNX: dynamic batch dimension (always on for triton).")
     opset: Optional[int] = opt(None, "ONNX opset. null: the exporter's default.", min=7)
-    out: str = opt("", "Output file (triton: the repository folder). Empty: model.onnx / model.engine / triton/ "
-                   "beside the model.")
+    out: str = opt("", "Output file (triton: the repository folder). Empty: model.onnx / model.engine / triton/ / "
+                   "model.pte beside the model.")
     nms: bool = opt(False, "Detection: NMS inside the graph; outputs boxes, scores, labels, num_dets "
                     "(fixed size, padded; see the r1.det metadata).")
     dynamic_hw: bool = opt(False, "ONNX/TensorRT: dynamic height and width too (any multiple of the model's "

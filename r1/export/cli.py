@@ -1,4 +1,5 @@
-"""What `r1 export` runs: ONNX export, then optionally a TensorRT engine or a Triton model repository."""
+"""What `r1 export` runs: ONNX export, then optionally a TensorRT engine or a Triton model repository; or an
+ExecuTorch program (r1/export/executorch.py)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from r1.errors import ConfigError
 
-SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan")}
+SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan"), "executorch": (".pte",)}
 SOURCE_FILES = ("model.safetensors", "model.json", "config.yaml", "metrics.json", "checkpoints")
 
 
@@ -45,8 +46,10 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     range also becomes the TensorRT profile's H and W."""
     from r1.export.onnx import export_onnx
 
-    if fmt not in ("onnx", "tensorrt", "triton"):
-        raise ConfigError(f"--format: {fmt!r} is not allowed; allowed: onnx, tensorrt, triton")
+    if fmt not in ("onnx", "tensorrt", "triton", "executorch"):
+        raise ConfigError(f"--format: {fmt!r} is not allowed; allowed: onnx, tensorrt, triton, executorch")
+    if fmt == "executorch":
+        return _export_executorch(model, out, nms=nms, int8=int8, hw=hw)
     options = {"nms": True} if nms else {}
     if int8 and fmt == "onnx":  # families whose export hook has an int8 option (e.g. lm: dynamic int8)
         options["int8"] = True
@@ -99,6 +102,21 @@ def _export_triton(model: Path, out: Path | None, opset: int | None, options: di
         report.update(write_repository(Path(tmp) / "model.onnx", repo, settings, source=model))
     report["path"] = report["onnx"]
     return report
+
+
+def _export_executorch(model: Path, out: Path | None, nms: bool, int8: bool, hw: dict | None) -> dict:
+    from r1.export.executorch import SUFFIX, export_executorch, require_executorch
+
+    for flag, on in (("--nms", nms), ("--int8", int8), ("--dynamic-hw", hw is not None)):
+        if on:
+            raise ConfigError(f"{flag}: not available for --format executorch (fp32, batch 1, fixed size); "
+                              f"allowed with: onnx, tensorrt")
+    if model.suffix == ".onnx":
+        raise ConfigError(f"{model}: --format executorch exports from the run dir or .safetensors, not an .onnx")
+    out = out or default_out(model, SUFFIX)
+    check_out(model, out, "executorch")
+    require_executorch()  # before loading the model
+    return export_executorch(model, out)
 
 
 def _calibration_batches(model: Path, batches: int = 16):
