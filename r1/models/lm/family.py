@@ -36,4 +36,4 @@ SPEC = register_family(FamilySpec(
     evaluate="r1.evaluate.language:evaluate_lm", monitor="loss", mode="min", tolerance=0.02,
     inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch", "onnx", "onnx-int8"),
     export=ExportHook(run=export_lm, options={"int8": False}),
-    kd=lm_kd, example_inputs=token_batch, primary_loss="lm"))
+    kd=lm_kd, example_inputs=token_batch, primary_loss="lm", bench="r1.models.lm.bench:bench_generation"))
