@@ -54,3 +54,24 @@ def test_r1_bench_gives_lm_generation_rows(tmp_path):
     assert [(r["runtime"], r["batch"]) for r in rows] == [("torch", 1), ("torch", 2), ("onnx-int8", 1), ("onnx-int8", 2)]
     for r in rows:
         assert r["unit"] == "tokens" and r["runs"] == 2 and r["throughput"] == pytest.approx(r["batch"] / r["p50"])
+
+
+@pytest.mark.parametrize("name", ["r1_lm", "gpt"])
+def test_lm_kd_reads_the_students_logits_from_its_loss_pass(name):
+    import copy
+
+    import torch
+
+    from r1.models.lm.family import lm_kd
+    from r1.registry import build_model
+
+    torch.manual_seed(0)
+    student, teacher = build_model(name, flavor="tiny", num_classes=20), build_model(name, flavor="tiny", num_classes=20)
+    idx = torch.randint(0, 20, (3, 16))
+    calls = []
+    student.register_forward_hook(lambda m, args, out: calls.append(1))
+    task, s_logits, t_logits, mask = lm_kd(student, teacher.eval(), idx, idx.roll(-1, 1))
+    assert len(calls) == 1 and "lm" in task and s_logits.requires_grad and mask.all()
+    torch.testing.assert_close(s_logits, student(idx))
+    assert "train_logits" not in student.__dict__  # taken: nothing left that a deepcopy would trip on
+    copy.deepcopy(student)

@@ -9,9 +9,14 @@ from r1.family import ExportHook, FamilySpec, register_family
 
 def lm_kd(student, teacher, idx, targets):
     """KD on next-token logits of the positions that carry a target (response tokens when masked).
-    Costs a second student pass: the lm models return either losses or logits, not both."""
+    The student's logits are the ones its loss pass kept (`keep_train_logits`: `train_logits`, taken
+    here); a model that does not keep them gets a second pass."""
+    net = getattr(student, "module", student)
+    net.keep_train_logits = True
     task = student(idx, targets)
-    s_logits = student(idx)
+    s_logits = net.__dict__.pop("train_logits", None)
+    if s_logits is None:
+        s_logits = student(idx)
     with torch.no_grad():
         t_logits = teacher(idx)
     if t_logits.shape != s_logits.shape:

@@ -375,6 +375,8 @@ class R1LM(nn.Module):
         if targets is None:
             return logits
         flat = targets.flatten()
+        if getattr(self, "keep_train_logits", False):  # distillation takes them (lm_kd): no second pass
+            self.train_logits = logits
         losses = {"lm": F.cross_entropy(logits.flatten(0, 1), flat, ignore_index=-100)}
         if want:
             ce, conf = self.exit_losses(states, logits, targets)
