@@ -157,7 +157,8 @@ def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> d
 
 def markdown(report: dict) -> str:
     rows = report["rows"]
-    cols = [c for c in COLUMNS if c in rows[0]] + [c for c in rows[0] if c not in COLUMNS and c not in HIDDEN]
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # every row's columns (e.g. an int8 row's float_ms_p50)
+    cols = [c for c in COLUMNS if c in keys] + [c for c in keys if c not in COLUMNS and c not in HIDDEN]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     noisy = {r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])}
     for r in rows:
