@@ -54,6 +54,9 @@ def test_r1_bench_gives_lm_generation_rows(tmp_path):
     assert [(r["runtime"], r["batch"]) for r in rows] == [("torch", 1), ("torch", 2), ("onnx-int8", 1), ("onnx-int8", 2)]
     for r in rows:
         assert r["unit"] == "tokens" and r["runs"] == 2 and r["throughput"] == pytest.approx(r["batch"] / r["p50"])
+    from r1.bench.report import latency_table
+    table = latency_table(rows)
+    assert "| tokens/s |" in table and "ms per generation step" in table
 
 
 @pytest.mark.parametrize("name", ["r1_lm", "gpt"])

@@ -17,8 +17,9 @@ import torch
 from r1.bench.latency import percentiles
 
 UNIT = "tokens"
-NOTE = ("latency = ms per generated token at batch 1, throughput = tokens/s (KV cache, greedy, {new} new "
-        "tokens after {prompt}-token prompts per run, prefill included; torch runs the model's default early exit)")
+NOTE = ("latency = ms per generation step (one new token for each prompt of the batch: at batch 1, ms per "
+        "generated token), throughput = tokens/s (KV cache, greedy, {new} new tokens after {prompt}-token prompts "
+        "per run, prefill included; torch runs the model's default early exit)")
 
 
 def bench_generation(predictor, batch_sizes=(1, 8), runs: int = 20, warmup: int = 1, new_tokens: int = 32,
