@@ -6,10 +6,11 @@ the calibrated exits, interleaved, medians; validation loss of both.
 With `--criterion state` (default) a run trained with another exit criterion gets state-only exit
 classifiers fitted post hoc (`fit_exit_classifiers`: the language model frozen, the classifiers read
 detached states, so this is the classifier joint training would give). The thresholds are then
-calibrated (`calibrate_exits`) with the loss budget and the cost model (exit check / skipped block's
-keys-values, in blocks) given, on the first --calibrate-batches validation batches of 256 windows.
-Validation loss: mean next-token cross-entropy over --val-windows evenly spaced validation windows (0: all)
-(parallel evaluation, the exits' rule included). Writes benchmarks/results/lm_early_exit_<run>.json.
+calibrated (`calibrate_exits`) with the loss budget, the cost model (exit check / skipped block's
+keys-values, in blocks) and the confidence given, on --calibrate-batches validation batches of 256 windows
+evenly spaced over the split. Validation loss: mean next-token cross-entropy over --val-windows evenly
+spaced validation windows (0: all), and over the held-out windows (every validation window the calibration
+did not read) (parallel evaluation, the exits' rule included). Writes benchmarks/results/lm_early_exit_<run>.json.
 """
 from __future__ import annotations
 
@@ -34,8 +35,21 @@ def val_windows(data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n evenly spaced validation windows (inputs, targets); n = 0: all of them."""
     n = n or len(data.val)
     step = max(1, len(data.val) // n)
-    items = [data.val[i] for i in range(0, step * n, step)][:n]
+    return windows(data, list(range(0, step * n, step))[:n])
+
+
+def windows(data, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    items = [data.val[i] for i in index]
     return torch.stack([torch.as_tensor(a) for a, _ in items]), torch.stack([torch.as_tensor(b) for _, b in items])
+
+
+def held_out(n_val: int, batches: int, batch_size: int = 256) -> list[int]:
+    """The validation windows `spread_batches` does not pick for `batches` batches."""
+    n = batches * batch_size
+    if n >= n_val:
+        return []
+    picked = {i * n_val // n for i in range(n)}
+    return [i for i in range(n_val) if i not in picked]
 
 
 def load(run: Path, criterion: str, fit_steps: int):
@@ -96,6 +110,8 @@ def main() -> None:
     ap.add_argument("--check", type=float, default=None, help="Exit check cost in blocks (default: the model's)")
     ap.add_argument("--fill", type=float, default=None, help="Skipped block's keys/values in blocks (the model's)")
     ap.add_argument("--calibrate-batches", type=int, default=16)
+    ap.add_argument("--confidence", type=float, default=0.95, help="Calibration: the budget holds at this one-sided "
+                                                                    "confidence (0.5: the measured rise alone)")
     ap.add_argument("--val-windows", type=int, default=0, help="0: the whole validation split")
     ap.add_argument("--new-tokens", type=int, default=192)
     ap.add_argument("--prompt-tokens", type=int, default=8)
@@ -110,12 +126,17 @@ def main() -> None:
     fill = model.cfg.exit_fill_cost if args.fill is None else args.fill
     t = time.perf_counter()
     loader = torch.utils.data.DataLoader(data.val, batch_size=256)
-    cal = calibrate_exits(model, loader, args.budget, args.calibrate_batches, check=check, fill=fill)
+    cal = calibrate_exits(model, loader, args.budget, args.calibrate_batches, check=check, fill=fill,
+                          confidence=args.confidence)
     cal["s"] = time.perf_counter() - t
     thr = cal["thresholds"]
     x, y = val_windows(data, args.val_windows)
     full_loss, _ = val_loss(model, x, y, None)
     exit_loss, exit_blocks = val_loss(model, x, y, thr)
+    hold = held_out(len(data.val), args.calibrate_batches)
+    if hold:
+        hx, hy = windows(data, hold)
+        hold_full, hold_exit = val_loss(model, hx, hy, None)[0], val_loss(model, hx, hy, thr)[0]
     step = len(data.val) // args.prompts
     prompts = [data.val[i * step][0][None, :args.prompt_tokens] for i in range(args.prompts)]
     for p in prompts:  # warm-up
@@ -132,7 +153,8 @@ def main() -> None:
            "n_layer": model.n_layer, "n_embd": model.cfg.n_embd, "classifier_fit": fit, "calibration": cal,
            "cost_model": {"check": check, "fill": fill}, "val_windows": args.val_windows,
            "val_loss_full": full_loss, "val_loss_exit": exit_loss, "loss_up": exit_loss - full_loss,
-           "blocks_per_token_val": exit_blocks, "blocks_per_token_gen": med("exit", "blocks"),
+           "blocks_per_token_val": exit_blocks, "held_out_windows": len(hold),
+           "held_out_loss_up": hold_exit - hold_full if hold else None, "blocks_per_token_gen": med("exit", "blocks"),
            "tok_s_full": med("full", "tok_s"), "tok_s_exit": med("exit", "tok_s"),
            "tok_s_cpu_full": med("full", "tok_s_cpu"), "tok_s_cpu_exit": med("exit", "tok_s_cpu"),
            "reps": args.reps, "new_tokens": args.new_tokens, "prompts": args.prompts, "threads": args.threads}
@@ -143,7 +165,8 @@ def main() -> None:
     out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
     print(f"| {args.run.name} | {res['params'] / 1e6:.2f}M | {thr} | {full_loss:.4f} | {exit_loss:.4f} "
-          f"(+{res['loss_up']:.4f}) | {model.n_layer / res['blocks_per_token_gen']:.2f}x | {res['tok_s_full']:.0f} | "
+          f"(+{res['loss_up']:.4f}) | {res['held_out_loss_up'] or float('nan'):+.4f} | "
+          f"{model.n_layer / res['blocks_per_token_gen']:.2f}x | {res['tok_s_full']:.0f} | "
           f"{res['tok_s_exit']:.0f} | **{res['speedup_wall']:.2f}x** | {res['speedup_cpu']:.2f}x |")
 
 

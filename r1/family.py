@@ -78,6 +78,10 @@ class FamilySpec:
     #                 [features=True: + (student, teacher) LayerFeatures lists; r1.compress.distill]
     prune: Any = None  # (model, fraction, reference) -> pruned model (its config rebuilds it)
     example_inputs: Any = None  # (meta, n, torch.Generator) -> a batch of n model inputs (bench, report)
+    # (predictor, batch_sizes, runs) -> one row per batch size {runtime, p50, p95, mean, min, runs, batch,
+    # throughput, unit, note}: the family's own speed measure (e.g. seconds per generation step) for
+    # `r1 bench` and the pipeline report. None: the latency of one call on `example_inputs`-shaped input
+    bench: Any = None
     primary_loss: str | None = None  # the loss part that heads training log lines (else the total)
     writers: dict[str, Any] = field(default_factory=dict)  # extra result formats, e.g. {"coco": fn(info, records, path)}
     tolerance: float = 0.01  # monitor drop a deployable variant may have (the pipeline report's verdict)

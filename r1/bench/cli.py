@@ -36,6 +36,16 @@ def run_bench(target: str, url: str | None, runtime: str | None, batch_sizes: st
 
     if runs < 20:
         raise ConfigError("--runs: must be >= 20 (p95 needs them)")
-    runtimes = (runtime,) if runtime else ("torch", "onnx", "tensorrt")
+    if runtime:
+        runtimes = (runtime,)
+    else:  # every runtime the model's family can run in
+        from r1.errors import R1Error
+        from r1.export.runtime import artifact_family
+        from r1.family import get_family
+
+        try:
+            runtimes = get_family(artifact_family(target)).runtimes
+        except (R1Error, OSError, KeyError, ValueError):  # unreadable: each runtime's row says why
+            runtimes = ("torch", "onnx", "tensorrt")
     rows = compare_runtimes(target, parse_ints(batch_sizes, "--batch-sizes"), runtimes, threads, runs)
     return latency_table(rows), rows

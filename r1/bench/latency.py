@@ -60,6 +60,7 @@ def compare_runtimes(model_path: str | Path, batch_sizes=(1, 8, 32), runtimes=("
     row with `unavailable` set to the reason. A run dir is exported to a temporary ONNX for `onnx`."""
     from r1.errors import R1Error
     from r1.export.runtime import Predictor
+    from r1.family import get_family
 
     rows = []
     for rt in runtimes:
@@ -68,5 +69,9 @@ def compare_runtimes(model_path: str | Path, batch_sizes=(1, 8, 32), runtimes=("
         except R1Error as err:
             rows.append({"runtime": rt, "unavailable": str(err)})
             continue
-        rows += sweep_batch_sizes(p, batch_sizes, runs, warmup)
+        spec = get_family(p.family)
+        if spec.bench is not None:  # the family's own measure (e.g. generation steps)
+            rows += spec.hook("bench")(p, batch_sizes, runs)
+        else:
+            rows += sweep_batch_sizes(p, batch_sizes, runs, warmup)
     return rows

@@ -41,10 +41,12 @@ def latency_table(rows: list[dict]) -> str:
         if is_noisy(r["p50"], r["p95"]):
             noisy, p95 = True, f"{p95:.4g} \u2020"
         shown.append({**r, "p50": r["p50"] * 1e3, "p95": p95, "mean": r["mean"] * 1e3})
+    unit = next((r["unit"] for r in rows if r.get("unit")), "items")  # a family's own measure names its unit
     table = markdown_table(shown, [("runtime", "runtime"), ("batch", "batch"), ("p50", "p50 ms"),
-                                   ("p95", "p95 ms"), ("mean", "mean ms"), ("throughput", "items/s"),
+                                   ("p95", "p95 ms"), ("mean", "mean ms"), ("throughput", f"{unit}/s"),
                                    ("runs", "runs")])
-    return table + ("\n\n" + NOISE_NOTE if noisy else "")
+    note = next((r["note"] for r in rows if r.get("note")), "")
+    return table + (f"\n\n{note[:1].upper()}{note[1:]}." if note else "") + ("\n\n" + NOISE_NOTE if noisy else "")
 
 
 def load_table(rows: list[dict]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
@@ -91,14 +92,17 @@ def exit_table(model, batches, progress=None) -> dict[str, torch.Tensor]:
     cross-entropy `ce` (E, N), and the final cross-entropy `ce_final` (N). `progress(phase, done, total)`
     is called after each batch."""
     model.eval()
-    conf, ce, ce_final = [], [], []
+    conf, ce, ce_final, win = [], [], [], []
     device = next(model.parameters()).device
+    seen = 0
     for i, (x, y) in enumerate(batches, 1):
         x, y = x.to(device), y.to(device)
         final, states, _, _ = model._run(x, want_states=True)
         if progress:
             progress("full-depth pass", i, len(batches))
         keep = (y != -100).flatten()
+        win.append((torch.arange(y.shape[0], device=device)[:, None].expand_as(y).flatten() + seen)[keep].cpu())
+        seen += y.shape[0]
         prev, cs, es = None, [], []
         for j, h in zip(model.exit_layers, states):
             lg, c, prev = model._exit(j, h, prev)
@@ -110,7 +114,8 @@ def exit_table(model, batches, progress=None) -> dict[str, torch.Tensor]:
         ce.append(torch.stack(es))
         ce_final.append(F.cross_entropy(final.flatten(0, 1).float(), y.flatten(), ignore_index=-100,
                                         reduction="none")[keep])
-    return {"conf": torch.cat(conf, 1).cpu(), "ce": torch.cat(ce, 1).cpu(), "ce_final": torch.cat(ce_final).cpu()}
+    return {"conf": torch.cat(conf, 1).cpu(), "ce": torch.cat(ce, 1).cpu(), "ce_final": torch.cat(ce_final).cpu(),
+            "window": torch.cat(win)}
 
 
 def predicted_exit(table: dict, thresholds: list[float], exit_layers: list[int], n_layer: int) -> tuple[float, float]:
@@ -146,31 +151,69 @@ def predicted_cost(table: dict, thresholds: list[float], exit_layers: list[int],
 @torch.no_grad()
 def _exit_loss(model, batches, thresholds, progress=None, phase: str = "") -> tuple[float, float]:
     """Real early-exit pass: (mean loss, blocks run per token) over the target tokens."""
+    loss, depth, _ = _exit_pass(model, batches, thresholds, progress, phase)
+    return float(loss.mean()), depth
+
+
+@torch.no_grad()
+def _exit_pass(model, batches, thresholds, progress=None, phase: str = "") -> tuple[torch.Tensor, float, float]:
+    """Real early-exit pass: (per-token loss in `exit_table` order, blocks run per token, seconds)."""
     device = next(model.parameters()).device
-    nll = layers = n = 0.0
+    t0 = time.perf_counter()
+    losses, layers = [], 0.0
     for i, (x, y) in enumerate(batches, 1):
         if progress:
             progress(phase, i - 1, len(batches))
         x, y = x.to(device), y.to(device)
-        nll += float(F.cross_entropy(model(x, exit_threshold=thresholds).flatten(0, 1).float(), y.flatten(),
-                                     ignore_index=-100, reduction="sum"))
+        keep = (y != -100).flatten()
+        losses.append(F.cross_entropy(model(x, exit_threshold=thresholds).flatten(0, 1).float(), y.flatten(),
+                                      ignore_index=-100, reduction="none")[keep].cpu())
         layers += float(model.last_layers_run[y != -100].sum())
-        n += int((y != -100).sum())
-    return nll / n, layers / n
+    loss = torch.cat(losses)
+    return loss, layers / max(1, loss.numel()), time.perf_counter() - t0
+
+
+def rise_bound(rise: torch.Tensor, window: torch.Tensor, z: float) -> tuple[float, float]:
+    """(mean loss rise per token, its standard error) from per-token rises and their window ids: the
+    windows are the sampling units (tokens of one window are not independent), so the error is the
+    spread of the per-window means over sqrt(windows). The calibration accepts a point when
+    mean + z * error fits the budget: a one-sided bound on the rise over the text the windows sample."""
+    n = int(window.max()) + 1 if window.numel() else 0
+    if n < 2 or z <= 0:
+        return float(rise.mean()), 0.0
+    sums = torch.zeros(n, dtype=torch.float64).index_add_(0, window, rise.double())
+    counts = torch.zeros(n, dtype=torch.float64).index_add_(0, window, torch.ones_like(rise, dtype=torch.float64))
+    means = sums[counts > 0] / counts[counts > 0]
+    return float(rise.mean()), float(means.std() / math.sqrt(len(means)))
+
+
+def spread_batches(loader, max_batches: int) -> list:
+    """At most `max_batches` batches of `loader`, with windows evenly spaced over its whole dataset when the
+    loader is a plain DataLoader over a longer dataset (a contiguous head of the validation split is one
+    stretch of text, not a sample of it); else its first `max_batches` batches."""
+    from torch.utils.data import DataLoader, Subset
+
+    dataset, bs = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    if isinstance(loader, DataLoader) and bs and hasattr(dataset, "__len__") and len(dataset) > max_batches * bs:
+        n = max_batches * bs
+        picked = Subset(dataset, [i * len(dataset) // n for i in range(n)])
+        loader = DataLoader(picked, batch_size=bs, shuffle=False, collate_fn=loader.collate_fn)
+    return [b for _, b in zip(range(max_batches), loader)]
 
 
 def _search_table(table: dict, max_tokens: int = 65536) -> dict:
     """Every k-th token of `exit_table`, at most `max_tokens`: the greedy search evaluates the table
     hundreds of times; the real passes that pick the final point read every token."""
     k = max(1, -(-table["ce_final"].numel() // max_tokens))
-    return {"conf": table["conf"][:, ::k], "ce": table["ce"][:, ::k], "ce_final": table["ce_final"][::k]}
+    return {"conf": table["conf"][:, ::k], "ce": table["ce"][:, ::k], "ce_final": table["ce_final"][::k],
+            "window": table["window"][::k]}
 
 
 ACTIVATE = range(1, len(GRID), 3)  # grid points a head that is off may jump to in one move
 
 
 def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progress_every: float = 5.0,
-                    check: float = 0.0, fill: float = 0.0) -> dict:
+                    check: float = 0.0, fill: float = 0.0, confidence: float = 0.5) -> dict:
     """Per-head thresholds saving the most generation cost with the validation loss up by at most `budget`.
 
     The cost of a token is in blocks (`predicted_cost`): blocks run, plus `check` per exit head
@@ -179,11 +222,19 @@ def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progres
     one grid step or switches a head on at some grid point, taking the move that saves the most cost
     per unit of (predicted) loss rise while the predicted rise stays within the budget; a head that
     costs more in checks than it saves is never switched on. Real early-exit passes then pick, by
-    bisection, the furthest point of that path whose measured rise fits.
+    bisection, the furthest point of that path whose measured rise fits: with `confidence` above 0.5,
+    whose one-sided upper bound at that confidence fits (`rise_bound`: the calibration windows are a
+    sample of the text; the bound makes the budget hold on windows it did not read).
+    The batches are `spread_batches(loader, max_batches)`: evenly spaced over the loader's dataset.
     Logs a progress line at most every `progress_every` seconds.
-    -> {"thresholds", "loss_up", "layers_per_token", "layer_reduction", "cost", "checked"}."""
+    -> {"thresholds", "loss_up", "loss_up_se", "loss_up_bound", "layers_per_token", "layer_reduction", "cost",
+    "checked", "windows", "seconds"}."""
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+    t0 = time.perf_counter()
+    z = NormalDist().inv_cdf(confidence)
     progress = Progress(progress_every)
-    batches = [b for _, b in zip(range(max_batches), loader)]
+    batches = spread_batches(loader, max_batches)
     log.info("exit calibration: %d validation batches, loss budget %.3f", len(batches), budget)
     table = exit_table(model, batches, progress)
     search = _search_table(table)
@@ -215,22 +266,25 @@ def calibrate_exits(model, loader, budget: float, max_batches: int = 64, progres
         pos, cur = best[1], best[2]
         path.append(list(pos))
     # the measured rise can exceed the predicted one: bisect the path for its last point that fits
-    full = float(table["ce_final"].mean())
-    fit, lo, hi, checked = (0, 0.0, float(L)), 1, len(path) - 1, 0
+    fit, lo, hi, checked = (0, 0.0, 0.0, float(L)), 1, len(path) - 1, 0
     expected = math.ceil(math.log2(len(path))) if len(path) > 1 else 0  # bisection steps, about
     while lo <= hi:
         mid = (lo + hi) // 2
-        loss, depth = _exit_loss(model, batches, [GRID[i] for i in path[mid]], progress,
-                                 f"early-exit check {checked + 1} of ~{expected}")
+        loss, depth, _ = _exit_pass(model, batches, [GRID[i] for i in path[mid]], progress,
+                                    f"early-exit check {checked + 1} of ~{expected}")
+        rise, se = rise_bound(loss - table["ce_final"], table["window"], z)
         checked += 1
-        if loss - full <= budget:
-            fit, lo = (mid, loss - full, depth), mid + 1
+        if rise + z * se <= budget:
+            fit, lo = (mid, rise, se, depth), mid + 1
         else:
             hi = mid - 1
     thresholds = [GRID[i] for i in path[fit[0]]]
-    out = {"thresholds": thresholds, "loss_up": fit[1], "layers_per_token": fit[2], "layer_reduction": L / fit[2],
-           "cost": predict(path[fit[0]])[2], "checked": checked}
-    log.info("exit calibration (budget %.3f): thresholds %s, loss up %.4f, %.3fx fewer blocks, predicted cost "
-             "%.2f of %d blocks per token (%d checks)", budget, thresholds, out["loss_up"], out["layer_reduction"],
-             out["cost"], L, checked)
+    out = {"thresholds": thresholds, "loss_up": fit[1], "loss_up_se": fit[2], "loss_up_bound": fit[1] + z * fit[2],
+           "confidence": confidence, "layers_per_token": fit[3], "layer_reduction": L / fit[3],
+           "cost": predict(path[fit[0]])[2], "checked": checked, "windows": int(table["window"].max()) + 1
+           if table["window"].numel() else 0, "seconds": time.perf_counter() - t0}
+    log.info("exit calibration (budget %.3f at %.0f%% confidence, %d windows): thresholds %s, loss up %.4f "
+             "(+- %.4f), %.3fx fewer blocks, predicted cost %.2f of %d blocks per token (%d checks)", budget,
+             100 * confidence, out["windows"], thresholds, out["loss_up"], out["loss_up_se"],
+             out["layer_reduction"], out["cost"], L, checked)
     return out

@@ -23,9 +23,9 @@ from r1.train.hardware import set_threads
 
 log = logging.getLogger("r1.pipeline")
 
-COLUMNS = ["name", "runtime", "params", "mmacs", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_bs32",
-           "metric_name", "metric"]
-HIDDEN = ("threads", "baseline")  # row keys the markdown table leaves out (a baseline is marked in its name)
+COLUMNS = ["name", "runtime", "params", "mmacs", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_bs1",
+           "throughput_bs8", "throughput_bs32", "metric_name", "metric"]
+HIDDEN = ("threads", "baseline", "speed_unit", "speed_note")  # row keys the markdown table leaves out (a baseline is marked in its name)
 
 
 def artifact_file(path: Path) -> Path:
@@ -74,26 +74,55 @@ def onnx_latency(path: Path, one, runs: int, threads: int) -> dict:
     return {"float_ms_p50": ref, "int8_ms_p50_interleaved": own}
 
 
+def family_speed(bench, path: Path, stage: BenchStage, threads: int) -> dict:
+    """The speed columns from a family's own measure (`FamilySpec.bench`, e.g. seconds per generated token):
+    batch-1 p50/p95 as the latency, throughput at 1 and `throughput_batch`; a torch row's ONNX export at
+    batch 1 as `onnx_ms_p50`, an int8 row's own float graph (fp32.onnx beside it) as `float_ms_p50`."""
+    from r1.export.runtime import Predictor
+
+    sizes = sorted({1, stage.throughput_batch})
+    rows = {r["batch"]: r for r in bench(Predictor.load(path, threads=threads), sizes, stage.runs)}
+    out = {"latency_ms_p50": round(rows[1]["p50"] * 1e3, 3), "latency_ms_p95": round(rows[1]["p95"] * 1e3, 3),
+           **{f"throughput_bs{b}": round(r["throughput"], 1) for b, r in rows.items()},
+           "speed_unit": rows[1].get("unit", "items"), "speed_note": rows[1].get("note", "")}
+    try:
+        if path.suffix != ".onnx":
+            out["onnx_ms_p50"] = round(bench(Predictor.load(path, runtime="onnx", threads=threads), [1],
+                                             stage.runs)[0]["p50"] * 1e3, 3)
+        elif path.with_name("fp32.onnx").is_file():
+            out["float_ms_p50"] = round(bench(Predictor.load(path.with_name("fp32.onnx"), threads=threads), [1],
+                                              stage.runs)[0]["p50"] * 1e3, 3)
+    except R1Error as err:  # no ONNX export for this model: no onnxruntime latency
+        log.info("bench: no onnxruntime latency for %s (%s)", path, err)
+    return out
+
+
 def measure_row(name: str, path: Path, stage: BenchStage, threads: int) -> dict:
     model = load_any(path, threads=threads)
     family, meta = model.r1_family, model.r1_meta
+    spec = get_family(family)
     g = torch.Generator().manual_seed(0)
-    make = get_family(family).hook("example_inputs", "benchmark inputs")
-    one, many = make(meta, 1, g), make(meta, stage.throughput_batch, g)
-    with torch.no_grad():
-        lat = measure_latency(model, one, runs=stage.runs, warmup=5)
-        thr = measure_latency(model, many, runs=max(5, stage.runs // 4), warmup=2)
+    make = spec.hook("example_inputs", "benchmark inputs")
+    one = make(meta, 1, g)
+    if spec.bench is not None:
+        speed = family_speed(spec.hook("bench"), path, stage, threads)
+    else:
+        many = make(meta, stage.throughput_batch, g)
+        with torch.no_grad():
+            lat = measure_latency(model, one, runs=stage.runs, warmup=5)
+            thr = measure_latency(model, many, runs=max(5, stage.runs // 4), warmup=2)
+        speed = {"latency_ms_p50": round(lat["p50"] * 1e3, 3), "latency_ms_p95": round(lat["p95"] * 1e3, 3),
+                 f"throughput_bs{stage.throughput_batch}": round(thr["throughput"], 1),
+                 **onnx_latency(path, one, stage.runs, threads)}
     monitor = get_evaluator(family).monitor
     try:
         split, metrics = "test", evaluate_artifact(path, "test")
     except ConfigError:  # no test split (e.g. a first language-model stage): its validation split
         split, metrics = "val", evaluate_artifact(path, "val")
     return {"name": name, "runtime": "onnxruntime" if path.suffix == ".onnx" else "torch",
-            "params": count_params(model), "mmacs": _mmacs(model, one), "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3),
-            "latency_ms_p50": round(lat["p50"] * 1e3, 3), "latency_ms_p95": round(lat["p95"] * 1e3, 3),
-            f"throughput_bs{stage.throughput_batch}": round(thr["throughput"], 1),
-            "metric_name": f"{split}/{monitor}", "metric": metrics.get(f"{split}/{monitor}"), "threads": threads,
-            **onnx_latency(path, one, stage.runs, threads)}
+            "params": count_params(model), "mmacs": _mmacs(model, one),
+            "size_mb": round(artifact_file(path).stat().st_size / 2 ** 20, 3), **speed,
+            "metric_name": f"{split}/{monitor}", "metric": metrics.get(f"{split}/{monitor}"), "threads": threads}
 
 
 def _mmacs(model, one) -> float | None:
@@ -128,7 +157,8 @@ def build_report(stage: BenchStage, outputs: dict[str, str], out_dir: Path) -> d
 
 def markdown(report: dict) -> str:
     rows = report["rows"]
-    cols = [c for c in COLUMNS if c in rows[0]] + [c for c in rows[0] if c not in COLUMNS and c not in HIDDEN]
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # every row's columns (e.g. an int8 row's float_ms_p50)
+    cols = [c for c in COLUMNS if c in keys] + [c for c in keys if c not in COLUMNS and c not in HIDDEN]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     noisy = {r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])}
     for r in rows:
@@ -142,6 +172,8 @@ def markdown(report: dict) -> str:
     head = (report["verdict"]["line"] + "\n\n" if "verdict" in report else "") + (
             f"Measured with {report['threads']} thread(s), {report['runs']} timed batch-1 runs per model, "
             f"torch {report['torch']}, CPU capability {report['cpu']}.\n\n")
+    if rows[0].get("speed_note"):  # a family's own speed measure: what latency and throughput mean
+        head += f"Speed: {rows[0]['speed_note']}.\n\n"
     note = "\n" + NOISE_NOTE + "\n" if noisy else ""
     return head + "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n" + note
 

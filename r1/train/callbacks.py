@@ -206,7 +206,9 @@ class ExitCalibration(Callback):
                  trainer.cfg.model.exit_calibrate)
         t0 = time.perf_counter()
         model.calibrate(trainer.loader(trainer.data.val, train=False))
-        log.info("exit calibration done in %.1f s", time.perf_counter() - t0)
+        took, trained = time.perf_counter() - t0, trainer.state.get("time", 0.0)
+        log.info("exit calibration done in %.1f s (%.1f%% of the %.1f s of training)", took,
+                 100 * took / max(trained, 1e-9), trained)
 
 
 class StepFunction(Callback):

@@ -105,3 +105,29 @@ def test_cost_model_counts_checks_of_active_heads_and_switches_off_heads_that_do
     assert res["thresholds"] == [1.01] * E and res["layer_reduction"] == 1.0
     free = calibrate_exits(m, batches, 10.0, check=0.0, fill=0.0)
     assert free["layer_reduction"] > 1.2 and free["cost"] == pytest.approx(free["layers_per_token"], rel=0.05)
+
+
+def test_calibration_reads_windows_spread_over_the_split_and_bounds_the_rise():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from r1.lm.early_exit import rise_bound, spread_batches
+    x = torch.arange(40)[:, None].repeat(1, 3)
+    loader = DataLoader(TensorDataset(x, x), batch_size=4)
+    picked = torch.cat([b[0][:, 0] for b in spread_batches(loader, 2)])
+    assert picked.tolist() == [0, 5, 10, 15, 20, 25, 30, 35]  # not the first 8 windows
+    assert len(spread_batches(_batches(), 3)) == 3  # a plain list: its first batches
+    # the error is over windows: 2 windows of 2 tokens with means 0 and 2 -> se = std([0, 2]) / sqrt(2) = 1
+    rise, se = rise_bound(torch.tensor([0.0, 0.0, 2.0, 2.0]), torch.tensor([0, 0, 1, 1]), 1.64)
+    assert rise == pytest.approx(1.0) and se == pytest.approx(1.0)
+    assert rise_bound(torch.tensor([0.0, 2.0]), torch.tensor([0, 1]), 0.0) == (1.0, 0.0)
+
+
+def test_a_higher_confidence_keeps_the_upper_bound_within_budget_and_exits_no_more():
+    m, batches = _model(), _batches()
+    loose = calibrate_exits(m, batches, 0.05, confidence=0.5)
+    strict = calibrate_exits(m, batches, 0.05, confidence=0.99)
+    assert loose["loss_up_se"] == 0.0 and loose["loss_up"] <= 0.05 + 1e-6
+    assert strict["loss_up_bound"] <= 0.05 + 1e-6 and strict["loss_up_se"] > 0
+    assert strict["layers_per_token"] >= loose["layers_per_token"] - 1e-6 and strict["windows"] == 16
+    with pytest.raises(ValueError, match="confidence"):
+        calibrate_exits(m, batches, 0.05, confidence=1.0)

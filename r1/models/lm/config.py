@@ -76,6 +76,11 @@ class R1LMConfig(ModelConfig):
                                          "Its cost is ~6 passes over them (one full-depth table, ~5 real early-exit "
                                          "checks): 4 x 256 windows of 64 tokens ~ 0.4M forward tokens, under 10% of "
                                          "the recipe's 2,000 x 12 x 64 training steps.", min=1)
+    exit_calibrate_confidence: float = opt(0.95, "The calibration's loss budget holds with this one-sided "
+                                                 "confidence: a point is accepted when its measured rise plus z "
+                                                 "standard errors (over the calibration windows, evenly spaced "
+                                                 "over the validation split) fits exit_calibrate. 0.5: the "
+                                                 "measured rise alone.", min=0.5, max=0.999)
     exit_kl_tol: float = opt(0.04, "Exiting is `safe` (the classifier's target) when KL(final || exit) is below this.",
                              min=0.0)
     freeze_layers: int = opt(0, "Progressive unfreezing: lower blocks frozen at the start of training.", min=0)

@@ -76,16 +76,20 @@ class _StepBase(nn.Module):
     def forward(self, idx, *past):
         return self.step(idx, list(past))
 
+    @staticmethod
+    def _frame(idx, past):
+        """(B, T, query positions (T,), key positions (L,), causal mask (T, L)) of new tokens `idx` after `past`."""
+        B, T = idx.shape
+        qpos, kpos = _positions(past[0].shape[2], T, idx.device)
+        return B, T, qpos, kpos, kpos[None, :] <= qpos[:, None]
+
 
 class GPTStep(_StepBase):
     """The GPT baseline as a step function over a KV cache (see the module doc)."""
 
     def step(self, idx, past):
         m = self.model
-        B, T = idx.shape
-        P = past[0].shape[2]
-        qpos, kpos = _positions(P, T, idx.device)
-        causal = kpos[None, :] <= qpos[:, None]
+        B, T, qpos, kpos, causal = self._frame(idx, past)
         x = m.tok_emb(idx) + m.pos_emb(qpos)
         present = []
         for i, block in enumerate(m.blocks):
@@ -123,10 +127,7 @@ class R1LMStep(_StepBase):
 
     def step(self, idx, past):
         m = self.model
-        B, T = idx.shape
-        P = past[0].shape[2]
-        qpos, kpos = _positions(P, T, idx.device)
-        causal = kpos[None, :] <= qpos[:, None]
+        B, T, qpos, kpos, causal = self._frame(idx, past)
         local = causal & (kpos[None, :] > qpos[:, None] - m.cfg.window)
         x = m.tok_emb(idx)
         if m.pos_emb is not None:

@@ -9,9 +9,14 @@ from r1.family import ExportHook, FamilySpec, register_family
 
 def lm_kd(student, teacher, idx, targets):
     """KD on next-token logits of the positions that carry a target (response tokens when masked).
-    Costs a second student pass: the lm models return either losses or logits, not both."""
+    The student's logits are the ones its loss pass kept (`keep_train_logits`: `train_logits`, taken
+    here); a model that does not keep them gets a second pass."""
+    net = getattr(student, "module", student)
+    net.keep_train_logits = True
     task = student(idx, targets)
-    s_logits = student(idx)
+    s_logits = net.__dict__.pop("train_logits", None)
+    if s_logits is None:
+        s_logits = student(idx)
     with torch.no_grad():
         t_logits = teacher(idx)
     if t_logits.shape != s_logits.shape:
@@ -36,4 +41,4 @@ SPEC = register_family(FamilySpec(
     evaluate="r1.evaluate.language:evaluate_lm", monitor="loss", mode="min", tolerance=0.02,
     inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch", "onnx", "onnx-int8"),
     export=ExportHook(run=export_lm, options={"int8": False}),
-    kd=lm_kd, example_inputs=token_batch, primary_loss="lm"))
+    kd=lm_kd, example_inputs=token_batch, primary_loss="lm", bench="r1.models.lm.bench:bench_generation"))

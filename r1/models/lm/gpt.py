@@ -105,6 +105,8 @@ class GPT(nn.Module):
         logits = self.head(self._hidden(idx))  # (B, T, V)
         if targets is None:
             return logits
+        if getattr(self, "keep_train_logits", False):  # distillation takes them (lm_kd): no second pass
+            self.train_logits = logits
         return {"lm": F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)}
 
     @torch.no_grad()

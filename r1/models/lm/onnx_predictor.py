@@ -108,11 +108,34 @@ class OnnxTextPredictor(TextPredictor):
             if eos is not None and int(nxt[0]) == eos:
                 return
 
+    def as_module(self) -> torch.nn.Module:
+        """This graph as the torch model's interface (`m(idx)` -> logits (B, T, V) of every position, no
+        cache) with the `r1_*` attributes evaluation and reports read: `r1 eval` and the pipeline's
+        bench stage score it like the torch model."""
+        return _StepModule(self)
+
     def warmup(self, runs: int = 1, batch_sizes: tuple[int, ...] = ()) -> None:
         """A few short generations (the first session runs allocate)."""
         for _ in range(max(1, runs)):
             for _tok in self.token_batches(np.zeros((1, 1), np.int64), 4):
                 pass
+
+
+class _StepModule(torch.nn.Module):
+    def __init__(self, predictor: OnnxTextPredictor):
+        super().__init__()
+        self.predictor, self.session, self.path = predictor, predictor.session, predictor.path
+        self.r1_meta, self.r1_family = predictor.meta, "lm"
+        self.r1_model = json.loads(predictor.props.get("r1.model", "{}"))
+        self.r1_data = json.loads(predictor.props.get("r1.data", "{}"))
+        info = Path(predictor.path).with_name("model.json")
+        if not self.r1_data and info.is_file():  # an export / quantize stage keeps the source's model.json
+            self.r1_data = json.loads(info.read_text()).get("data", {})
+
+    def forward(self, idx: torch.Tensor, targets=None) -> torch.Tensor:
+        if targets is not None:
+            raise ConfigError(f"{self.predictor.source}: an exported model cannot be trained")
+        return torch.from_numpy(self.predictor.step(idx.cpu().numpy(), None)[0])
 
 
 def stream_pieces(model, runtime: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int,

@@ -123,6 +123,17 @@ class TextPredictor:
             raise ConfigError(f"predict: a language model takes text prompts, got {type(bad[0]).__name__}")
         return [Result(self.generate(text, **options)) for text in inputs]
 
+    def token_batches(self, ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
+                      top_p: float = 1.0, generator: torch.Generator | None = None):
+        """Prompts of equal length (B, T) -> yields next ids (B,) per step: KV cache, the model's default
+        early exit (as `OnnxTextPredictor.token_batches`, for batched benchmarks)."""
+        from r1.lm.generate import default_exit_threshold, generate_stream
+
+        for nxt in generate_stream(self.model, torch.as_tensor(ids, dtype=torch.long), max_new_tokens,
+                                   temperature=temperature, top_k=top_k, top_p=top_p, use_cache=True,
+                                   exit_threshold=default_exit_threshold(self.model), generator=generator):
+            yield nxt[:, 0].numpy()
+
     def warmup(self, runs: int = 1, batch_sizes: tuple[int, ...] = ()) -> None:
         """A few short generations (the first calls allocate)."""
         from r1.lm.generate import generate

@@ -294,15 +294,16 @@ class R1LM(nn.Module):
 
     def calibrate(self, loader) -> None:
         """After training (the trainer calls this): set exit_thresholds from exit_calibrate_batches validation
-        batches, the most generation cost saved (blocks, exit checks and skipped blocks' keys/values, weighed
-        by exit_check_cost / exit_fill_cost) with the loss rise within exit_calibrate
-        (r1.lm.early_exit.calibrate_exits)."""
+        batches (windows evenly spaced over the split), the most generation cost saved (blocks, exit checks
+        and skipped blocks' keys/values, weighed by exit_check_cost / exit_fill_cost) with the loss rise
+        within exit_calibrate at exit_calibrate_confidence (r1.lm.early_exit.calibrate_exits)."""
         if self.cfg.exit_calibrate <= 0 or not self.exit_layers or self.cfg.objective == "mlm":
             return
         from r1.lm.early_exit import calibrate_exits
         cfg = self.cfg
         self.cfg.exit_thresholds = calibrate_exits(self, loader, cfg.exit_calibrate, cfg.exit_calibrate_batches,
-                                                   check=cfg.exit_check_cost, fill=cfg.exit_fill_cost)["thresholds"]
+                                                   check=cfg.exit_check_cost, fill=cfg.exit_fill_cost,
+                                                   confidence=cfg.exit_calibrate_confidence)["thresholds"]
 
     def _confident(self, logits: torch.Tensor | None, conf: torch.Tensor, threshold: float) -> torch.Tensor:
         if self.cfg.exit_criterion == "maxprob":
@@ -374,6 +375,8 @@ class R1LM(nn.Module):
         if targets is None:
             return logits
         flat = targets.flatten()
+        if getattr(self, "keep_train_logits", False):  # distillation takes them (lm_kd): no second pass
+            self.train_logits = logits
         losses = {"lm": F.cross_entropy(logits.flatten(0, 1), flat, ignore_index=-100)}
         if want:
             ce, conf = self.exit_losses(states, logits, targets)
