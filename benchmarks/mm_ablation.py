@@ -30,6 +30,7 @@ ROWS = {
     "no_align_weighting": ["model.align_weighting=false"],
     "no_eda": ["data.eda=0"],
     "no_curriculum": ["curriculum.schedule=none"],
+    "plus_qk_norm": ["model.qk_norm=true"],  # an addition, not an ablation: QK-norm cross-attention
     "cnn_mlp": ["model.name=mm_cnn_mlp"],
     "cnn_rn": ["model.name=mm_cnn_rn"],
 }
