@@ -58,3 +58,16 @@ def trained_digits(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "digits"
     fit(load_config(ROOT / "configs/cls/digits.yaml", tiny_cls_overrides(run_dir)))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_mm(tmp_path_factory) -> Path:
+    """One tiny trained Sort-of-CLEVR r1_mm run shared by the mm export and mm serving tests."""
+    from r1.config import load_config
+    from r1.train import fit
+
+    run_dir = tmp_path_factory.mktemp("runs") / "mm"
+    fit(load_config(ROOT / "configs/mm/sortofclevr.yaml", [
+        f"run.dir={run_dir}", "data.train_images=60", "data.val_images=10", "data.test_images=10",
+        "data.batch_size=16", "train.max_steps=4", "train.eval_every=0", "sched.warmup_steps=1", "run.threads=1"]))
+    return run_dir

@@ -13,31 +13,19 @@ import torch
 from PIL import Image
 
 import r1
-from r1.config import load_config
 from r1.errors import ConfigError
 from r1.models.mm.export import INPUTS, example_batch
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
 
 QUESTION = "what is the shape of the red object?"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from r1.train import fit
-
-    run = tmp_path_factory.mktemp("mmx") / "run"
-    fit(load_config(ROOT / "configs/mm/sortofclevr.yaml", [
-        f"run.dir={run}", "data.train_images=60", "data.val_images=10", "data.test_images=10",
-        "data.batch_size=16", "train.max_steps=4", "train.eval_every=0", "sched.warmup_steps=1", "run.threads=1"]))
-    return run
-
-
-@pytest.fixture(scope="module")
-def exported(trained):
+def exported(trained_mm):
     """The run's cached ONNX export (what --runtime onnx uses), made once."""
     from r1.export.runtime import onnx_file
 
-    return onnx_file(trained)
+    return onnx_file(trained_mm)
 
 
 def session_logits(path, x):
@@ -56,7 +44,7 @@ def with_offsets(model):
     return model
 
 
-def test_r1mm_graph_inputs_metadata_and_parity(exported, trained):
+def test_r1mm_graph_inputs_metadata_and_parity(exported, trained_mm):
     import onnx
 
     proto = onnx.load(str(exported))
@@ -64,7 +52,7 @@ def test_r1mm_graph_inputs_metadata_and_parity(exported, trained):
     assert any(n.op_type == "DeformConv" for n in proto.graph.node)
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["r1.family"] == "mm" and json.loads(props["r1.mm"])["max_len"] >= 8
-    model = r1.load_model(trained).eval()
+    model = r1.load_model(trained_mm).eval()
     T = json.loads(props["r1.mm"])["max_len"]
     for b, t in ((5, T), (2, 4)):  # the trace used batch 2 and 8 tokens
         x = example_batch(model.r1_meta, b, t, seed=b)
@@ -73,14 +61,15 @@ def test_r1mm_graph_inputs_metadata_and_parity(exported, trained):
         assert np.abs(session_logits(exported, x) - ref).max() <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["r1_mm", "mm_cnn_mlp", "mm_cnn_rn"])
-def test_each_model_exports_with_parity(name, trained, tmp_path):
+@pytest.mark.parametrize("name, fields", [("r1_mm", {}), ("r1_mm", {"qk_norm": True}), ("mm_cnn_mlp", {}),
+                                          ("mm_cnn_rn", {})])
+def test_each_model_exports_with_parity(name, fields, trained_mm, tmp_path):
     from r1.export.onnx import export_onnx
     from r1.registry import build_model
 
-    meta = r1.load_model(trained).r1_meta
+    meta = r1.load_model(trained_mm).r1_meta
     model = with_offsets(build_model(name, flavor="tiny", num_classes=len(meta["answers"]),
-                                     vocab_size=meta["vocab_size"], max_len=meta["max_len"])).eval()
+                                     vocab_size=meta["vocab_size"], max_len=meta["max_len"], **fields)).eval()
     report = export_onnx(model, tmp_path / "m.onnx", meta=meta, family="mm")
     assert report["max_abs_diff"] <= 1e-4 and report["inputs"] == list(INPUTS)
     x = example_batch(meta, 4, 5, seed=7)
@@ -89,11 +78,11 @@ def test_each_model_exports_with_parity(name, trained, tmp_path):
     assert np.abs(session_logits(tmp_path / "m.onnx", x) - ref).max() <= 1e-4
 
 
-def test_export_needs_deformconv_opset(trained, tmp_path):
+def test_export_needs_deformconv_opset(trained_mm, tmp_path):
     from r1.export.onnx import export_onnx
 
     with pytest.raises(ConfigError, match="opset >= 19"):
-        export_onnx(trained, tmp_path / "m.onnx", opset=18)
+        export_onnx(trained_mm, tmp_path / "m.onnx", opset=18)
 
 
 def test_static_shapes_moe_equals_eval_forward():
@@ -111,25 +100,25 @@ def test_static_shapes_moe_equals_eval_forward():
         moe(x)
 
 
-def test_eval_through_onnx_equals_torch(trained, exported):
+def test_eval_through_onnx_equals_torch(trained_mm, exported):
     from r1.evaluate.artifact import evaluate_artifact
 
-    ref = evaluate_artifact(trained, "test")
-    for got in (evaluate_artifact(trained, "test", runtime="onnx"), evaluate_artifact(exported, "test")):
+    ref = evaluate_artifact(trained_mm, "test")
+    for got in (evaluate_artifact(trained_mm, "test", runtime="onnx"), evaluate_artifact(exported, "test")):
         assert got.keys() == ref.keys()
         assert all(abs(got[k] - ref[k]) < 1e-6 for k in ref)
-    res = run_cli("eval", str(trained), "--runtime", "onnx", "--split", "val")
+    res = run_cli("eval", str(trained_mm), "--runtime", "onnx", "--split", "val")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["val/accuracy"] == evaluate_artifact(trained, "val")["val/accuracy"]
+    assert json.loads(res.stdout)["val/accuracy"] == evaluate_artifact(trained_mm, "val")["val/accuracy"]
 
 
-def test_onnx_predictor_answers_like_torch(trained, exported):
+def test_onnx_predictor_answers_like_torch(trained_mm, exported):
     from r1.models.mm.data import generate_split
 
     image = Image.fromarray(generate_split(4, 75, 4, 0, 2)["images"][0].permute(1, 2, 0).numpy())
     pairs = [(image, QUESTION), {"image": image, "text": "how many objects have the same shape as the blue object?"}]
-    ref = r1.load(trained).predict(pairs, top_k=3)
-    for p in (r1.load(trained, runtime="onnx"), r1.load(exported)):
+    ref = r1.load(trained_mm).predict(pairs, top_k=3)
+    for p in (r1.load(trained_mm, runtime="onnx"), r1.load(exported)):
         assert p.runtime == "onnx" and p.family == "mm" and p.inputs == "image+text"
         got = p.predict(pairs, top_k=3)
         for a, b in zip(ref, got):
@@ -139,12 +128,12 @@ def test_onnx_predictor_answers_like_torch(trained, exported):
         p.predict([{"image": image}])
 
 
-def test_predict_cli_on_the_export(trained, exported, tmp_path):
+def test_predict_cli_on_the_export(trained_mm, exported, tmp_path):
     from r1.models.mm.data import generate_split
 
     image = tmp_path / "scene.png"
     Image.fromarray(generate_split(2, 75, 4, 0, 2)["images"][0].permute(1, 2, 0).numpy()).save(image)
-    ref = r1.load(trained).predict([(Image.open(image), QUESTION)])[0]
+    ref = r1.load(trained_mm).predict([(Image.open(image), QUESTION)])[0]
     res = run_cli("predict", str(exported), str(image), "--question", QUESTION)
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout.strip().splitlines()[-1])
@@ -154,17 +143,17 @@ def test_predict_cli_on_the_export(trained, exported, tmp_path):
     assert missing.returncode != 0 and "--question" in missing.stderr
 
 
-def test_static_int8_runs_close_to_fp32(trained, exported, tmp_path):
+def test_static_int8_runs_close_to_fp32(trained_mm, exported, tmp_path):
     import onnx
 
     from r1.compress.quantize import quantize_onnx
     from r1.evaluate.artifact import evaluate_artifact
 
-    data = json.loads((trained / "model.json").read_text())["data"]
+    data = json.loads((trained_mm / "model.json").read_text())["data"]
     q = quantize_onnx(exported, tmp_path / "int8.onnx", "static", data, calib_batches=2)
     ops = {n.op_type for n in onnx.load(str(q)).graph.node}
     assert "QuantizeLinear" in ops and "DeformConv" in ops
-    meta = r1.load_model(trained).r1_meta
+    meta = r1.load_model(trained_mm).r1_meta
     x = example_batch(meta, 6, 10, seed=11)
     fp, i8 = session_logits(exported, x), session_logits(q, x)
     assert np.isfinite(i8).all() and np.abs(fp - i8).max() <= 0.1 * np.abs(fp).max() + 0.05
@@ -182,7 +171,7 @@ def test_quantize_artifact_of_an_export(exported, tmp_path):
     assert json.loads(r1.load(q).props["r1.quantized"])["method"] == "static"
 
 
-def test_serve_onnx_runtime(exported, trained):
+def test_serve_onnx_runtime(exported, trained_mm):
     from r1.bench.load import wait_ready
     from r1.models.mm.data import generate_split
     from r1.serve import ServeConfig, create_app
@@ -190,8 +179,8 @@ def test_serve_onnx_runtime(exported, trained):
 
     buf = io.BytesIO()
     Image.fromarray(generate_split(2, 75, 4, 0, 2)["images"][0].permute(1, 2, 0).numpy()).save(buf, "PNG")
-    local = r1.load(trained).predict([(Image.open(io.BytesIO(buf.getvalue())), QUESTION)])[0]
-    cfg = ServeConfig(model=str(trained), runtime="onnx", max_batch=4, warmup_runs=1)
+    local = r1.load(trained_mm).predict([(Image.open(io.BytesIO(buf.getvalue())), QUESTION)])[0]
+    cfg = ServeConfig(model=str(trained_mm), runtime="onnx", max_batch=4, warmup_runs=1)
     with running_server(create_app(cfg)) as (base, _):
         wait_ready(base, timeout=90)
         r = httpx.post(base + "/v1/predict", files={"file": ("s.png", buf.getvalue(), "image/png")},

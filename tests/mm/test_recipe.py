@@ -1,5 +1,5 @@
 """recipes/mm-sortofclevr.yaml end to end on a few steps: teacher -> feature-distilled student ->
-report with the baselines' rows (about a minute: `-m slow`)."""
+its two-input ONNX and static int8 -> report with the baselines' rows (a few minutes: `-m slow`)."""
 import json
 
 import pytest
@@ -18,14 +18,17 @@ def test_mm_recipe_distils_and_reports_baselines(tmp_path):
     plan.dir = tmp_path / "mm"
     plan.stages[-1].throughput_batch = 4
     for stage in plan.stages[:-1]:  # the stages' own step counts come after the recipe-wide overrides
-        stage.overrides = [*stage.overrides, "train.max_steps=2", "train.eval_every=2"]
+        if stage.kind == "train":
+            stage.overrides = [*stage.overrides, "train.max_steps=2", "train.eval_every=2"]
     run_pipeline(plan)
     log = (plan.dir / "student_kd" / "log.txt").read_text()
     assert " kd " in log and " feature " in log
     assert not any(k.startswith("features.") for k in load_file(plan.dir / "student_kd" / "model.safetensors"))
     report = json.loads((plan.dir / "report.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
-    assert list(rows) == ["teacher", "student_kd", "cnn_mlp", "cnn_rn"]
+    assert list(rows) == ["teacher", "student_kd", "onnx_student", "int8_student", "cnn_mlp", "cnn_rn"]
+    assert rows["int8_student"]["runtime"] == rows["onnx_student"]["runtime"] == "onnxruntime"
+    assert rows["int8_student"]["size_mb"] < rows["onnx_student"]["size_mb"]
     assert rows["cnn_mlp"]["baseline"] and rows["cnn_rn"]["baseline"] and "baseline" not in rows["student_kd"]
     assert rows["teacher"]["params"] >= 4 * rows["student_kd"]["params"]
     assert all(r["metric_name"] == "test/accuracy" and r["metric"] is not None for r in rows.values())

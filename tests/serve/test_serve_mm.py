@@ -12,24 +12,11 @@ from PIL import Image
 
 import r1
 from r1.bench.load import wait_ready
-from r1.config import load_config
 from r1.serve import ServeConfig, create_app
-from tests.conftest import ROOT
 from tests.serve.helpers import png_bytes, running_server
 
 CLIENT = httpx.Client(timeout=60.0)
 QUESTION = "what is the shape of the red object?"
-
-
-@pytest.fixture(scope="module")
-def mm_run(tmp_path_factory):
-    from r1.train import fit
-
-    run = tmp_path_factory.mktemp("mm") / "run"
-    fit(load_config(ROOT / "configs/mm/sortofclevr.yaml", [
-        f"run.dir={run}", "data.train_images=40", "data.val_images=10", "data.test_images=10",
-        "data.batch_size=16", "train.max_steps=2", "train.eval_every=0", "sched.warmup_steps=1"]))
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +29,15 @@ def scene_png():
 
 
 @pytest.fixture(scope="module")
-def url(mm_run):
-    cfg = ServeConfig(model=str(mm_run), max_batch=8, max_text_chars=300, warmup_runs=1)
+def url(trained_mm):
+    cfg = ServeConfig(model=str(trained_mm), max_batch=8, max_text_chars=300, warmup_runs=1)
     with running_server(create_app(cfg)) as (base, _):
         wait_ready(base, timeout=90)
         yield base
 
 
-def test_multipart_and_json_answer_like_the_local_predictor(url, mm_run, scene_png):
-    local = r1.load(mm_run).predict([(Image.open(io.BytesIO(scene_png)), QUESTION)], top_k=3)[0]
+def test_multipart_and_json_answer_like_the_local_predictor(url, trained_mm, scene_png):
+    local = r1.load(trained_mm).predict([(Image.open(io.BytesIO(scene_png)), QUESTION)], top_k=3)[0]
     r = CLIENT.post(url + "/v1/predict", files={"file": ("s.png", scene_png, "image/png")},
                     data={"text": QUESTION, "top_k": "3"})
     assert r.status_code == 200, r.text
@@ -64,13 +51,13 @@ def test_multipart_and_json_answer_like_the_local_predictor(url, mm_run, scene_p
     assert len(j.json()["result"]["top_k"]) == 2
 
 
-def test_concurrent_pairs_are_batched_and_each_gets_its_own_answer(url, mm_run, scene_png):
+def test_concurrent_pairs_are_batched_and_each_gets_its_own_answer(url, trained_mm, scene_png):
     questions = [QUESTION, "how many objects have the same shape as the blue object?",
                  "is the green object on the left of the image?", "what shape is the yellow object?"] * 4
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda q: CLIENT.post(url + "/v1/predict", data={"text": q},
                                                   files={"file": ("s.png", scene_png, "image/png")}), questions))
-    local = r1.load(mm_run).predict([(Image.open(io.BytesIO(scene_png)), q) for q in questions])
+    local = r1.load(trained_mm).predict([(Image.open(io.BytesIO(scene_png)), q) for q in questions])
     assert all(r.status_code == 200 for r in got)
     assert [r.json()["result"]["answer"] for r in got] == [x["answer"] for x in local]
 

@@ -161,25 +161,38 @@ class DetDataConfig(DataConfig):
 
 
 @dataclass
-class VOCConfig(DetDataConfig):
-    name: str = opt("voc", "Dataset kind.")
+class VOCLocation:
+    """Where a VOC dataset lies (the det `voc` kind and the mm `vqa_voc` kind)."""
+
     root: str = opt("", "VOC root holding Annotations/, ImageSets/Main/<split>.txt and JPEGImages/.")
     train_split: str = opt("train", "ImageSets/Main/<name>.txt listing the training images.")
     val_split: str = opt("val", "Split used for validation.")
     test_split: str = opt("test", "Split used for testing. Empty: no test split.")
-    skip_difficult: bool = opt(False, "Drop objects marked <difficult>1</difficult>.")
 
 
 @dataclass
-class COCOConfig(DetDataConfig):
-    name: str = opt("coco", "Dataset kind.")
-    root: str = opt("", "Base directory for the relative paths below (may be empty).")
+class COCOLocation:
+    """Where a COCO dataset lies (the det `coco` kind and the mm `vqa_coco` kind)."""
+
+    root: str = opt("", "Base directory for the relative paths below (may be empty); a root written by "
+                        "`r1 data convert voc2coco` needs nothing else.")
     train_images: str = opt("train2017", "Training images directory.")
     train_ann: str = opt("annotations/instances_train2017.json", "Training annotation file (COCO JSON).")
     val_images: str = opt("val2017", "Validation images directory.")
     val_ann: str = opt("annotations/instances_val2017.json", "Validation annotation file.")
     test_images: str = opt("", "Test images directory. Empty: no test split.")
     test_ann: str = opt("", "Test annotation file.")
+
+
+@dataclass
+class VOCConfig(VOCLocation, DetDataConfig):
+    name: str = opt("voc", "Dataset kind.")
+    skip_difficult: bool = opt(False, "Drop objects marked <difficult>1</difficult>.")
+
+
+@dataclass
+class COCOConfig(COCOLocation, DetDataConfig):
+    name: str = opt("coco", "Dataset kind.")
 
 
 @dataclass

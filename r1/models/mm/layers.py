@@ -203,9 +203,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- cross-modal
 class CrossAttention(nn.Module):
-    """Queries from one modality attend keys/values of the other (pre-norm, residual added by the caller)."""
+    """Queries from one modality attend keys/values of the other (pre-norm, residual added by the caller).
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+    `qk_norm`: queries and keys are L2-normalised per head and their dot product (a cosine in [-1, 1])
+    is multiplied by a learned per-head scale that starts at `qk_scale` (QK-norm with a learned
+    temperature, Henry et al. 2020, "Query-Key Normalization for Transformers"; ViT-22B normalises q and
+    k the same way). The attention then starts sharp whatever the initial projections, instead of
+    near uniform, and learns how sharp to be."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, qk_norm: bool = False, qk_scale: float = 10.0):
         super().__init__()
         self.heads = heads
         self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -213,6 +219,7 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
         self.drop = nn.Dropout(dropout)
+        self.scale = nn.Parameter(torch.full((heads, 1, 1), float(qk_scale))) if qk_norm else None
         self.last_weights: torch.Tensor | None = None  # set when `keep_weights` (distillation of attention maps)
         self.keep_weights = False
 
@@ -221,15 +228,20 @@ class CrossAttention(nn.Module):
         hs = C // self.heads
         q = self.q(self.norm_q(x)).view(B, N, self.heads, hs).transpose(1, 2)
         k, v = self.kv(self.norm_kv(ctx)).view(B, ctx.shape[1], 2, self.heads, hs).permute(2, 0, 3, 1, 4)
+        if self.scale is None:
+            temperature = 1.0 / math.sqrt(hs)
+        else:  # cosine logits times the learned scale (folded into q)
+            q, k = F.normalize(q, dim=-1) * self.scale, F.normalize(k, dim=-1)
+            temperature = 1.0
         attn_mask = ctx_mask[:, None, None, :] if ctx_mask is not None else None
         if self.keep_weights:
-            logits = q @ k.transpose(-1, -2) / math.sqrt(hs)
+            logits = q @ k.transpose(-1, -2) * temperature
             if attn_mask is not None:
                 logits = logits.masked_fill(~attn_mask, float("-inf"))
             self.last_weights = logits.softmax(-1)
             y = self.last_weights @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=temperature)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, N, C)))
 
 

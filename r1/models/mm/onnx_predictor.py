@@ -44,9 +44,9 @@ class SessionModule(torch.nn.Module):
     """An onnxruntime session as the torch model's interface: `m(inputs)` -> logits, with the `r1_*`
     attributes evaluation and reports read."""
 
-    def __init__(self, session, props: dict, data: dict):
+    def __init__(self, session, props: dict, data: dict, path: Path | None = None):
         super().__init__()
-        self.session = session
+        self.session, self.path = session, path  # path: the graph file (reports count its initializers)
         self.r1_meta, self.r1_family, self.r1_data = json.loads(props["r1.meta"]), "mm", data
         self.r1_model = json.loads(props.get("r1.model", "{}"))
         self.max_len = int(json.loads(props.get("r1.mm", "{}")).get("max_len") or 0)
@@ -99,7 +99,7 @@ class OnnxVQAPredictor(VQAPredictor):
                 raise ConfigError(f"{path}: --runtime onnx-int8 calibrates on the model's data, and none is stored")
             fp = int8_file(fp, data)
             props = read_onnx_meta(fp)
-        p = cls(SessionModule(ort_session(fp, threads), props, data), props, str(path), runtime)
+        p = cls(SessionModule(ort_session(fp, threads), props, data, fp), props, str(path), runtime)
         p.path = fp
         p.load_seconds = time.perf_counter() - t0
         return p

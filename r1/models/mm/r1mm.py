@@ -105,7 +105,7 @@ class R1MM(nn.Module):
             nn.init.zeros_(self.film.weight)
             nn.init.zeros_(self.film.bias)
         n_pairs = 1 if cfg.share_cross else cfg.cross_layers
-        pairs = [(CrossAttention(D, cfg.heads, cfg.dropout), CrossAttention(D, cfg.heads, cfg.dropout))
+        pairs = [tuple(CrossAttention(D, cfg.heads, cfg.dropout, cfg.qk_norm, cfg.qk_scale) for _ in range(2))
                  for _ in range(n_pairs)]
         self.cross = nn.ModuleList([CrossLayer(cfg, *pairs[0 if cfg.share_cross else i])
                                     for i in range(cfg.cross_layers)])

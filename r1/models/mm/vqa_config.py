@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from r1.config import DataConfig, opt, variant
+from r1.models.det.config import COCOLocation, VOCLocation
 
 
 @dataclass
@@ -37,25 +38,13 @@ class VQADetConfig(MMImageDataConfig):
 
 
 @dataclass
-class VQAVOCConfig(VQADetConfig):
+class VQAVOCConfig(VOCLocation, VQADetConfig):
     name: str = opt("vqa_voc", "Dataset kind.")
-    root: str = opt("", "VOC root holding Annotations/, ImageSets/Main/<split>.txt and JPEGImages/.")
-    train_split: str = opt("train", "ImageSets/Main/<name>.txt listing the training images.")
-    val_split: str = opt("val", "Split used for validation.")
-    test_split: str = opt("test", "Split used for testing. Empty: no test split.")
 
 
 @dataclass
-class VQACOCOConfig(VQADetConfig):
+class VQACOCOConfig(COCOLocation, VQADetConfig):
     name: str = opt("vqa_coco", "Dataset kind.")
-    root: str = opt("", "Base directory for the relative paths below (may be empty); a root written by "
-                        "`r1 data convert voc2coco` needs nothing else.")
-    train_images: str = opt("train2017", "Training images directory.")
-    train_ann: str = opt("annotations/instances_train2017.json", "Training annotation file (COCO JSON).")
-    val_images: str = opt("val2017", "Validation images directory.")
-    val_ann: str = opt("annotations/instances_val2017.json", "Validation annotation file.")
-    test_images: str = opt("", "Test images directory. Empty: no test split.")
-    test_ann: str = opt("", "Test annotation file.")
 
 
 @dataclass
