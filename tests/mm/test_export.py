@@ -61,7 +61,7 @@ def test_r1mm_graph_inputs_metadata_and_parity(exported, trained_mm):
         assert np.abs(session_logits(exported, x) - ref).max() <= 1e-4
 
 
-@pytest.mark.parametrize("name, fields", [("r1_mm", {}), ("r1_mm", {"qk_norm": True}), ("mm_cnn_mlp", {}),
+@pytest.mark.parametrize("name, fields", [("r1_mm", {}), ("r1_mm", {"qk_norm": False}), ("mm_cnn_mlp", {}),
                                           ("mm_cnn_rn", {})])
 def test_each_model_exports_with_parity(name, fields, trained_mm, tmp_path):
     from r1.export.onnx import export_onnx
