@@ -28,22 +28,25 @@ AUGMENT_HELP = ("Training augmentation policy: one name or several joined with '
                 "true = basic, false = none. Names: " + ", ".join(AUGMENT_POLICIES) + ".")
 
 
-def parse_augment(value: Any, key: str) -> str:
-    """`data.augment` -> its canonical policy string ('none' or names joined by '+', in table order);
-    ConfigError naming `key` for anything else."""
+def parse_augment(value: Any, key: str, policies: dict = AUGMENT_POLICIES, unsupported: dict | None = None) -> str:
+    """`data.augment` -> its canonical policy string ('none' or names joined by '+', in the order of
+    `policies`); ConfigError naming `key` for anything else. `unsupported`: names a family cannot apply ->
+    why, completing "'<name>' is not available ..." (e.g. "for detection: ...")."""
+    allowed = ", ".join(policies)
     if isinstance(value, bool):
         return "basic" if value else "none"
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key}: expected a policy name (or names joined by '+'), true or false, got {value!r}; "
-                          f"allowed: {', '.join(AUGMENT_POLICIES)}")
+                          f"allowed: {allowed}")
     names = [n.strip().lower() for n in value.split("+")]
-    bad = [n for n in names if n not in AUGMENT_POLICIES]
-    if bad:
-        raise ConfigError(f"{key}: unknown augmentation policy {bad[0]!r}; allowed: {', '.join(AUGMENT_POLICIES)} "
-                          "(join several with '+')")
+    for n in names:
+        if n in (unsupported or {}):
+            raise ConfigError(f"{key}: {n!r} is not available {unsupported[n]}; allowed: {allowed}")
+        if n not in policies:
+            raise ConfigError(f"{key}: unknown augmentation policy {n!r}; allowed: {allowed} (join several with '+')")
     if "none" in names and len(set(names)) > 1:
         raise ConfigError(f"{key}: 'none' cannot be combined with other policies, got {value!r}")
-    return "+".join(n for n in AUGMENT_POLICIES if n in names)
+    return "+".join(n for n in policies if n in names)
 
 
 def augment_names(value: Any, key: str = "data.augment") -> list[str]:

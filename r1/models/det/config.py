@@ -6,6 +6,7 @@ from typing import Any
 
 from r1.config import DataConfig, ModelConfig, opt, variant
 from r1.errors import ConfigError
+from r1.models.cls.config import parse_augment
 
 # `data.augment` policies of detection (built in r1/data/det_transforms.py and r1/data/det_mix.py from
 # torchvision.transforms.v2, boxes transformed with the image); join with '+', as for classification.
@@ -24,32 +25,17 @@ DET_AUGMENT_POLICIES = {
 }
 # torchvision 0.29's v2 auto-augment transforms raise TypeError on BoundingBoxes inputs
 # (`_AutoAugmentBase._flatten_and_extract_image_or_video`); CutMix/MixUp (v2) mix labels, not boxes.
-DET_UNSUPPORTED = {n: "torchvision's v2 version rejects bounding boxes" for n in
+DET_UNSUPPORTED = {n: "for detection: torchvision's v2 version rejects bounding boxes" for n in
                    ("randaugment", "trivialaugment", "autoaugment", "augmix")}
-DET_UNSUPPORTED["cutmix"] = "it mixes class labels, not boxes (use mosaic)"
+DET_UNSUPPORTED["cutmix"] = "for detection: it mixes class labels, not boxes (use mosaic)"
 DET_AUGMENT_HELP = ("Training augmentation policy: one name or several joined with '+' (e.g. basic+mosaic+mixup); "
                     "true = basic, false = none. Names: " + ", ".join(DET_AUGMENT_POLICIES) + ".")
 
 
 def parse_det_augment(value: Any, key: str) -> str:
     """`data.augment` of a detection dataset -> its canonical string ('none' or names joined by '+',
-    in table order); ConfigError naming `key` for anything else."""
-    allowed = ", ".join(DET_AUGMENT_POLICIES)
-    if isinstance(value, bool):
-        return "basic" if value else "none"
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: expected a policy name (or names joined by '+'), true or false, got {value!r}; "
-                          f"allowed: {allowed}")
-    names = [n.strip().lower() for n in value.split("+")]
-    for n in names:
-        if n in DET_UNSUPPORTED:
-            raise ConfigError(f"{key}: {n!r} is not available for detection: {DET_UNSUPPORTED[n]}; "
-                              f"allowed: {allowed}")
-        if n not in DET_AUGMENT_POLICIES:
-            raise ConfigError(f"{key}: unknown augmentation policy {n!r}; allowed: {allowed} (join several with '+')")
-    if "none" in names and len(set(names)) > 1:
-        raise ConfigError(f"{key}: 'none' cannot be combined with other policies, got {value!r}")
-    return "+".join(n for n in DET_AUGMENT_POLICIES if n in names)
+    in table order); ConfigError naming `key` for anything else (cls's parser over this table)."""
+    return parse_augment(value, key, DET_AUGMENT_POLICIES, DET_UNSUPPORTED)
 
 
 def det_augment_names(value: Any, key: str = "data.augment") -> list[str]:
