@@ -15,6 +15,7 @@ refused with the reason.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from r1.errors import ConfigError
 
 SUFFIX = ".pte"
+log = logging.getLogger(__name__)
 
 
 def require_executorch() -> None:
@@ -74,6 +76,7 @@ def export_executorch(model, out: str | Path, *, verify: bool = True, reps: int 
     options = dict(hook.options)
     net = hook.wrap(model.eval(), options).eval()
     example = example_input(family, meta, 1)
+    log.info("executorch: exporting %s for XNNPACK (torch.export + lowering: 10-60 s on one CPU thread)", family)
     t0 = time.perf_counter()
     program = _lower(net, example)
     seconds = time.perf_counter() - t0
@@ -88,6 +91,7 @@ def export_executorch(model, out: str | Path, *, verify: bool = True, reps: int 
     report = {"path": str(out), "format": "executorch", "delegate": "xnnpack", "family": family, "batch": 1,
               "bytes": len(program), "sidecar": str(sidecar), "export_seconds": round(seconds, 2)}
     if verify:
+        log.info("executorch: %s written (%.1f MB in %.0f s); checking it against torch", out, len(program) / 1e6, seconds)
         report.update(verify_program(out, net, example_input(family, meta, 1, seed=1), reps))
     return report
 
