@@ -27,8 +27,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from r1.lm.early_exit import calibrate_exits, fit_exit_classifiers  # noqa: E402
-from r1.lm.generate import generate  # noqa: E402
+from r1.models.lm.early_exit import calibrate_exits, fit_exit_classifiers  # noqa: E402
+from r1.models.lm.generate import generate  # noqa: E402
 
 
 def val_windows(data, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from r1.config import load_config  # noqa: E402
-from r1.lm.benchmark import generation_speed  # noqa: E402
+from r1.models.lm.benchmark import generation_speed  # noqa: E402
 from r1.registry import build_model  # noqa: E402
 
 CONFIGS = ("configs/lm/shakespeare-char.yaml", "configs/lm/gpt-baseline-shakespeare.yaml")

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import r1  # noqa: E402
-from r1.lm.generate import default_exit_threshold, generate_stream  # noqa: E402
 from r1.models.lm.export import quantize_lm  # noqa: E402
+from r1.models.lm.generate import default_exit_threshold, generate_stream  # noqa: E402
 from r1.models.lm.onnx_predictor import OnnxTextPredictor  # noqa: E402
 
 INT8 = {"int8-dyn-pc": {"method": "dynamic", "per_channel": True},

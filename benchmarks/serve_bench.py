@@ -78,7 +78,7 @@ def small_det_model(out: Path) -> Path:
 
 def test_scenes(count: int) -> list[bytes]:
     """PNGs of the first `count` test scenes of det_digits (what the trained det-small model was trained on)."""
-    from r1.data.detection import DigitScenesConfig, det_digits
+    from r1.models.det.data import DigitScenesConfig, det_digits
 
     test = det_digits(DigitScenesConfig(), seed=0).test
     out = []

@@ -2,7 +2,7 @@
 
 digit-3.png, digit-7.png: held-out test digits of the embedded `digits` data, rendered exactly as
 the data module feeds them (8x8 -> 32x32 bilinear, white ink on black).
-digit-scene.png: test scene 0 of configs/det/digits.yaml's digit scenes (r1/data/detection.py).
+digit-scene.png: test scene 0 of configs/det/digits.yaml's digit scenes (r1/models/det/data.py).
 sortofclevr-scene.png: test image 0 of Sort-of-CLEVR (data.seed 0) for the mm family (r1/models/mm/data.py).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from PIL import Image
 
 from r1.config import load_config
 from r1.data import build_data
-from r1.data.images import _split
+from r1.data.formats import split_indices
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -27,7 +27,7 @@ def digit_pngs(labels=(3, 7), size: int = 32) -> list[str]:
 
     cfg = load_config(ROOT / "configs/cls/digits.yaml").data
     d = load_digits()
-    _, _, test_i = _split(len(d.target), cfg.val_frac, cfg.test_frac, cfg.split_seed)
+    _, _, test_i = split_indices(len(d.target), cfg.val_frac, cfg.test_frac, cfg.split_seed)
     written = []
     for label in labels:
         i = next(i for i in test_i if d.target[i] == label)

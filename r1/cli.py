@@ -182,7 +182,7 @@ def generate(model: Path = typer.Argument(..., help="Language-model run dir or m
     """Generate text, streamed as it is produced, with a KV cache."""
     import torch
 
-    from r1.lm.generate import check_sampling, default_exit_threshold, load_lm, prompt_text, stream_text
+    from r1.models.lm.generate import check_sampling, default_exit_threshold, load_lm, prompt_text, stream_text
 
     check_sampling(temperature, top_k, top_p, {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p"})
     if runtime != "torch":

@@ -81,14 +81,14 @@ def test_console_lines_print_once_after_a_library_configures_the_root_logger(cap
 
 
 def test_exit_calibration_logs_progress(caplog):
-    from r1.lm.early_exit import calibrate_exits
+    from r1.models.lm.early_exit import calibrate_exits
     from r1.registry import build_model
 
     torch.manual_seed(0)
     m = build_model("r1_lm", flavor="tiny", num_classes=20).eval()
     x = torch.randint(0, 20, (8, 16), generator=torch.Generator().manual_seed(1))
     batches = [(x[i:i + 4], x[i:i + 4].roll(-1, 1)) for i in (0, 4)]
-    with caplog.at_level(logging.INFO, logger="r1.lm.early_exit"):
+    with caplog.at_level(logging.INFO, logger="r1.models.lm.early_exit"):
         calibrate_exits(m, batches, 10.0, progress_every=0.0)
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "exit calibration: 2 validation batches, loss budget 10.000"

@@ -71,18 +71,19 @@ def clean_images(source: Source, out: Path, max_distance: int = NEAR_DISTANCE) -
 
 def load_reference_lm(run: str):
     """(model in eval mode, tokenizer, block size) of a language-model run dir or model.safetensors."""
-    from r1.artifacts import load_model
-    from r1.lm.tokenizer import load_tokenizer
-    model = load_model(run)
-    if model.r1_family != "lm":
-        raise ConfigError(f"--lm {run}: a {model.r1_family} model; the perplexity filter needs a language model")
-    tok = load_tokenizer(model.r1_meta)
-    return model, tok, int(getattr(model, "block_size", 0) or model.r1_meta.get("block_size", 64))
+    import r1
+    from r1.artifacts import read_info
+
+    family = read_info(run).get("family")
+    predictor = r1.load(run, runtime="torch")
+    if getattr(predictor, "tokenizer", None) is None:
+        raise ConfigError(f"--lm {run}: a {family} model; the perplexity filter needs a language model")
+    return predictor.model, predictor.tokenizer, int(predictor.block_size)
 
 
 def clean_text(source: Source, out: Path, unit: str = "auto", dedup: str = "near", threshold: float = 0.95,
                lm: str = "", max_ppl: float = 0.0, drop_share: float = 0.0) -> dict:
-    from r1.lm.clean import clean_docs, perplexities, perplexity_keep
+    from r1.data_tools.text_clean import clean_docs, perplexities, perplexity_keep
 
     if (max_ppl > 0 or drop_share > 0) and not lm:
         raise ConfigError("--max-ppl/--drop-share: need --lm RUN (the language model that scores the text)")

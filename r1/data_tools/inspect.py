@@ -202,7 +202,7 @@ def _entropy(counts: Counter) -> float:
 
 
 def inspect_text(source: Source, unit: str = "auto", near_threshold: float = 0.9, max_docs: int = 20000) -> dict:
-    from r1.lm.clean import near_duplicates, normalize
+    from r1.data_tools.text_clean import near_duplicates, normalize
 
     text = read_text(source)
     findings, hist = [], {}

@@ -103,10 +103,10 @@ def read_imagefolder(root: Path) -> ImageSet:
 def read_digits(options: dict) -> ImageSet:
     from sklearn.datasets import load_digits
 
-    from r1.data.images import _split
+    from r1.data.formats import split_indices
     d = load_digits()
     x = (d.images / 16.0 * 255).round().astype(np.uint8)  # (N, 8, 8)
-    parts = _split(len(x), options.get("val_frac", 0.15), options.get("test_frac", 0.15), options.get("split_seed", 0))
+    parts = split_indices(len(x), options.get("val_frac", 0.15), options.get("test_frac", 0.15), options.get("split_seed", 0))
     records = [ImageRecord(split, None, str(int(d.target[i])), array=x[i], meta={"index": int(i)})
                for split, idx in zip(SPLITS, parts) for i in idx]
     return ImageSet("cls", records, [str(i) for i in range(10)])
@@ -121,7 +121,7 @@ def voc_splits(root: Path) -> dict[str, list[str]]:
 
 
 def read_voc(root: Path) -> ImageSet:
-    from r1.data.detection import parse_voc_xml
+    from r1.data.formats import parse_voc_xml
 
     records, names = [], set()
     for split, ids in voc_splits(root).items():
@@ -152,7 +152,7 @@ def coco_files(root: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def read_coco(root: Path) -> ImageSet:
-    from r1.data.detection import load_coco_json
+    from r1.data.formats import load_coco_json
 
     records, classes = [], {}
     for split, (ann_file, images) in coco_files(root).items():

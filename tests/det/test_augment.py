@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from r1.config import load_config, to_dict
-from r1.data.det_mix import CloseMosaic, MosaicMixup, close_epoch, paste, with_mosaic
-from r1.data.det_transforms import build_transforms
-from r1.data.detection import DetDataset, Record
 from r1.errors import ConfigError
 from r1.models.det.config import DET_AUGMENT_POLICIES, VOCConfig, parse_det_augment
+from r1.models.det.data import DetDataset, Record
+from r1.models.det.mix import CloseMosaic, MosaicMixup, close_epoch, paste, with_mosaic
+from r1.models.det.transforms import build_transforms
 from r1.train import fit
 from r1.train.callbacks import Callback
 from r1.train.sampler import ResumableSampler, SeededItems

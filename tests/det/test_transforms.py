@@ -2,7 +2,7 @@
 import torch
 from torchvision.transforms import v2
 
-from r1.data.det_transforms import DetDataConfig, FixedResize, build_transforms, make_sample, preprocess, unscale
+from r1.models.det.transforms import DetDataConfig, FixedResize, build_transforms, make_sample, preprocess, unscale
 
 BOXES = torch.tensor([[10.0, 20.0, 60.0, 50.0], [100.0, 5.0, 190.0, 95.0], [0.0, 0.0, 200.0, 100.0]])
 

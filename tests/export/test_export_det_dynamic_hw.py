@@ -172,7 +172,7 @@ def test_size_range_rules():
 
 
 def test_stride_preprocess_and_fixed_size_unchanged():
-    from r1.data.det_transforms import preprocess, stride_shape
+    from r1.models.det.transforms import preprocess, stride_shape
 
     image = torch.randint(0, 256, (3, 50, 120), dtype=torch.uint8)
     fixed = META["preprocess"]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from r1.config import load_config
-from r1.lm.early_exit import calibrate_exits, exit_sweep, exit_table, predicted_cost, predicted_exit
-from r1.lm.generate import default_exit_threshold, generate
+from r1.models.lm.early_exit import calibrate_exits, exit_sweep, exit_table, predicted_cost, predicted_exit
+from r1.models.lm.generate import default_exit_threshold, generate
 from r1.registry import build_model
 
 V = 20
@@ -110,7 +110,7 @@ def test_cost_model_counts_checks_of_active_heads_and_switches_off_heads_that_do
 def test_calibration_reads_windows_spread_over_the_split_and_bounds_the_rise():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from r1.lm.early_exit import rise_bound, spread_batches
+    from r1.models.lm.early_exit import rise_bound, spread_batches
     x = torch.arange(40)[:, None].repeat(1, 3)
     loader = DataLoader(TensorDataset(x, x), batch_size=4)
     picked = torch.cat([b[0][:, 0] for b in spread_batches(loader, 2)])

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from r1.evaluate import evaluate
-from r1.evaluate.language import bleu, rouge
-from r1.lm.tokenizer import CharTokenizer
+from r1.models.lm.evaluate import bleu, rouge
+from r1.models.lm.tokenizer import CharTokenizer
 from r1.registry import build_model
 
 
@@ -38,7 +38,7 @@ def test_evaluator_loss_ppl_bpc_and_exit_metrics():
 def test_evaluator_generates_answers_for_instruction_data():
     tok = CharTokenizer("abcdefgh :\n", ["<|endoftext|>"])
     m = build_model("gpt", flavor="tiny", num_classes=tok.vocab_size)
-    from r1.data.text_instruct import encode_pair
+    from r1.models.lm.data_instruct import encode_pair
     items = [encode_pair(tok, "q:{instruction}\na:", "abc", "defg", 16) for _ in range(2)]
     x, y = (torch.stack(t) for t in zip(*items))
     meta = {"task": "instruct", "tokenizer": tok.to_dict(), "eos_id": tok.token_to_id("<|endoftext|>")}

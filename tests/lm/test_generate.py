@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from r1.lm.generate import generate, generate_stream, sample_next, stream_text
-from r1.lm.tokenizer import CharTokenizer
+from r1.models.lm.generate import generate, generate_stream, sample_next, stream_text
+from r1.models.lm.tokenizer import CharTokenizer
 from r1.registry import build_model, list_models
 
 V = 37

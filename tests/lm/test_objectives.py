@@ -9,8 +9,8 @@ from torch.utils.data import default_collate
 from r1.config import DataConfig, from_dict, load_config
 from r1.data import build_data
 from r1.errors import ConfigError
-from r1.lm.contrastive import domain_contrastive, mean_pool
-from r1.lm.masking import MASK, mask_tokens
+from r1.models.lm.contrastive import domain_contrastive, mean_pool
+from r1.models.lm.masking import MASK, mask_tokens
 from r1.registry import build_model
 from r1.train.trainer import fill_from_meta
 
@@ -84,7 +84,7 @@ def test_replay_labels_mark_replayed_samples(tmp_path):
     b = _data(name="text", path=path, block_size=16, dedup="none", cache_dir=str(tmp_path / "c"),
               replay=str(tmp_path / "old.txt"), replay_ratio=0.5, replay_size=100, replay_labels=True)
     items = [b.train[i] for i in range(64)]
-    tok = __import__("r1.lm.tokenizer", fromlist=["x"]).tokenizer_from_dict(b.meta["tokenizer"])
+    tok = __import__("r1.models.lm.tokenizer", fromlist=["x"]).tokenizer_from_dict(b.meta["tokenizer"])
     for inputs, _ in items:  # replayed windows are those of the a-e corpus
         assert bool(inputs["domain"]) == (set(tok.decode(inputs["idx"].tolist())) <= set("abcde"))
     batch = default_collate(items)
@@ -151,7 +151,7 @@ def test_mlm_data_and_model_objective_from_the_data(tmp_path):
     b = _data(name="text", path=_text(tmp_path), block_size=16, dedup="none", cache_dir=str(tmp_path / "c"),
               objective="mlm")
     assert b.meta["objective"] == "mlm" and b.meta["chars_per_token"] == 0.0
-    tok = __import__("r1.lm.tokenizer", fromlist=["x"]).tokenizer_from_dict(b.meta["tokenizer"])
+    tok = __import__("r1.models.lm.tokenizer", fromlist=["x"]).tokenizer_from_dict(b.meta["tokenizer"])
     mask_id = tok.token_to_id(MASK)
     x, y = b.train[3]
     keep = y != -100

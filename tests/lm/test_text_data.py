@@ -7,10 +7,10 @@ import torch
 
 from r1.config import DataConfig, from_dict
 from r1.data import build_data
-from r1.data.text_instruct import encode_pair
-from r1.lm.clean import clean_docs, near_duplicates
-from r1.lm.replay import ReplayMixDataset, ReservoirBuffer
-from r1.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer, save_tokenizer
+from r1.data_tools.text_clean import clean_docs, near_duplicates
+from r1.models.lm.data_instruct import encode_pair
+from r1.models.lm.replay import ReplayMixDataset, ReservoirBuffer
+from r1.models.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer, save_tokenizer
 
 TEXT = "To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer. Ünïcödé ✓\n"
 

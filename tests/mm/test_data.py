@@ -79,7 +79,7 @@ def test_items_collate_and_meta():
     meta = bundle.meta
     assert meta["answers"] == soc.ANSWERS and meta["num_classes"] == 10 and meta["max_len"] >= tokens.shape[0]
     assert meta["preprocess"]["size"] == [75, 75] and meta["tokenizer"]["type"] == "char"
-    from r1.lm.tokenizer import load_tokenizer
+    from r1.models.lm.tokenizer import load_tokenizer
     tok = load_tokenizer(meta)
     q = soc.all_questions()[int(bundle.train.qidx[0])]
     assert tok.decode(tokens[mask].tolist()) == q

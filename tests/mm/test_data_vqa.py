@@ -14,7 +14,7 @@ from r1.config import DataConfig, from_dict
 from r1.data import build_data
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
-from r1.lm.tokenizer import load_tokenizer
+from r1.models.lm.tokenizer import load_tokenizer
 from r1.models.mm.data_jsonl import UNKNOWN_ANSWER
 from tests.mm.vqa_folders import write_coco, write_voc
 

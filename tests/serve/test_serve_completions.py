@@ -12,8 +12,8 @@ import torch
 
 from r1.artifacts import save_artifact
 from r1.bench.load import wait_ready
-from r1.lm.tokenizer import CharTokenizer
 from r1.models.lm.predictor import TextPredictor
+from r1.models.lm.tokenizer import CharTokenizer
 from r1.registry import build_model
 from r1.serve import ServeConfig, create_app
 from r1.serve.completions import StopCutter

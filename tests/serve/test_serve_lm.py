@@ -1,5 +1,5 @@
 """Language models through the server: JSON {"text": ...} -> generated text (KV cache), the same
-text as `r1.lm.generate` for the same seed, and every bad input a 4xx JSON error, never a 500."""
+text as `r1.models.lm.generate` for the same seed, and every bad input a 4xx JSON error, never a 500."""
 from __future__ import annotations
 
 import httpx
@@ -9,9 +9,9 @@ import torch
 from r1.artifacts import save_artifact
 from r1.bench.load import wait_ready
 from r1.export.runtime import Predictor
-from r1.lm.generate import default_exit_threshold, generate
-from r1.lm.tokenizer import CharTokenizer
+from r1.models.lm.generate import default_exit_threshold, generate
 from r1.models.lm.predictor import TextPredictor
+from r1.models.lm.tokenizer import CharTokenizer
 from r1.registry import build_model
 from r1.serve import ServeConfig, create_app
 from tests.serve.helpers import png_bytes, running_server
@@ -175,7 +175,7 @@ def test_extreme_sampling_settings_are_clamped_not_500(url):
 
 def test_sample_next_validates_and_clamps():
     from r1.errors import ConfigError, NonFiniteOutput
-    from r1.lm.generate import sample_next
+    from r1.models.lm.generate import sample_next
 
     logits = torch.tensor([[1.0, 3.0, 2.0]])
     assert sample_next(logits, 1e-45).item() == 1 and sample_next(logits, 1.0, top_p=1e-46).item() == 1

@@ -9,7 +9,7 @@ from r1.errors import ConfigError
 
 RESNET_DEPTHS = (10, 18, 34, 50)
 
-# `data.augment` policies (built in r1/data/images.py from torchvision.transforms.v2); join with '+'.
+# `data.augment` policies (built in r1/models/cls/data.py from torchvision.transforms.v2); join with '+'.
 AUGMENT_POLICIES = {
     "none": "no augmentation",
     "basic": "the dataset's geometric default (digits: pad + random crop shifts; imagefolder: random resized "

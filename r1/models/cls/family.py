@@ -27,6 +27,6 @@ def classification_kd(student, teacher, images, labels):
 
 SPEC = register_family(FamilySpec(
     name="cls", summary="image classification: one label per image",
-    evaluate="r1.evaluate.classification:evaluate_classification", monitor="accuracy", mode="max", tolerance=0.015,
+    evaluate="r1.models.cls.evaluate:evaluate_classification", monitor="accuracy", mode="max", tolerance=0.015,
     io=FamilyIO(resize_normalize, classification_records), export=ExportHook(output_names=lambda options: ["logits"]),
     kd=classification_kd, prune="r1.compress.prune:prune_l1", example_inputs=image_batch))

@@ -8,7 +8,7 @@ from r1.config import DataConfig, ModelConfig, opt, variant
 from r1.errors import ConfigError
 from r1.models.cls.config import parse_augment
 
-# `data.augment` policies of detection (built in r1/data/det_transforms.py and r1/data/det_mix.py from
+# `data.augment` policies of detection (built in r1/models/det/transforms.py and r1/models/det/mix.py from
 # torchvision.transforms.v2, boxes transformed with the image); join with '+', as for classification.
 DET_AUGMENT_POLICIES = {
     "none": "no augmentation: the evaluation resize only",

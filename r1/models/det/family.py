@@ -25,7 +25,7 @@ def detection_kd(student, teacher, images, targets):
 
 SPEC = register_family(FamilySpec(
     name="det", summary="object detection: boxes, labels and scores per image",
-    evaluate="r1.evaluate.detection:evaluate_detection", monitor="mAP", mode="max", tolerance=0.05,
+    evaluate="r1.models.det.evaluate:evaluate_detection", monitor="mAP", mode="max", tolerance=0.05,
     io=FamilyIO(predict_preprocess, predict_records, predict_draw), export="r1.models.det.export:EXPORT",
     kd=detection_kd, prune="r1.compress.prune:prune_l1", example_inputs=image_batch,
     writers={"coco": "r1.models.det.predict_io:write_coco_records"}))

@@ -1,6 +1,6 @@
 """Inference on image files for detection: preprocessing, records in original pixels, drawing.
 
-The det family spec (`family.py`) uses these as its prediction I/O. `r1.evaluate.detection` imports
+The det family spec (`family.py`) uses these as its prediction I/O. `r1.models.det.evaluate` imports
 this module, so it imports `r1.evaluate.*` only inside functions.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torchvision.ops import clip_boxes_to_image
 
-from r1.data.det_transforms import preprocess, resize_params, stride_shape, unscale
 from r1.errors import DataError
+from r1.models.det.transforms import preprocess, resize_params, stride_shape, unscale
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def predict_draw(image, record: dict, meta: dict, path, score_thresh: float = 0.
 
 def write_coco_records(info: dict, records: list[dict], path: Path) -> Path:
     """`predict_records` records -> a COCO results JSON; images are numbered 1..N in order."""
-    from r1.evaluate.detection import write_coco_results
+    from r1.models.det.evaluate import write_coco_results
 
     preds = [{"boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
               "scores": torch.tensor(r["scores"], dtype=torch.float32),

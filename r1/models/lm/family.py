@@ -38,7 +38,7 @@ def export_lm(*args, **kw):
 
 SPEC = register_family(FamilySpec(
     name="lm", summary="language modelling: text in, generated text out",
-    evaluate="r1.evaluate.language:evaluate_lm", monitor="loss", mode="min", tolerance=0.02,
+    evaluate="r1.models.lm.evaluate:evaluate_lm", monitor="loss", mode="min", tolerance=0.02,
     inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch", "onnx", "onnx-int8"),
     export=ExportHook(run=export_lm, options={"int8": False}),
     kd=lm_kd, example_inputs=token_batch, primary_loss="lm", bench="r1.models.lm.bench:bench_generation"))

@@ -59,7 +59,7 @@ class OnnxTextPredictor(TextPredictor):
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "OnnxTextPredictor":
         from r1.export.onnx import ort_session, read_onnx_meta
         from r1.export.runtime import open_family_onnx
-        from r1.lm.tokenizer import load_tokenizer
+        from r1.models.lm.tokenizer import load_tokenizer
 
         t0 = time.perf_counter()
         runtime, fp, props = open_family_onnx(path, runtime, threads, "lm", "r1.lm", "language-model")
@@ -85,8 +85,8 @@ class OnnxTextPredictor(TextPredictor):
     def token_batches(self, ids: np.ndarray, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                       top_p: float = 1.0, generator: torch.Generator | None = None):
         """Prompts of equal length (B, T) -> yields next ids (B,) per step, with the KV cache; the
-        window rebuilt at block_size from its last 3/4, as `r1.lm.generate.generate_stream` does."""
-        from r1.lm.generate import sample_next
+        window rebuilt at block_size from its last 3/4, as `r1.models.lm.generate.generate_stream` does."""
+        from r1.models.lm.generate import sample_next
 
         block = self.block_size
         ctx = np.asarray(ids, np.int64)[:, -block:]

@@ -6,7 +6,7 @@
     # {"text": ..., "prompt_tokens": 5, "context_tokens": 5, "generated_tokens": 40,
     #  "finish_reason": "length", "seed": ...}
 
-Generation is `r1.lm.generate.generate_stream` (KV cache, early exit at the model's configured
+Generation is `r1.models.lm.generate.generate_stream` (KV cache, early exit at the model's configured
 threshold); `runtime="onnx"` / `"onnx-int8"` load `r1.models.lm.onnx_predictor.OnnxTextPredictor`
 (the exported KV-cache graph in onnxruntime, fp32 or dynamic int8; every layer runs).
 """
@@ -38,7 +38,7 @@ class TextPredictor:
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "TextPredictor":
         from r1.export.runtime import infer_runtime
-        from r1.lm.generate import load_lm
+        from r1.models.lm.generate import load_lm
 
         runtime = runtime or infer_runtime(path)
         if runtime in ("onnx", "onnx-int8"):
@@ -62,7 +62,7 @@ class TextPredictor:
     def encode(self, text: str, chat: bool | None = None) -> list[int]:
         """Prompt text (wrapped in the chat template where the model has one and `chat` allows)
         -> token ids. DataError when nothing of it is in the vocabulary."""
-        from r1.lm.generate import prompt_text
+        from r1.models.lm.generate import prompt_text
 
         ids = self.tokenizer.encode(prompt_text(self.meta, text, chat))
         if not ids:
@@ -73,7 +73,7 @@ class TextPredictor:
                       eos: int | None, generator: torch.Generator):
         """Next-token ids (ints) for prompt `ids`, one per step. A runtime other than torch
         overrides this alone: encoding, decoding, streaming and records are shared."""
-        from r1.lm.generate import default_exit_threshold, generate_stream
+        from r1.models.lm.generate import default_exit_threshold, generate_stream
 
         for nxt in generate_stream(self.model, torch.tensor([ids]), max_new_tokens, temperature=temperature,
                                    top_k=top_k, top_p=top_p, use_cache=True,
@@ -86,7 +86,7 @@ class TextPredictor:
                top_p: float = 1.0, seed: int | None = None, chat: bool | None = None):
         """One prompt -> yields {"text": piece} as tokens arrive (incomplete UTF-8 held back),
         then one last record: `generate`'s dict with "done": True."""
-        from r1.lm.generate import check_sampling
+        from r1.models.lm.generate import check_sampling
 
         check_sampling(temperature, top_k, top_p)
         ids = self.encode(text, chat)
@@ -127,7 +127,7 @@ class TextPredictor:
                       top_p: float = 1.0, generator: torch.Generator | None = None):
         """Prompts of equal length (B, T) -> yields next ids (B,) per step: KV cache, the model's default
         early exit (as `OnnxTextPredictor.token_batches`, for batched benchmarks)."""
-        from r1.lm.generate import default_exit_threshold, generate_stream
+        from r1.models.lm.generate import default_exit_threshold, generate_stream
 
         for nxt in generate_stream(self.model, torch.as_tensor(ids, dtype=torch.long), max_new_tokens,
                                    temperature=temperature, top_k=top_k, top_p=top_p, use_cache=True,
@@ -136,7 +136,7 @@ class TextPredictor:
 
     def warmup(self, runs: int = 1, batch_sizes: tuple[int, ...] = ()) -> None:
         """A few short generations (the first calls allocate)."""
-        from r1.lm.generate import generate
+        from r1.models.lm.generate import generate
 
         for _ in range(max(1, runs)):
             generate(self.model, torch.zeros((1, 1), dtype=torch.long), 4, temperature=0.0)

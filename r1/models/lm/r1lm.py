@@ -21,7 +21,7 @@
   sigmoid gate computed from that output.
 * Weight tying, Xavier init, positions by RoPE (chosen by measurement over learned positions), adjacent
   head dimensions rotated as complex pairs.
-* Optional `contrastive` loss for domain adaptation (r1.lm.contrastive) on mean-pooled final states.
+* Optional `contrastive` loss for domain adaptation (r1.models.lm.contrastive) on mean-pooled final states.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from r1.errors import ConfigError
-from r1.lm.contrastive import domain_contrastive, mean_pool
 from r1.models.lm.config import R1LM_FLAVORS, R1LMConfig
+from r1.models.lm.contrastive import domain_contrastive, mean_pool
 from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, band_mask, causal_mask, split_inputs
 from r1.registry import register_model
 
@@ -296,10 +296,10 @@ class R1LM(nn.Module):
         """After training (the trainer calls this): set exit_thresholds from exit_calibrate_batches validation
         batches (windows evenly spaced over the split), the most generation cost saved (blocks, exit checks
         and skipped blocks' keys/values, weighed by exit_check_cost / exit_fill_cost) with the loss rise
-        within exit_calibrate at exit_calibrate_confidence (r1.lm.early_exit.calibrate_exits)."""
+        within exit_calibrate at exit_calibrate_confidence (r1.models.lm.early_exit.calibrate_exits)."""
         if self.cfg.exit_calibrate <= 0 or not self.exit_layers or self.cfg.objective == "mlm":
             return
-        from r1.lm.early_exit import calibrate_exits
+        from r1.models.lm.early_exit import calibrate_exits
         cfg = self.cfg
         self.cfg.exit_thresholds = calibrate_exits(self, loader, cfg.exit_calibrate, cfg.exit_calibrate_batches,
                                                    check=cfg.exit_check_cost, fill=cfg.exit_fill_cost,

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
 from r1.errors import ConfigError
-from r1.lm.tokenizer import BPETokenizer, CharTokenizer
+from r1.models.lm.tokenizer import BPETokenizer, CharTokenizer
 from r1.models.mm.config import SortOfClevrConfig
 from r1.models.mm.eda import variants
 

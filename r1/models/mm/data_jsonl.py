@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from r1.data import DataBundle, register_data
-from r1.data.images import _readable
+from r1.data.formats import readable_image
 from r1.errors import DataError
 from r1.models.mm.data import PAD, vqa_meta
 from r1.models.mm.data_vqa import MEAN, STD, ImageQuestions, build_tokenizer, vqa_collate
@@ -81,7 +81,7 @@ def read_jsonl(path: Path, key: str) -> list[dict]:
 
 def drop_unreadable(rows: list[dict], path: Path) -> tuple[list[dict], int]:
     """Rows whose image opens and verifies; skipped images (missing, not an image) counted and logged."""
-    ok = {p: _readable(str(p)) for p in dict.fromkeys(r["image"] for r in rows)}
+    ok = {p: readable_image(str(p)) for p in dict.fromkeys(r["image"] for r in rows)}
     skipped = [p for p, good in ok.items() if not good]
     if skipped:
         log.warning("%s: skipped %d unreadable or missing image(s), e.g. %s", path, len(skipped), skipped[0])

@@ -1,6 +1,6 @@
 """Visual questions from detection annotations: every VOC or COCO dataset becomes a multimodal one.
 
-`data.name=vqa_voc` / `vqa_coco` read the dataset with the detection readers (r1/data/detection.py:
+`data.name=vqa_voc` / `vqa_coco` read the dataset with the detection readers (r1/models/det/data.py:
 same layouts, splits, class lists, skipped/unreadable counts) and ask, per image, templated questions
 whose answers come from the boxes:
 
@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from r1.data import DataBundle, register_data
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
-from r1.lm.tokenizer import BPETokenizer, CharTokenizer
+from r1.models.lm.tokenizer import BPETokenizer, CharTokenizer
 from r1.models.mm.data import PAD, collate, token_table, vqa_meta
 from r1.models.mm.vqa_config import VQACOCOConfig, VQADetConfig, VQAVOCConfig
 
@@ -239,8 +239,8 @@ def questions_bundle(cfg: VQADetConfig, det, name: str) -> DataBundle:
 @register_data("vqa_voc", VQAVOCConfig)
 def vqa_voc(cfg: VQAVOCConfig, seed: int) -> DataBundle:
     """Questions from a Pascal VOC layout (the `voc` kind's reader, splits and class list)."""
-    from r1.data.detection import voc
     from r1.models.det.config import VOCConfig
+    from r1.models.det.data import voc
 
     det = voc(VOCConfig(root=cfg.root, train_split=cfg.train_split, val_split=cfg.val_split,
                         test_split=cfg.test_split, skip_difficult=cfg.skip_difficult, classes=list(cfg.classes)),
@@ -251,8 +251,8 @@ def vqa_voc(cfg: VQAVOCConfig, seed: int) -> DataBundle:
 @register_data("vqa_coco", VQACOCOConfig)
 def vqa_coco(cfg: VQACOCOConfig, seed: int) -> DataBundle:
     """Questions from COCO JSON annotations (the `coco` kind's reader, including the voc2coco layout)."""
-    from r1.data.detection import coco
     from r1.models.det.config import COCOConfig
+    from r1.models.det.data import coco
 
     det = coco(COCOConfig(root=cfg.root, train_images=cfg.train_images, train_ann=cfg.train_ann,
                           val_images=cfg.val_images, val_ann=cfg.val_ann, test_images=cfg.test_images,

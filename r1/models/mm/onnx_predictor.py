@@ -71,7 +71,7 @@ class OnnxVQAPredictor(VQAPredictor):
     runtime = "onnx"
 
     def __init__(self, module: SessionModule, props: dict, source: str = "", runtime: str = "onnx"):
-        from r1.lm.tokenizer import load_tokenizer
+        from r1.models.lm.tokenizer import load_tokenizer
 
         self.model, self.props, self.source, self.runtime = module, props, source, runtime
         self.meta = module.r1_meta

@@ -27,7 +27,7 @@ class VQAPredictor:
     family, runtime, inputs = "mm", "torch", "image+text"
 
     def __init__(self, model, source: str = ""):
-        from r1.lm.tokenizer import load_tokenizer
+        from r1.models.lm.tokenizer import load_tokenizer
 
         self.model, self.source = model, source
         self.meta = model.r1_meta

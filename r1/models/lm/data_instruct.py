@@ -14,11 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
-from r1.data.text import EOT, _read_jsonl, lm_meta, with_replay_and_test
+from r1.data_tools.text_clean import clean_docs
 from r1.errors import ConfigError, DataError
-from r1.lm.clean import clean_docs
-from r1.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 from r1.models.lm.config import DEFAULT_TEMPLATE, InstructDataConfig  # noqa: F401  (DEFAULT_TEMPLATE re-exported)
+from r1.models.lm.data import EOT, _read_jsonl, lm_meta, with_replay_and_test
+from r1.models.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class PairDataset(Dataset):
 
 def read_pairs(cfg: InstructDataConfig) -> list[tuple[str, str]]:
     if not cfg.path:
-        from r1.data.text_embedded import instruction_pairs
+        from r1.models.lm.data_embedded import instruction_pairs
         return [(p["instruction"], p["response"]) for p in instruction_pairs()]
     path = Path(cfg.path)
     if not path.is_file():

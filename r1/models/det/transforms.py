@@ -77,7 +77,7 @@ DET_PER_IMAGE = {
 def build_transforms(cfg: DetDataConfig, train: bool) -> v2.Compose:
     """`(uint8 Image, {"boxes": BoundingBoxes, "labels"})` -> `(float (3, S, S), {"boxes", "labels", ...})`.
 
-    Training: `data.augment`'s per-image policies; mosaic / mixup wrap the dataset (r1/data/det_mix.py)."""
+    Training: `data.augment`'s per-image policies; mosaic / mixup wrap the dataset (r1/models/det/mix.py)."""
     norm = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
     names = det_augment_names(cfg.augment) if train else []
     basic = "basic" in names

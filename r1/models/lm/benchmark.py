@@ -1,4 +1,4 @@
-"""R1-LM against the plain GPT baseline, measured in one process (`python -m r1.lm.benchmark`).
+"""R1-LM against the plain GPT baseline, measured in one process (`python -m r1.models.lm.benchmark`).
 
 1. Train both configs through the one trainer (or reuse finished run dirs with --reuse).
 2. Training throughput: both models step on the same batches, interleaved in chunks, timed by
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from r1.lm.early_exit import calibrate_exits, exit_sweep, fit_exit_classifiers
-from r1.lm.generate import default_exit_threshold, generate
+from r1.models.lm.early_exit import calibrate_exits, exit_sweep, fit_exit_classifiers
+from r1.models.lm.generate import default_exit_threshold, generate
 
 
 def train_throughput(models: dict, batches: list, chunks: int = 6, steps: int = 5) -> dict:
@@ -211,7 +211,7 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:2] == ["ablate"]:  # python -m r1.lm.benchmark ablate DATA_PATH STEPS VARIANT...
+    if sys.argv[1:2] == ["ablate"]:  # python -m r1.models.lm.benchmark ablate DATA_PATH STEPS VARIANT...
         torch.set_num_threads(1)
         res = ablate(sys.argv[2], sys.argv[4:], steps=int(sys.argv[3]))
         print(json.dumps(res, indent=2))

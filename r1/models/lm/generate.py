@@ -146,7 +146,7 @@ def load_lm(path, device: str = "cpu"):
     """A trained lm run dir / model.safetensors -> (model in eval mode, its tokenizer)."""
     from r1.artifacts import load_model
     from r1.errors import ConfigError
-    from r1.lm.tokenizer import load_tokenizer
+    from r1.models.lm.tokenizer import load_tokenizer
     model = load_model(path, device)
     if getattr(model, "r1_family", "lm") != "lm":
         raise ConfigError(f"{path}: a {model.r1_family} model, not a language model")

@@ -8,9 +8,7 @@ problems are counted and logged when the dataset is built; a file that cannot be
 """
 from __future__ import annotations
 
-import json
 import logging
-import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,11 +20,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
-from r1.data.det_mix import with_mosaic
-from r1.data.det_transforms import DetDataConfig, build_transforms, det_collate, make_sample, preprocess_meta
+from r1.data.formats import load_coco_json, parse_voc_xml, resolve_path
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
 from r1.models.det.config import COCOConfig, DigitScenesConfig, VOCConfig
+from r1.models.det.mix import with_mosaic
+from r1.models.det.transforms import DetDataConfig, build_transforms, det_collate, make_sample, preprocess_meta
 
 log = logging.getLogger(__name__)
 
@@ -138,32 +137,7 @@ def _bundle(cfg: DetDataConfig, name: str, splits: dict[str, list[Record] | None
                       stats=stats or {})
 
 
-def _resolve(root: str, path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or not root else Path(root) / p
-
-
 # ----------------------------------------------------------------------------- VOC
-def parse_voc_xml(path: Path) -> tuple[list[str], np.ndarray, list[bool], str]:
-    """VOC annotation -> (names, boxes (N, 4), difficult flags, <filename> or ""). DataError if malformed."""
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as err:
-        raise DataError(f"{path}: malformed VOC annotation ({err})") from None
-    names, boxes, difficult = [], [], []
-    try:
-        filename = (root.findtext("filename") or "").strip()
-        for obj in root.iter("object"):
-            bb = obj.find("bndbox")
-            names.append(obj.findtext("name").strip())
-            boxes.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
-            difficult.append(obj.findtext("difficult", "0").strip() == "1")
-    except (AttributeError, TypeError, ValueError) as err:
-        raise DataError(f"{path}: malformed VOC annotation: object without a name or a numeric "
-                        f"bndbox xmin/ymin/xmax/ymax ({err})") from None
-    return names, np.array(boxes, dtype=np.float32).reshape(-1, 4), difficult, filename
-
-
 def _voc_ids(root: Path, split: str) -> list[str]:
     f = root / "ImageSets" / "Main" / f"{split}.txt"
     if not f.is_file():
@@ -209,42 +183,6 @@ def voc(cfg: VOCConfig, seed: int) -> DataBundle:
 
 
 # ----------------------------------------------------------------------------- COCO
-def load_coco_json(path: Path) -> dict:
-    """Read and check a COCO annotation file; DataError naming the file when it cannot be used."""
-    if not path.is_file():
-        raise DataError(f"{path}: annotation file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: malformed COCO annotation file (invalid JSON: {err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(f"{path}: malformed COCO annotation file (needs an 'images' list)")
-    if not isinstance(data.get("categories"), list):
-        raise DataError(f"{path}: malformed COCO annotation file: no 'categories' list (each class as "
-                        '{"id": <int>, "name": <str>}; the classes come from it)')
-    try:
-        for n, im in enumerate(data["images"]):
-            _int_id(im["id"], f"images[{n}].id"), str(im["file_name"])
-        for n, c in enumerate(data["categories"]):
-            _int_id(c["id"], f"categories[{n}].id"), str(c["name"])
-        for n, a in enumerate(data.get("annotations", [])):
-            _int_id(a["image_id"], f"annotations[{n}].image_id")
-            _int_id(a["category_id"], f"annotations[{n}].category_id")
-            if len(a["bbox"]) != 4:
-                raise ValueError("bbox must have 4 numbers")
-            [float(v) for v in a["bbox"]]
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataError(f"{path}: malformed COCO annotation file ({type(err).__name__}: {err})") from None
-    return data
-
-
-def _int_id(value, where: str) -> int:
-    """COCO ids are integers: a string id ("3") would silently match nothing."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{where} must be an integer, got {value!r:.40}")
-    return value
-
-
 def _coco_records(data: dict, images_dir: Path, cat_index: dict[int, int], stats: Counter) -> list[Record]:
     per_image: dict[int, list] = {im["id"]: [] for im in data["images"]}
     for a in data.get("annotations", []):
@@ -275,7 +213,7 @@ def _converted_layout(cfg: COCOConfig) -> COCOConfig:
     """data.root=DIR as `r1 data convert voc2coco` writes it (DIR/annotations/instances_<split>.json,
     DIR/images/), used when the configured training annotation file is not there."""
     ann = lambda s: f"annotations/instances_{s}.json" if (Path(cfg.root) / f"annotations/instances_{s}.json").is_file() else ""  # noqa: E731
-    if not cfg.root or _resolve(cfg.root, cfg.train_ann).is_file() or not ann("train"):
+    if not cfg.root or resolve_path(cfg.root, cfg.train_ann).is_file() or not ann("train"):
         return cfg
     return replace(cfg, train_images="images", train_ann=ann("train"), val_images="images", val_ann=ann("val"),
                    test_images="images" if ann("test") else "", test_ann=ann("test"))
@@ -287,17 +225,17 @@ def coco(cfg: COCOConfig, seed: int) -> DataBundle:
     cfg = _converted_layout(cfg)
     split_files = {"train": (cfg.train_images, cfg.train_ann), "val": (cfg.val_images, cfg.val_ann),
                    "test": (cfg.test_images, cfg.test_ann)}
-    loaded = {k: (_resolve(cfg.root, im), load_coco_json(_resolve(cfg.root, ann)))
+    loaded = {k: (resolve_path(cfg.root, im), load_coco_json(resolve_path(cfg.root, ann)))
               for k, (im, ann) in split_files.items() if ann}
     cats = sorted(loaded["train"][1]["categories"], key=lambda c: c["id"])
     if not cats:
-        raise DataError(f"{_resolve(cfg.root, cfg.train_ann)}: 'categories' is empty; list each class as "
+        raise DataError(f"{resolve_path(cfg.root, cfg.train_ann)}: 'categories' is empty; list each class as "
                         '{"id": <int>, "name": <str>}')
     if cfg.classes:
         by_name = {c["name"]: c["id"] for c in cats}
         missing = [n for n in cfg.classes if n not in by_name]
         if missing:
-            raise DataError(f"{_resolve(cfg.root, cfg.train_ann)}: data.classes {missing} not among its "
+            raise DataError(f"{resolve_path(cfg.root, cfg.train_ann)}: data.classes {missing} not among its "
                             f"categories {sorted(by_name)}")
         cat_ids, classes = [by_name[n] for n in cfg.classes], list(cfg.classes)
     else:
@@ -307,7 +245,7 @@ def coco(cfg: COCOConfig, seed: int) -> DataBundle:
     for key, (images_dir, data) in loaded.items():
         stats = every[key] = Counter()
         splits[key] = _finish("coco", key, _coco_records(data, images_dir, cat_index, stats), stats,
-                              _resolve(cfg.root, split_files[key][1]), train=key == "train")
+                              resolve_path(cfg.root, split_files[key][1]), train=key == "train")
     # category_ids maps training indices back to the annotation file's ids (for results JSON).
     return _bundle(cfg, "coco", splits, classes, {"category_ids": cat_ids}, _train_stats(every["train"]))
 

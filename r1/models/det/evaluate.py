@@ -16,8 +16,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from r1.data.det_transforms import unscale
 from r1.models.det.predict_io import draw_detections, predict_files  # noqa: F401  (re-exported)
+from r1.models.det.transforms import unscale
 
 log = logging.getLogger(__name__)
 

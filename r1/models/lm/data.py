@@ -6,13 +6,13 @@ Kinds (the `data.name`):
   * `instruct`: instruction/response JSONL (or the embedded pairs) with a chat template; targets
     are -100 everywhere but on the response (and its end-of-text token).
 
-`objective: mlm` turns the corpus kinds into masked-LM samples (r1.lm.masking: y = the original
+`objective: mlm` turns the corpus kinds into masked-LM samples (r1.models.lm.masking: y = the original
 token at masked positions, -100 elsewhere); `replay_labels` makes the inputs {"idx": x, "domain":
-0 or 1 for replayed} for the contrastive term (r1.lm.contrastive).
+0 or 1 for replayed} for the contrastive term (r1.models.lm.contrastive).
 
 Every kind returns samples (x[T], y[T]) int64 and a meta holding `vocab_size` (= `num_classes`,
 what `model.num_classes: 0` takes), `block_size` and the tokenizer itself (`tokenizer`: a
-JSON-safe dict, see `r1.lm.tokenizer`), so the tokenizer travels with the model.
+JSON-safe dict, see `r1.models.lm.tokenizer`), so the tokenizer travels with the model.
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from r1.data import DataBundle, register_data
-from r1.data.text_store import WindowDataset, cache_key, cache_root, write_tokens
+from r1.data_tools.text_clean import clean_docs
 from r1.errors import ConfigError, DataError
-from r1.lm.clean import clean_docs
-from r1.lm.masking import MASK, MaskedLMDataset
-from r1.lm.replay import ReplayMixDataset, ReservoirBuffer
-from r1.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer, tokenizer_from_dict
 from r1.models.lm.config import EOT, LMDataConfig, TextDataConfig
+from r1.models.lm.data_store import WindowDataset, cache_key, cache_root, write_tokens
+from r1.models.lm.masking import MASK, MaskedLMDataset
+from r1.models.lm.replay import ReplayMixDataset, ReservoirBuffer
+from r1.models.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 EMBEDDED = ("pydoc_topics", "stdlib_docs")
@@ -62,7 +62,7 @@ def _split_doc(text: str, unit: str) -> list[str]:
 
 def read_docs(spec: str, text_key: str = "text", unit: str = "file") -> list[str]:
     """Documents of a source: an embedded corpus name, a file (.jsonl or text) or a directory."""
-    from r1.data import text_embedded as emb
+    from r1.models.lm import data_embedded as emb
     if spec == "pydoc_topics":
         return emb.pydoc_topic_docs()
     if spec == "stdlib_docs":

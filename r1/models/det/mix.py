@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from r1.data.det_transforms import make_sample, resize_params
 from r1.models.det.config import DetDataConfig, det_augment_names
+from r1.models.det.transforms import make_sample, resize_params
 from r1.train.callbacks import Callback, register_callback
 
 log = logging.getLogger(__name__)

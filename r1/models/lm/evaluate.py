@@ -6,7 +6,7 @@ import math
 
 import torch.nn.functional as F
 
-from r1.lm.generate import default_exit_threshold, generate_stream
+from r1.models.lm.generate import default_exit_threshold, generate_stream
 
 GEN_EVAL_SAMPLES = 16  # instruction pairs answered per evaluation for BLEU/ROUGE
 
@@ -77,7 +77,7 @@ def evaluate_lm(model, loader, meta: dict, device, out_dir=None) -> dict[str, fl
         out["exit_layers"] = layers / max(1, n_tok)
         out["exit_speedup"] = net.n_layer / max(1e-9, out["exit_layers"])
     if samples and meta.get("tokenizer"):
-        from r1.lm.tokenizer import load_tokenizer
+        from r1.models.lm.tokenizer import load_tokenizer
         hyps, refs = answer_samples(net, samples, load_tokenizer(meta), meta.get("eos_id"), device)
         if hyps:
             out["bleu"] = bleu(hyps, refs)

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
 from r1.data import DataBundle, register_data, skip_none_collate
+from r1.data.formats import readable_image, split_indices
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
 from r1.models.cls.config import DigitsConfig, ImageFolderConfig, augment_names
@@ -97,12 +98,6 @@ class TensorImages(Dataset):
         return self.transform(self.images[i]), self.labels[i]
 
 
-def _split(n: int, val_frac: float, test_frac: float, seed: int) -> tuple[list, list, list]:
-    perm = np.random.default_rng(seed).permutation(n).tolist()
-    n_val, n_test = int(round(n * val_frac)), int(round(n * test_frac))
-    return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
-
-
 @register_data("digits", DigitsConfig)
 def digits(cfg: DigitsConfig, seed: int) -> DataBundle:
     """scikit-learn's 1,797 8x8 handwritten digits (bundled with it), upscaled and made RGB."""
@@ -113,7 +108,7 @@ def digits(cfg: DigitsConfig, seed: int) -> DataBundle:
     x = torch.nn.functional.interpolate(x, size=(cfg.img_size,) * 2, mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     y = torch.tensor(d.target, dtype=torch.int64)
-    train_i, val_i, test_i = _split(len(y), cfg.val_frac, cfg.test_frac, cfg.split_seed)
+    train_i, val_i, test_i = split_indices(len(y), cfg.val_frac, cfg.test_frac, cfg.split_seed)
     base = [v2.ToDtype(torch.float32, scale=True), _normalize()]
     names = augment_names(cfg.augment)
     # `basic`: shifts by cropping a padded image: ~4x cheaper per item than RandomAffine, as good on digits.
@@ -130,15 +125,6 @@ def _meta(classes: list[str], size: int) -> dict:
             "preprocess": {"size": [size, size], "mean": MEAN, "std": STD, "resize": "bilinear"}}
 
 
-def _readable(path: str) -> bool:
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return True
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-        return False
-
-
 class CheckedImageFolder(datasets.ImageFolder):
     """ImageFolder that drops unreadable files up front and reports how many it dropped."""
 
@@ -149,7 +135,7 @@ class CheckedImageFolder(datasets.ImageFolder):
             super().__init__(str(root), allow_empty=True)
         except FileNotFoundError as err:
             raise DataError(f"{root}: {err}") from None
-        ok = [_readable(p) for p, _ in self.samples]
+        ok = [readable_image(p) for p, _ in self.samples]
         self.skipped = [p for (p, _), good in zip(self.samples, ok) if not good]
         if self.skipped:
             log.warning("%s: skipped %d unreadable image(s), e.g. %s", root, len(self.skipped), self.skipped[0])
@@ -222,7 +208,7 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
     else:
         folders = [CheckedImageFolder(root)]
         classes = folders[0].classes
-        tr, va, te = _split(len(folders[0]), cfg.val_frac, cfg.test_frac, cfg.split_seed)
+        tr, va, te = split_indices(len(folders[0]), cfg.val_frac, cfg.test_frac, cfg.split_seed)
         train, val = Transformed(folders[0], tr, train_tf), Transformed(folders[0], va, eval_tf)
         test = Transformed(folders[0], te, eval_tf) if te else None
     if len(train) == 0:

@@ -1,0 +1,90 @@
+"""Generic dataset formats and file helpers shared by every family and by `r1 data`: seeded splits,
+image readability, Pascal VOC annotation files and COCO annotation JSON."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from r1.errors import DataError
+
+
+def split_indices(n: int, val_frac: float, test_frac: float, seed: int) -> tuple[list, list, list]:
+    """A seeded (train, val, test) partition of range(n): the same seed gives the same split everywhere."""
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    n_val, n_test = int(round(n * val_frac)), int(round(n * test_frac))
+    return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+
+
+def readable_image(path: str) -> bool:
+    """Whether PIL can open and verify the image file at `path`."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+
+
+def resolve_path(root: str, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or not root else Path(root) / p
+
+
+def parse_voc_xml(path: Path) -> tuple[list[str], np.ndarray, list[bool], str]:
+    """VOC annotation -> (names, boxes (N, 4), difficult flags, <filename> or ""). DataError if malformed."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as err:
+        raise DataError(f"{path}: malformed VOC annotation ({err})") from None
+    names, boxes, difficult = [], [], []
+    try:
+        filename = (root.findtext("filename") or "").strip()
+        for obj in root.iter("object"):
+            bb = obj.find("bndbox")
+            names.append(obj.findtext("name").strip())
+            boxes.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+            difficult.append(obj.findtext("difficult", "0").strip() == "1")
+    except (AttributeError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: malformed VOC annotation: object without a name or a numeric "
+                        f"bndbox xmin/ymin/xmax/ymax ({err})") from None
+    return names, np.array(boxes, dtype=np.float32).reshape(-1, 4), difficult, filename
+
+
+def load_coco_json(path: Path) -> dict:
+    """Read and check a COCO annotation file; DataError naming the file when it cannot be used."""
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: malformed COCO annotation file (invalid JSON: {err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{path}: malformed COCO annotation file (needs an 'images' list)")
+    if not isinstance(data.get("categories"), list):
+        raise DataError(f"{path}: malformed COCO annotation file: no 'categories' list (each class as "
+                        '{"id": <int>, "name": <str>}; the classes come from it)')
+    try:
+        for n, im in enumerate(data["images"]):
+            _int_id(im["id"], f"images[{n}].id"), str(im["file_name"])
+        for n, c in enumerate(data["categories"]):
+            _int_id(c["id"], f"categories[{n}].id"), str(c["name"])
+        for n, a in enumerate(data.get("annotations", [])):
+            _int_id(a["image_id"], f"annotations[{n}].image_id")
+            _int_id(a["category_id"], f"annotations[{n}].category_id")
+            if len(a["bbox"]) != 4:
+                raise ValueError("bbox must have 4 numbers")
+            [float(v) for v in a["bbox"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: malformed COCO annotation file ({type(err).__name__}: {err})") from None
+    return data
+
+
+def _int_id(value, where: str) -> int:
+    """COCO ids are integers: a string id ("3") would silently match nothing."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where} must be an integer, got {value!r:.40}")
+    return value
