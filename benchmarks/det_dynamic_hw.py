@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from r1.export.onnx import export_onnx, ort_session
 from r1.models.det.export import _DetRaw
+from r1.onnx.export import export_onnx
+from r1.onnx.graph import ort_session
 from r1.registry import build_model
 
 META = {"classes": ["a", "b", "c"], "num_classes": 3,

@@ -18,7 +18,8 @@ import torch
 
 from r1.artifacts import load_model
 from r1.export.executorch import export_executorch
-from r1.export.onnx import example_input, export_onnx, get_export_hook, ort_session
+from r1.onnx.export import example_input, export_onnx, get_export_hook
+from r1.onnx.graph import ort_session
 
 
 def median_ms(fn, reps: int) -> float:

@@ -23,7 +23,7 @@ from r1.artifacts import read_info  # noqa: E402
 from r1.compress.int8_choice import choice_markdown, choose_int8  # noqa: E402
 from r1.compress.quantize import quantize_onnx  # noqa: E402
 from r1.evaluate.artifact import evaluate_artifact  # noqa: E402
-from r1.export.onnx import export_onnx  # noqa: E402
+from r1.onnx.export import export_onnx  # noqa: E402
 from r1.pipeline.verdict import cpu_summary  # noqa: E402
 
 

@@ -5,7 +5,7 @@
 For each (per-channel or per-tensor weights) x (first/last layers kept in float or not), the run is
 quantized with onnxruntime's static QDQ flow (same calibration batches), evaluated on its test split,
 and timed at batch 1 (1 thread, interleaved rounds, median) next to the fp32 ONNX of the same model.
-Both files are compacted the same way (r1/export/compact.py), so size ratios compare weights, not
+Both files are compacted the same way (r1/onnx/compact.py), so size ratios compare weights, not
 exporter debris.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from r1.artifacts import read_info  # noqa: E402
 from r1.compress.quantize import quantize_onnx  # noqa: E402
 from r1.evaluate.artifact import evaluate_artifact  # noqa: E402
-from r1.export.onnx import export_onnx, ort_session  # noqa: E402
+from r1.onnx.export import export_onnx  # noqa: E402
+from r1.onnx.graph import ort_session  # noqa: E402
 
 VARIANTS = {"per-channel, first+last float": (True, ["first", "last"]), "per-channel, all int8": (True, []),
             "per-tensor, first+last float": (False, ["first", "last"]), "per-tensor, all int8": (False, [])}

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 import r1  # noqa: E402
 from r1.compress.quantize import quantize_onnx  # noqa: E402
 from r1.evaluate.artifact import evaluate_artifact  # noqa: E402
-from r1.export.onnx import ort_session  # noqa: E402
-from r1.export.runtime import onnx_file  # noqa: E402
+from r1.inference.runtimes import onnx_file  # noqa: E402
+from r1.onnx.graph import ort_session  # noqa: E402
 
 BATCHES = (1, 32)
 

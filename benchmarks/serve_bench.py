@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from r1.bench.latency import measure_latency  # noqa: E402
 from r1.bench.load import run_load, sample_png, wait_ready  # noqa: E402
 from r1.bench.report import markdown_table  # noqa: E402
-from r1.export.runtime import Predictor  # noqa: E402
+from r1.inference.predictor import Predictor  # noqa: E402
 
 TRAINED_DET = ROOT / "runs/det-digits/teacher"  # written by `r1 pipeline recipes/det-digits.yaml`
 
@@ -187,7 +187,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, described = resolve_model(args.model)
     if args.runtime == "onnx" and not model.endswith(".onnx"):
-        from r1.export.onnx import export_onnx
+        from r1.onnx.export import export_onnx
         onnx_path = Path(tempfile.mkdtemp(prefix="r1-bench-")) / "model.onnx"
         export_onnx(model, onnx_path)
         model = str(onnx_path)

@@ -17,10 +17,10 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
-from r1 import __version__
 from r1.config import ModelConfig, from_dict, show, to_dict
 from r1.errors import ConfigError, DataError
 from r1.registry import build_model, get_entry
+from r1.version import __version__
 
 FORMAT = "r1-model/2"
 READABLE = ("r1-model/1", FORMAT)  # model.json versions this R1 loads
@@ -181,19 +181,3 @@ def _is_tied(model: nn.Module, key: str, loaded: dict) -> bool:
     if key not in params:
         return False
     return any(params[key] is params.get(k) for k in loaded if k != key)
-
-
-def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1, runtime: str | None = None,
-             **fields) -> nn.Module:
-    """A torch module for any artifact: a run dir / .safetensors (`load_model`), or an .onnx / TensorRT
-    engine behind the module interface (`model(images)` -> the family's outputs), so evaluation and
-    reports score exported models like trained ones. `runtime` (onnx, ...) runs a run dir in that
-    runtime (its cached export) instead of torch."""
-    from r1.export.runtime import Predictor, infer_runtime
-
-    runtime = runtime or infer_runtime(path)
-    if runtime != "torch":
-        if fields:
-            raise ConfigError(f"{path}: model settings {sorted(fields)} cannot change in an exported graph")
-        return Predictor.load(path, runtime=runtime, threads=threads).as_module()
-    return load_model(path, device, **fields)

@@ -26,7 +26,7 @@ app.add_typer(data_app, name="data")
 
 def _print_version(value: bool) -> None:
     if value:
-        from r1 import __version__
+        from r1.version import __version__
         typer.echo(f"r1 {__version__}")
         raise typer.Exit(0)
 

@@ -7,6 +7,9 @@ Exit codes of the `r1` command:
     3  bad data (missing directory, empty dataset, unreadable or malformed annotation file)
     4  training aborted (too many non-finite losses in a row)
     5  missing optional capability (e.g. TensorRT without an NVIDIA GPU)
+    6  `r1 data inspect --strict` found problems (listed in the report)
+
+Every exit code the `r1` command returns comes from this file: an error class's `exit_code`.
 """
 
 
@@ -30,6 +33,16 @@ class TrainingAborted(R1Error):
 
 class Unavailable(R1Error):
     exit_code = 5
+
+
+class TuneFailed(R1Error):
+    """`r1 tune`: no trial completed, or its worker processes failed."""
+    exit_code = 1
+
+
+class FindingsFound(R1Error):
+    """`r1 data inspect --strict` found problems (the report lists them)."""
+    exit_code = 6
 
 
 class NonFiniteOutput(DataError):

@@ -40,7 +40,7 @@ class FamilyIO:
 
 @dataclass
 class ExportHook:
-    """How a family is exported to ONNX (`r1.export.onnx.export_onnx`). Defaults fit a model whose
+    """How a family is exported to ONNX (`r1.onnx.export.export_onnx`). Defaults fit a model whose
     eval forward takes one image batch and returns one tensor."""
 
     output_names: Callable = lambda options: ["output"]  # options -> graph output names
@@ -56,7 +56,7 @@ class ExportHook:
     # the family writes the graph itself (several inputs, e.g. a KV cache): (model, out, opset=, verify=,
     # atol=, options=, meta=, metadata=) -> report; `metadata(model, meta, example)` -> the R1 metadata_props
     run: Callable | None = None
-    # model -> the stride its H and W must be multiples of, for `--dynamic-hw` (r1/export/dynamic_hw.py;
+    # model -> the stride its H and W must be multiples of, for `--dynamic-hw` (r1/onnx/dynamic_hw.py;
     # the wrapped module then gets options["dynamic_hw"] = True); ConfigError if this model cannot.
     # None: the family has no dynamic-HW export
     stride: Callable | None = None
@@ -71,7 +71,7 @@ class FamilySpec:
     mode: str  # "max" or "min": which monitor values are better
     inputs: str = "image"  # what predict / serve / bench feed the model: "image", "text" or "image+text"
     io: Any = None  # FamilyIO, for image families
-    predictor: Any = None  # a class with `load(path, runtime, threads)`: the family's own Predictor
+    predictor: Any = None  # `load(path, runtime, threads)` -> the family's own Predictor (same protocol)
     export: Any = None  # ExportHook; None: the family has no ONNX export
     runtimes: tuple[str, ...] = ("torch", "onnx", "tensorrt")  # runtimes its Predictor can use
     kd: Any = None  # (student, teacher, inputs, targets) -> (task losses, student logits, teacher logits, mask)

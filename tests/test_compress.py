@@ -112,8 +112,9 @@ def test_progressive_steps_follow_the_reference_sizes_and_rebuild_from_config():
 
 
 def test_static_int8_stays_close_to_float_on_calibration_data(trained_digits, tmp_path):
-    from r1.artifacts import load_any, load_model
+    from r1.artifacts import load_model
     from r1.compress.quantize import _Calibration, quantize_artifact
+    from r1.inference.predictor import load_any
 
     out = quantize_artifact(trained_digits, tmp_path / "q", method="static", calib_batches=4)
     fp32, int8 = load_model(trained_digits), load_any(out)
@@ -199,7 +200,7 @@ def test_int8_ops_auto_times_each_candidate_and_keeps_the_fastest_within_toleran
     from r1.compress.int8_choice import CANDIDATES
     from r1.compress.quantize import quantize_artifact
     from r1.errors import ConfigError
-    from r1.export.onnx import read_onnx_meta
+    from r1.onnx.graph import read_onnx_meta
 
     out = quantize_artifact(trained_digits, tmp_path / "q", calib_batches=2, keep_float=[], ops="auto",
                             tolerance=1.0)

@@ -46,7 +46,7 @@ def _register():
     from r1.config import DataConfig, ModelConfig, opt
     from r1.data import DataBundle, register_data
     from r1.family import ExportHook, FamilyIO, FamilySpec, register_family
-    from r1.predict import image_batch, resize_normalize
+    from r1.inference.images import image_batch, resize_normalize
     from r1.registry import _MODELS, register_model
 
     if "toy_colour_net" in _MODELS:
@@ -128,7 +128,7 @@ def _images():
 
 def test_toy_family_trains_exports_predicts_serves_and_reports(toy_run):
     import r1
-    from r1.export.onnx import export_onnx
+    from r1.onnx.export import export_onnx
     from r1.pipeline import run_pipeline
     from r1.serve.app import ServeConfig, create_app
     from tests.serve.helpers import running_server

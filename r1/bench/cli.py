@@ -40,8 +40,8 @@ def run_bench(target: str, url: str | None, runtime: str | None, batch_sizes: st
         runtimes = (runtime,)
     else:  # every runtime the model's family can run in
         from r1.errors import R1Error
-        from r1.export.runtime import artifact_family
         from r1.family import get_family
+        from r1.inference.runtimes import artifact_family
 
         try:
             runtimes = get_family(artifact_family(target)).runtimes

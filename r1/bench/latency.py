@@ -59,8 +59,8 @@ def compare_runtimes(model_path: str | Path, batch_sizes=(1, 8, 32), runtimes=("
     """The deployment comparison: one row per (runtime, batch size); unavailable runtimes get one
     row with `unavailable` set to the reason. A run dir is exported to a temporary ONNX for `onnx`."""
     from r1.errors import R1Error
-    from r1.export.runtime import Predictor
     from r1.family import get_family
+    from r1.inference.predictor import Predictor
 
     rows = []
     for rt in runtimes:

@@ -29,7 +29,7 @@ CANDIDATES = [("weights", False, False), ("weights+float_first", False, True),
 
 def _latencies(paths: dict[str, Path], batch_sizes: tuple[int, ...], rounds: int, threads: int) -> dict:
     """{name: {batch: median ms}}, the graphs timed in alternation round by round."""
-    from r1.export.runtime import Predictor
+    from r1.inference.predictor import Predictor
 
     preds = {k: Predictor.load(p, threads=threads) for k, p in paths.items()}
     shape = next(iter(preds.values())).input_shape
@@ -57,7 +57,7 @@ def choose_int8(fp32: Path, out: Path, quantize, data_cfg: dict, keep_float: lis
     the fastest within `tolerance` of float on val as `out`; returns the choice record."""
     from r1.evaluate import get_evaluator
     from r1.evaluate.artifact import evaluate_artifact
-    from r1.export.onnx import read_onnx_meta
+    from r1.onnx.graph import read_onnx_meta
 
     family = read_onnx_meta(fp32).get("r1.family")
     ev = get_evaluator(family)

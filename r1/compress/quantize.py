@@ -7,7 +7,7 @@
   nets need: PyTorch's eager `quantize_dynamic` only touches `nn.Linear`.
 * dynamic: int8 weights of MatMul/Gemm with activations quantized on the fly (Linear-heavy models).
 
-The output is an .onnx file carrying the source's R1 metadata, loadable by `r1.artifacts.load_any`.
+The output is an .onnx file carrying the source's R1 metadata, loadable by `r1.inference.load_any`.
 """
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ def quantize_onnx(fp32: Path, out: Path, method: str, data_cfg: dict | None = No
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from r1.export.compact import compact_onnx
-    from r1.export.onnx import ort_session, read_onnx_meta
+    from r1.onnx.compact import compact_onnx
+    from r1.onnx.graph import ort_session, read_onnx_meta
 
     props = read_onnx_meta(fp32)
     prepared = out.with_name("prepared.onnx")
@@ -127,7 +127,7 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
     if ops not in OPS:
         raise ConfigError(f"quantize.ops: {ops!r} is not allowed; allowed: {', '.join(OPS)}")
     from r1.artifacts import read_info
-    from r1.export.onnx import export_onnx
+    from r1.onnx.export import export_onnx
 
     out_dir.mkdir(parents=True, exist_ok=True)
     source = Path(source)
@@ -137,7 +137,7 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
         info_path = source.with_name("model.json")
         data_cfg = json.loads(info_path.read_text()).get("data", {}) if info_path.is_file() else {}
         if not data_cfg:  # the data config the export stored in the graph
-            from r1.export.onnx import read_onnx_meta
+            from r1.onnx.graph import read_onnx_meta
             data_cfg = json.loads(read_onnx_meta(source).get("r1.data") or "{}")
     else:
         fp32 = out_dir / "fp32.onnx"
@@ -146,7 +146,7 @@ def quantize_artifact(source: str | Path, out_dir: Path, method: str = "static",
     with torch.no_grad():
         if method == "static" and ops == "auto":
             from r1.compress.int8_choice import choose_int8
-            from r1.export.onnx import ort_session
+            from r1.onnx.graph import ort_session
 
             names = [i.name for i in ort_session(fp32).get_inputs()]
             if len(names) != 1:

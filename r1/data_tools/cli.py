@@ -9,13 +9,7 @@ from pathlib import Path
 
 import typer
 
-from r1.errors import R1Error
-
-
-class FindingsFound(R1Error):
-    """`r1 data inspect --strict` found problems (the report lists them)."""
-    exit_code = 6
-
+from r1.errors import FindingsFound
 
 STRICT_EXIT = FindingsFound.exit_code
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from r1.artifacts import load_any
 from r1.config import DataConfig, apply_overrides, from_dict
 from r1.data import build_data
 from r1.errors import ConfigError
 from r1.evaluate import evaluate
+from r1.inference.predictor import load_any
 
 
 def evaluate_artifact(path, split: str = "test", overrides: list[str] | None = None,

@@ -1,7 +1,3 @@
-"""Deployment: ONNX export (`onnx.py`), TensorRT engines (`tensorrt.py`) and the one `Predictor`
-over torch eager / onnxruntime / TensorRT (`runtime.py`). How a family exports is its spec's
-`ExportHook` (`r1.family`)."""
-from r1.export.onnx import export_onnx, read_onnx_meta
-from r1.export.runtime import Predictor
-
-__all__ = ["Predictor", "export_onnx", "read_onnx_meta"]
+"""Deployment formats: `r1 export` (`cli.py`), TensorRT engines (`tensorrt.py`), Triton model
+repositories (`triton.py`) and ExecuTorch programs (`executorch.py`). The ONNX graph itself is
+`r1.onnx`; running any of them is `r1.inference`."""

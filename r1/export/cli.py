@@ -42,9 +42,9 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
                out: Path | None = None, nms: bool = False, fp16: bool = False, int8: bool = False,
                max_batch: int = 32, triton=None, hw: dict | None = None) -> dict:
     """`triton`: `r1.export.triton.TritonSettings` for fmt="triton" (None: defaults, max_batch_size=max_batch).
-    `hw`: {"min_size", "opt_size", "max_size"} for a dynamic-HW export (`r1.export.dynamic_hw`), whose
+    `hw`: {"min_size", "opt_size", "max_size"} for a dynamic-HW export (`r1.onnx.dynamic_hw`), whose
     range also becomes the TensorRT profile's H and W."""
-    from r1.export.onnx import export_onnx
+    from r1.onnx.export import export_onnx
 
     if fmt not in ("onnx", "tensorrt", "triton", "executorch"):
         raise ConfigError(f"--format: {fmt!r} is not allowed; allowed: onnx, tensorrt, triton, executorch")
@@ -65,7 +65,8 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
         return export_onnx(model, out, dynamic_batch=dynamic_batch,
                            opset=opset, options=options, dynamic_hw=hw)
 
-    from r1.export.tensorrt import build_engine, require_tensorrt
+    from r1.export.tensorrt import build_engine
+    from r1.inference.tensorrt import require_tensorrt
 
     out = out or (model.with_suffix(".engine") if model.suffix == ".onnx" else default_out(model, ".engine"))
     check_out(model, out, fmt)
@@ -88,8 +89,8 @@ def _export_triton(model: Path, out: Path | None, opset: int | None, options: di
     import tempfile
 
     from r1.config_commands import auto_preferred
-    from r1.export.onnx import export_onnx
     from r1.export.triton import TritonSettings, write_repository
+    from r1.onnx.export import export_onnx
 
     if settings is None:
         settings = TritonSettings(max_batch_size=max_batch, preferred_batch_sizes=tuple(auto_preferred(max_batch)))

@@ -60,7 +60,7 @@ def export_executorch(model, out: str | Path, *, verify: bool = True, reps: int 
     """Export a model (or a run dir / .safetensors) to an ExecuTorch program `out` (batch 1, fp32,
     XNNPACK); returns a report: path, sidecar, bytes, export seconds and, when `verify`, the max abs
     difference to torch and batch-1 median latencies (ms) of the program and of torch eager."""
-    from r1.export.onnx import _metadata, example_input, get_export_hook
+    from r1.onnx.export import _metadata, example_input, get_export_hook
 
     require_executorch()
     if isinstance(model, (str, Path)):

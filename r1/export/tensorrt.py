@@ -1,4 +1,4 @@
-"""TensorRT engines built from R1's ONNX files, and a runner for them.
+"""TensorRT engines built from R1's ONNX files (the runner is `r1.inference.tensorrt`).
 
 Needs an NVIDIA GPU, CUDA-enabled torch and the `tensorrt` Python package (TensorRT >= 8.6 API:
 named I/O tensors, `execute_async_v3`). Everywhere else every entry point raises
@@ -14,29 +14,16 @@ from typing import Iterable
 
 import numpy as np
 
-from r1.errors import ConfigError, Unavailable
+from r1.errors import ConfigError
+from r1.inference.tensorrt import require_tensorrt
 
 log = logging.getLogger(__name__)
-
-
-def require_tensorrt():
-    """Return the `tensorrt` module, or raise Unavailable with the reason."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise Unavailable("TensorRT needs an NVIDIA GPU with CUDA; none is available on this machine "
-                          "(use --format onnx / --runtime onnx)")
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise Unavailable("TensorRT is not installed: `pip install tensorrt` on a machine with an NVIDIA GPU") from None
-    return trt
 
 
 def profile_shapes(props: dict, min_batch: int, opt_batch: int, max_batch: int):
     """The optimisation profile (min, opt, max input shapes) of an R1 ONNX file's metadata: the batch
     range given, and for a dynamic-HW export (`r1.dynamic_hw`) its --min/--opt/--max-size as H and W."""
-    from r1.export.dynamic_hw import read_range
+    from r1.onnx.dynamic_hw import read_range
 
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"TensorRT profile needs 1 <= min ({min_batch}) <= opt ({opt_batch}) <= max ({max_batch})")
@@ -88,7 +75,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, fp16: 
     """Build a serialized engine (`.engine` beside the ONNX file by default) with one optimization
     profile over the batch dimension (and H, W for a dynamic-HW export: `profile_shapes`); R1's ONNX
     metadata is stored in a `.json` next to it."""
-    from r1.export.onnx import INPUT_NAME, read_onnx_meta
+    from r1.onnx.graph import INPUT_NAME, read_onnx_meta
 
     trt = require_tensorrt()
     onnx_path = Path(onnx_path)
@@ -126,42 +113,3 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, fp16: 
     out.write_bytes(bytes(serialized))
     out.with_suffix(".json").write_text(json.dumps(props))
     return {"path": str(out), "fp16": fp16, "int8": int8, "profile": [list(s) for s in shapes]}
-
-
-class TensorRTRunner:
-    """`runner(batch (B, 3, H, W) float32) -> list of output arrays`, B within the engine's profile."""
-
-    def __init__(self, engine_path: str | Path):
-        import torch
-
-        trt = require_tensorrt()
-        engine_path = Path(engine_path)
-        if not engine_path.is_file():
-            raise ConfigError(f"model not found: {engine_path}")
-        self.props = json.loads(engine_path.with_suffix(".json").read_text())
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise ConfigError(f"{engine_path}: not a TensorRT engine for this TensorRT version / GPU")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        self.max_batch = int(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0])
-        self.torch = torch
-
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).cuda()
-        self.context.set_input_shape(self.inputs[0], tuple(x.shape))
-        self.context.set_tensor_address(self.inputs[0], x.data_ptr())
-        outs = []
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            outs.append(torch.empty(shape, dtype=torch.float32, device="cuda"))
-            self.context.set_tensor_address(name, outs[-1].data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise ConfigError("TensorRT execution failed")
-        stream.synchronize()
-        return [o.cpu().numpy() for o in outs]

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from r1.artifacts import load_any
 from r1.bench.latency import measure_latency
 from r1.bench.report import NOISE_NOTE, is_noisy
 from r1.errors import ConfigError, R1Error
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact
 from r1.family import get_family
+from r1.inference.predictor import load_any
 from r1.pipeline.plots import plot_report
 from r1.pipeline.recipe import BenchStage
 from r1.pipeline.verdict import cpu_summary, verdict
@@ -59,7 +59,7 @@ def interleaved_p50(models: list, batch, runs: int) -> list[float]:
 def onnx_latency(path: Path, one, runs: int, threads: int) -> dict:
     """Batch-1 p50 in onnxruntime: a torch row's ONNX export (cached in the run dir) as `onnx_ms_p50`;
     an int8 row's own float graph (the quantize stage's fp32.onnx) as `float_ms_p50`, interleaved."""
-    from r1.export.runtime import onnx_file
+    from r1.inference.runtimes import onnx_file
 
     if path.suffix != ".onnx":
         try:
@@ -78,7 +78,7 @@ def family_speed(bench, path: Path, stage: BenchStage, threads: int) -> dict:
     """The speed columns from a family's own measure (`FamilySpec.bench`, e.g. seconds per generated token):
     batch-1 p50/p95 as the latency, throughput at 1 and `throughput_batch`; a torch row's ONNX export at
     batch 1 as `onnx_ms_p50`, an int8 row's own float graph (fp32.onnx beside it) as `float_ms_p50`."""
-    from r1.export.runtime import Predictor
+    from r1.inference.predictor import Predictor
 
     sizes = sorted({1, stage.throughput_batch})
     rows = {r["batch"]: r for r in bench(Predictor.load(path, threads=threads), sizes, stage.runs)}

@@ -108,7 +108,7 @@ def _override_value(value) -> str:
 
 
 def run_export(recipe: Recipe, stage: ExportStage, outputs: dict[str, str], out_dir: Path) -> str:
-    from r1.export.onnx import export_onnx
+    from r1.onnx.export import export_onnx
 
     source = outputs[stage.source]
     out = out_dir / "model.onnx"

@@ -73,7 +73,7 @@ def evaluate_attack(path, split: str, overrides: list[str], method: str, eps: fl
     clean and attacked accuracy on `split`. Torch runtime only (an exported graph has no input gradient)."""
     from r1.config import DataConfig, apply_overrides, from_dict
     from r1.data import build_data
-    from r1.export.runtime import infer_runtime
+    from r1.inference.runtimes import infer_runtime
 
     check_attack_options(method, eps, steps, alpha)
     runtime = infer_runtime(path)

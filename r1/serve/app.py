@@ -81,7 +81,7 @@ class _State:
 
 
 def _default_loader(cfg: ServeConfig):
-    from r1.export.runtime import Predictor
+    from r1.inference.predictor import Predictor
 
     return Predictor.load(cfg.model, runtime=cfg.runtime, threads=cfg.threads)
 
@@ -390,21 +390,21 @@ def _mount_docs(app: FastAPI) -> None:
 def check_model(cfg: ServeConfig) -> None:
     """Fail fast (one-line R1Error) on a bad path or runtime, before the server starts."""
     from r1.errors import ConfigError
-    from r1.export.runtime import RUNTIMES, infer_runtime
+    from r1.inference.runtimes import RUNTIMES, infer_runtime
 
     cfg.validate()
     if cfg.runtime not in RUNTIMES:
         raise ConfigError(f"--runtime: {cfg.runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
     if cfg.runtime == "tensorrt":
-        from r1.export.tensorrt import require_tensorrt
+        from r1.inference.tensorrt import require_tensorrt
         require_tensorrt()
     for path in cfg.variant_models().values():
         if infer_runtime(path) == "onnx":
-            from r1.export.onnx import read_onnx_meta
+            from r1.onnx.graph import read_onnx_meta
             read_onnx_meta(path)
         else:
             from r1.artifacts import read_info
-            from r1.export.runtime import check_runtime
+            from r1.inference.runtimes import check_runtime
             check_runtime(read_info(path)["family"], cfg.runtime)
 
 

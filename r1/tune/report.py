@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from r1.config import load_config, save_config
+from r1.errors import TuneFailed
 from r1.tune.space import override
 
 log = logging.getLogger("r1.tune")
@@ -118,7 +119,6 @@ def write_report(study, setup, study_dir: Path) -> dict:
                "trials": counts, **step_totals(rows), "best": best, "plots": plots}
     (study_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if best is None:
-        from r1.tune.study import TuneFailed
         raise TuneFailed(f"tune: no trial completed in {study_dir} (see trials.md and the trials' log.txt)")
     log.info("best trial %d: val/%s %.4f | %s | best.yaml, trials.md, plots in %s", best["number"],
              setup.monitor, best[f"val/{setup.monitor}"], " ".join(best["overrides"]), study_dir)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1.config import load_config
-from r1.errors import ConfigError, R1Error
+from r1.errors import ConfigError, TuneFailed
 from r1.tune.space import Param, check_against_config, load_space, override
 
 log = logging.getLogger("r1.tune")
@@ -27,10 +27,6 @@ log = logging.getLogger("r1.tune")
 PRUNERS = ("median", "hyperband", "none")
 STUDY_NAME = "r1-tune"
 DB_NAME = "tune.db"
-
-
-class TuneFailed(R1Error):
-    exit_code = 1
 
 
 @dataclass

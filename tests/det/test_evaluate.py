@@ -7,7 +7,8 @@ import torch.nn as nn
 from r1.config import load_config
 from r1.data import build_data
 from r1.evaluate import evaluate
-from r1.models.det.evaluate import coco_metrics, draw_detections, write_coco_results
+from r1.models.det.evaluate import coco_metrics, write_coco_results
+from r1.models.det.predict_io import draw_detections
 
 GTS = [{"boxes": torch.tensor([[10.0, 10, 50, 60], [70, 20, 90, 40]]), "labels": torch.tensor([0, 2])},
        {"boxes": torch.tensor([[5.0, 5, 200, 150]]), "labels": torch.tensor([1])},

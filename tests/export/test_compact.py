@@ -8,8 +8,9 @@ import numpy as np
 import onnx
 import torch
 
-from r1.export.compact import compact_onnx
-from r1.export.onnx import export_onnx, ort_session
+from r1.onnx.compact import compact_onnx
+from r1.onnx.export import export_onnx
+from r1.onnx.graph import ort_session
 from r1.registry import build_model
 from tests.export.test_export_onnx import META, _spread_weights
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import r1
 from r1.errors import ConfigError, Unavailable
-from r1.export.runtime import Predictor
+from r1.inference.predictor import Predictor
 from tests.conftest import run_cli, run_r1
 
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from r1.artifacts import save_artifact
-from r1.export.onnx import export_onnx
-from r1.export.runtime import Predictor
+from r1.inference.predictor import Predictor
+from r1.onnx.export import export_onnx
 from r1.registry import build_model
 
 META = {"classes": ["a", "b", "c"], "num_classes": 3,

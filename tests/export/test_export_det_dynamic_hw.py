@@ -12,9 +12,10 @@ from PIL import Image
 
 from r1.artifacts import load_model, save_artifact
 from r1.errors import ConfigError
-from r1.export.dynamic_hw import SizeRange, resolve_range, verify_size
-from r1.export.onnx import export_onnx, ort_session, read_onnx_meta
-from r1.export.runtime import Predictor
+from r1.inference.predictor import Predictor
+from r1.onnx.dynamic_hw import SizeRange, resolve_range, verify_size
+from r1.onnx.export import export_onnx
+from r1.onnx.graph import ort_session, read_onnx_meta
 from r1.registry import build_model
 from tests.conftest import run_cli
 
@@ -29,6 +30,7 @@ def dyn(tmp_path_factory):
     """A tiny R1-Det run dir exported with --dynamic-hw through `r1 export --format tensorrt`'s path,
     TensorRT itself stubbed: (run dir, ONNX path, export report, TensorRT build arguments)."""
     from r1.export import tensorrt
+    from r1.inference import tensorrt as trt_runtime
     from r1.export.cli import run_export
 
     torch.manual_seed(0)
@@ -45,7 +47,7 @@ def dyn(tmp_path_factory):
         return {"path": str(out)}
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tensorrt, "require_tensorrt", lambda: None)
+        mp.setattr(trt_runtime, "require_tensorrt", lambda: None)
         mp.setattr(tensorrt, "build_engine", fake_build)
         run_export(run, "tensorrt", out=run / "model.engine", max_batch=32, hw=RANGE)
     return run, run / "model.onnx", built

@@ -14,8 +14,9 @@ from PIL import Image
 
 from r1.artifacts import save_artifact
 from r1.errors import ConfigError
-from r1.export.onnx import export_onnx, ort_session, read_onnx_meta
 from r1.models.det.export_nms import CONTRACT, OUTPUTS, DetWithNMS, match_detections, unpad
+from r1.onnx.export import export_onnx
+from r1.onnx.graph import ort_session, read_onnx_meta
 from r1.registry import build_model
 
 META = {"classes": ["a", "b", "c"], "num_classes": 3,
@@ -100,7 +101,7 @@ def test_onnx_nms_graph_same_final_boxes_other_batch_sizes(exported):
 @pytest.mark.slow
 def test_predictor_and_server_take_the_nms_graph(exported):
     from r1.bench.load import wait_ready
-    from r1.export.runtime import Predictor
+    from r1.inference.predictor import Predictor
     from r1.serve import ServeConfig, create_app
     from tests.serve.helpers import png_bytes, running_server
 

@@ -9,7 +9,7 @@ import pytest
 
 from r1.artifacts import save_artifact
 from r1.export.executorch import export_executorch, verify_program
-from r1.export.onnx import example_input, get_export_hook
+from r1.onnx.export import example_input, get_export_hook
 from r1.registry import build_model
 from tests.conftest import run_cli
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from r1.export.onnx import export_onnx, ort_session, read_onnx_meta
+from r1.onnx.export import export_onnx
+from r1.onnx.graph import ort_session, read_onnx_meta
 from r1.registry import build_model, list_models
 
 META = {"classes": [f"c{i}" for i in range(10)], "num_classes": 10,

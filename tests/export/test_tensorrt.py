@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from r1.errors import Unavailable
-from r1.export.tensorrt import build_engine, require_tensorrt
+from r1.export.tensorrt import build_engine
+from r1.inference.tensorrt import require_tensorrt
 from tests.conftest import run_r1
 
 
@@ -32,8 +33,8 @@ def test_unavailable_is_clear(tmp_path, trained_digits):
 @pytest.mark.gpu
 @pytest.mark.skipif(not _have_tensorrt(), reason="needs an NVIDIA GPU and the tensorrt package")
 def test_engine_matches_onnxruntime(trained_digits, tmp_path):
-    from r1.export.onnx import export_onnx
-    from r1.export.runtime import Predictor
+    from r1.inference.predictor import Predictor
+    from r1.onnx.export import export_onnx
 
     onnx_path = tmp_path / "m.onnx"
     export_onnx(trained_digits, onnx_path)

@@ -14,8 +14,9 @@ import torch
 from r1.artifacts import save_artifact
 from r1.errors import ConfigError
 from r1.export.cli import run_export
-from r1.export.onnx import export_onnx, ort_session
 from r1.export.triton import ONNX_TO_TRITON, TritonSettings, model_config_proto, parse_config, write_repository
+from r1.onnx.export import export_onnx
+from r1.onnx.graph import ort_session
 from r1.registry import build_model
 from tests.conftest import run_r1
 

@@ -11,12 +11,13 @@ import torch
 import r1
 from r1.artifacts import save_artifact
 from r1.errors import ConfigError
-from r1.export.onnx import export_onnx, read_onnx_meta
-from r1.export.runtime import check_runtime
+from r1.inference.runtimes import check_runtime
 from r1.models.lm.export import step_module
 from r1.models.lm.generate import generate
 from r1.models.lm.onnx_predictor import OnnxTextPredictor
 from r1.models.lm.tokenizer import CharTokenizer
+from r1.onnx.export import export_onnx
+from r1.onnx.graph import read_onnx_meta
 from r1.registry import build_model
 from tests.conftest import run_cli
 

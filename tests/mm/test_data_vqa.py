@@ -109,7 +109,7 @@ def test_vocabulary_meta_items_and_collate(voc_root):
 
 def test_pixels_are_the_predictors(voc_root):
     """Training images go through the same stretch + normalisation as the mm predictor's inputs."""
-    from r1.predict import resize_normalize
+    from r1.inference.images import resize_normalize
 
     bundle = vqa("vqa_voc", voc_root)
     (image, _, _), _ = bundle.train[0]

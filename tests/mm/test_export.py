@@ -23,13 +23,13 @@ QUESTION = "what is the shape of the red object?"
 @pytest.fixture(scope="module")
 def exported(trained_mm):
     """The run's cached ONNX export (what --runtime onnx uses), made once."""
-    from r1.export.runtime import onnx_file
+    from r1.inference.runtimes import onnx_file
 
     return onnx_file(trained_mm)
 
 
 def session_logits(path, x):
-    from r1.export.onnx import ort_session
+    from r1.onnx.graph import ort_session
 
     return ort_session(path).run(None, dict(zip(INPUTS, (a.numpy() for a in x))))[0]
 
@@ -64,7 +64,7 @@ def test_r1mm_graph_inputs_metadata_and_parity(exported, trained_mm):
 @pytest.mark.parametrize("name, fields", [("r1_mm", {}), ("r1_mm", {"qk_norm": False}), ("mm_cnn_mlp", {}),
                                           ("mm_cnn_rn", {})])
 def test_each_model_exports_with_parity(name, fields, trained_mm, tmp_path):
-    from r1.export.onnx import export_onnx
+    from r1.onnx.export import export_onnx
     from r1.registry import build_model
 
     meta = r1.load_model(trained_mm).r1_meta
@@ -79,7 +79,7 @@ def test_each_model_exports_with_parity(name, fields, trained_mm, tmp_path):
 
 
 def test_export_needs_deformconv_opset(trained_mm, tmp_path):
-    from r1.export.onnx import export_onnx
+    from r1.onnx.export import export_onnx
 
     with pytest.raises(ConfigError, match="opset >= 19"):
         export_onnx(trained_mm, tmp_path / "m.onnx", opset=18)

@@ -8,7 +8,7 @@ import torch
 
 from r1.artifacts import save_artifact
 from r1.bench.load import wait_ready
-from r1.export.runtime import Predictor
+from r1.inference.predictor import Predictor
 from r1.models.lm.generate import default_exit_threshold, generate
 from r1.models.lm.predictor import TextPredictor
 from r1.models.lm.tokenizer import CharTokenizer

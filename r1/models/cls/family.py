@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from r1.family import ExportHook, FamilyIO, FamilySpec, register_family
-from r1.predict import image_batch, resize_normalize
+from r1.inference.images import image_batch, resize_normalize
 
 
 def classification_records(logits, meta: dict, options: dict) -> list[dict]:

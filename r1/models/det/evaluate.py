@@ -1,4 +1,4 @@
-"""Detection metrics with pycocotools and COCO results JSON (drawing: `draw_detections`).
+"""Detection metrics with pycocotools and COCO results JSON (drawing: `predict_io.draw_detections`).
 
 Ground truth and predictions are converted to COCO form in *original image* pixels: category
 ids are training index + 1 (or `meta["category_ids"]` for COCO data), image ids >= 1,
@@ -16,7 +16,6 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from r1.models.det.predict_io import draw_detections, predict_files  # noqa: F401  (re-exported)
 from r1.models.det.transforms import unscale
 
 log = logging.getLogger(__name__)
@@ -113,3 +112,11 @@ def evaluate_detection(model, loader, meta: dict, device, out_dir=None) -> dict[
     if out_dir is not None:
         write_coco_results(preds, ids, meta, Path(out_dir) / "detections.json")
     return metrics
+
+
+def write_coco_records(info: dict, records: list[dict], path: Path) -> Path:
+    """`predict_records` records -> a COCO results JSON; images are numbered 1..N in order."""
+    preds = [{"boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
+              "scores": torch.tensor(r["scores"], dtype=torch.float32),
+              "labels": torch.tensor(r["class_ids"], dtype=torch.int64)} for r in records]
+    return write_coco_results(preds, list(range(1, len(records) + 1)), info["meta"], Path(path))

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from r1.errors import ConfigError
-from r1.export.onnx import max_abs_diff
 from r1.family import ExportHook
+from r1.onnx.graph import max_abs_diff
 
 
 class _DetRaw(nn.Module):

@@ -5,8 +5,8 @@ import torch
 
 from r1.errors import ConfigError
 from r1.family import FamilyIO, FamilySpec, register_family
+from r1.inference.images import image_batch
 from r1.models.det.predict_io import predict_draw, predict_preprocess, predict_records
-from r1.predict import image_batch
 
 
 def detection_kd(student, teacher, images, targets):
@@ -28,4 +28,4 @@ SPEC = register_family(FamilySpec(
     evaluate="r1.models.det.evaluate:evaluate_detection", monitor="mAP", mode="max", tolerance=0.05,
     io=FamilyIO(predict_preprocess, predict_records, predict_draw), export="r1.models.det.export:EXPORT",
     kd=detection_kd, prune="r1.compress.prune:prune_l1", example_inputs=image_batch,
-    writers={"coco": "r1.models.det.predict_io:write_coco_records"}))
+    writers={"coco": "r1.models.det.evaluate:write_coco_records"}))

@@ -1,7 +1,6 @@
 """Inference on image files for detection: preprocessing, records in original pixels, drawing.
 
-The det family spec (`family.py`) uses these as its prediction I/O. `r1.models.det.evaluate` imports
-this module, so it imports `r1.evaluate.*` only inside functions.
+The det family spec (`family.py`) uses these as its prediction I/O.
 """
 from __future__ import annotations
 
@@ -114,13 +113,3 @@ def predict_draw(image, record: dict, meta: dict, path, score_thresh: float = 0.
     if drawn == 0 and below:
         line += f" (best {float(scores.max()):.3f}; a lower --draw-threshold draws them)"
     log.info(line)
-
-
-def write_coco_records(info: dict, records: list[dict], path: Path) -> Path:
-    """`predict_records` records -> a COCO results JSON; images are numbered 1..N in order."""
-    from r1.models.det.evaluate import write_coco_results
-
-    preds = [{"boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
-              "scores": torch.tensor(r["scores"], dtype=torch.float32),
-              "labels": torch.tensor(r["class_ids"], dtype=torch.int64)} for r in records]
-    return write_coco_results(preds, list(range(1, len(records) + 1)), info["meta"], Path(path))

@@ -189,7 +189,7 @@ def export_lm(model, out: str | Path, *, opset: int | None = None, verify: bool 
     """Export a language model to `out` (one KV-cache step graph, module doc); `options["int8"]`
     quantizes the Linear layers afterwards (dynamic int8, `quantize_lm`). `metadata(model, meta,
     example)` -> the generic R1 metadata_props. Returns a report dict."""
-    from r1.export.compact import compact_onnx
+    from r1.onnx.compact import compact_onnx
 
     options = options or {}
     step = step_module(model.eval())
@@ -237,7 +237,7 @@ def lm_meta(model, n_kv: int, hs: int) -> dict:
 @torch.no_grad()
 def verify_lm(step, path: Path, V: int, n_kv: int, hs: int, atol: float) -> dict:
     """onnxruntime against the torch step function: a prompt (past 0) then two one-token steps, at batch 3."""
-    from r1.export.onnx import ort_session
+    from r1.onnx.graph import ort_session
 
     sess = ort_session(path)
     gen = torch.Generator().manual_seed(1)

@@ -36,9 +36,20 @@ def export_lm(*args, **kw):
     return run(*args, **kw)
 
 
+def load_predictor(path, runtime: str | None = None, threads: int = 1):
+    """The family's predictor for `runtime`: torch, or onnxruntime (onnx, onnx-int8) over its own graph."""
+    from r1.inference.runtimes import infer_runtime
+
+    if (runtime or infer_runtime(path)) in ("onnx", "onnx-int8"):
+        from r1.models.lm.onnx_predictor import OnnxTextPredictor
+        return OnnxTextPredictor.load(path, runtime, threads)
+    from r1.models.lm.predictor import TextPredictor
+    return TextPredictor.load(path, runtime, threads)
+
+
 SPEC = register_family(FamilySpec(
     name="lm", summary="language modelling: text in, generated text out",
     evaluate="r1.models.lm.evaluate:evaluate_lm", monitor="loss", mode="min", tolerance=0.02,
-    inputs="text", predictor="r1.models.lm.predictor:TextPredictor", runtimes=("torch", "onnx", "onnx-int8"),
+    inputs="text", predictor=load_predictor, runtimes=("torch", "onnx", "onnx-int8"),
     export=ExportHook(run=export_lm, options={"int8": False}),
     kd=lm_kd, example_inputs=token_batch, primary_loss="lm", bench="r1.models.lm.bench:bench_generation"))

@@ -20,7 +20,7 @@ import torch
 
 from r1 import cancel
 from r1.errors import ConfigError
-from r1.export.runtime import ONNX_RUNTIMES
+from r1.inference.runtimes import ONNX_RUNTIMES
 from r1.models.lm.export import IDX, INT8_SUFFIX, empty_past, past_names, quantize_lm
 from r1.models.lm.predictor import TextPredictor
 
@@ -33,7 +33,7 @@ def int8_file(fp32: Path) -> Path:
     out = fp32.with_name(fp32.stem + INT8_SUFFIX + ".onnx")
     if out.is_file():
         return out
-    from r1.export.runtime import write_cached
+    from r1.inference.runtimes import write_cached
 
     return write_cached(out, lambda tmp: quantize_lm(fp32, tmp), f"onnx-int8: quantizing {fp32}")
 
@@ -57,9 +57,9 @@ class OnnxTextPredictor(TextPredictor):
 
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "OnnxTextPredictor":
-        from r1.export.onnx import ort_session, read_onnx_meta
-        from r1.export.runtime import open_family_onnx
+        from r1.inference.runtimes import open_family_onnx
         from r1.models.lm.tokenizer import load_tokenizer
+        from r1.onnx.graph import ort_session, read_onnx_meta
 
         t0 = time.perf_counter()
         runtime, fp, props = open_family_onnx(path, runtime, threads, "lm", "r1.lm", "language-model")
@@ -141,7 +141,7 @@ class _StepModule(torch.nn.Module):
 def stream_pieces(model, runtime: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
                   top_p: float, seed: int, chat: bool | None):
     """`r1 generate --runtime onnx|onnx-int8`: text pieces as they are generated."""
-    from r1.export.runtime import Predictor
+    from r1.inference.predictor import Predictor
 
     if runtime not in ONNX_RUNTIMES:
         raise ConfigError(f"--runtime: {runtime!r} is not allowed; allowed: torch, {', '.join(ONNX_RUNTIMES)}")

@@ -37,13 +37,11 @@ class TextPredictor:
 
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "TextPredictor":
-        from r1.export.runtime import infer_runtime
+        """The torch runtime (`load_predictor` in family.py picks the ONNX one for onnx / onnx-int8)."""
+        from r1.inference.runtimes import infer_runtime
         from r1.models.lm.generate import load_lm
 
         runtime = runtime or infer_runtime(path)
-        if runtime in ("onnx", "onnx-int8"):
-            from r1.models.lm.onnx_predictor import OnnxTextPredictor
-            return OnnxTextPredictor.load(path, runtime, threads)
         if runtime != "torch":
             raise ConfigError(f"--runtime {runtime}: language models run with torch, onnx or onnx-int8")
         if threads < 1:
@@ -116,7 +114,7 @@ class TextPredictor:
     def predict(self, inputs: list[str], **options) -> list:
         """Prompts -> one Result per prompt (`generate`'s record); options are `generate`'s
         keyword arguments (max_new_tokens, temperature, top_k, top_p, seed, chat)."""
-        from r1.export.runtime import Result
+        from r1.inference.result import Result
 
         bad = [x for x in inputs if not isinstance(x, str)]
         if bad:

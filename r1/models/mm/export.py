@@ -81,8 +81,8 @@ def export_mm(model, out: str | Path, *, opset: int | None = None, verify: bool 
               options: dict | None = None, meta: dict | None = None, metadata=None, **_ignored) -> dict:
     """Export an mm model to `out` (module doc); verified with onnxruntime at another batch size and
     question length. `metadata(model, meta, example)` -> the generic R1 metadata_props."""
-    from r1.export.compact import compact_onnx
     from r1.models.mm.layers import static_shapes
+    from r1.onnx.compact import compact_onnx
 
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
@@ -117,7 +117,7 @@ def export_mm(model, out: str | Path, *, opset: int | None = None, verify: bool 
 def verify_mm(graph: nn.Module, path: Path, meta: dict, T: int, atol: float) -> dict:
     """onnxruntime against the torch eval forward (outside static_shapes: the model as trained) at
     batch 3 with the longest question and at batch 1 with a short one."""
-    from r1.export.onnx import ort_session
+    from r1.onnx.graph import ort_session
 
     sess = ort_session(path)
     worst = 0.0

@@ -73,9 +73,20 @@ def export_mm(*args, **kw):
     return run(*args, **kw)
 
 
+def load_predictor(path, runtime: str | None = None, threads: int = 1):
+    """The family's predictor for `runtime`: torch, or onnxruntime (onnx, onnx-int8) over its own graph."""
+    from r1.inference.runtimes import infer_runtime
+
+    if (runtime or infer_runtime(path)) in ("onnx", "onnx-int8"):
+        from r1.models.mm.onnx_predictor import OnnxVQAPredictor
+        return OnnxVQAPredictor.load(path, runtime, threads)
+    from r1.models.mm.predictor import VQAPredictor
+    return VQAPredictor.load(path, runtime, threads)
+
+
 SPEC = register_family(FamilySpec(
     name="mm", summary="visual question answering: an image and a question in, an answer out",
     evaluate="r1.models.mm.metrics:evaluate_vqa", monitor="accuracy", mode="max", tolerance=0.02,
-    inputs="image+text", predictor="r1.models.mm.predictor:VQAPredictor",
+    inputs="image+text", predictor=load_predictor,
     runtimes=("torch", "onnx", "onnx-int8"), export=ExportHook(run=export_mm),
     kd=mm_kd, example_inputs=question_image_batch, primary_loss="answer"))

@@ -32,7 +32,7 @@ def int8_file(fp32: Path, data_cfg: dict) -> Path:
     if out.is_file():
         return out
     from r1.compress.quantize import quantize_onnx
-    from r1.export.runtime import write_cached
+    from r1.inference.runtimes import write_cached
 
     def quantize(tmp: Path) -> None:
         quantize_onnx(fp32, tmp, "static", data_cfg)
@@ -85,8 +85,8 @@ class OnnxVQAPredictor(VQAPredictor):
 
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "OnnxVQAPredictor":
-        from r1.export.onnx import ort_session, read_onnx_meta
-        from r1.export.runtime import open_family_onnx
+        from r1.inference.runtimes import open_family_onnx
+        from r1.onnx.graph import ort_session, read_onnx_meta
 
         t0 = time.perf_counter()
         runtime, fp, props = open_family_onnx(path, runtime, threads, "mm", "r1.mm", "multimodal")

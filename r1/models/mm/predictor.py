@@ -39,13 +39,11 @@ class VQAPredictor:
 
     @classmethod
     def load(cls, path: str | Path, runtime: str | None = None, threads: int = 1) -> "VQAPredictor":
+        """The torch runtime (`load_predictor` in family.py picks the ONNX one for onnx / onnx-int8)."""
         from r1.artifacts import load_model
-        from r1.export.runtime import infer_runtime
+        from r1.inference.runtimes import infer_runtime
 
         runtime = runtime or infer_runtime(path)
-        if runtime in ("onnx", "onnx-int8"):
-            from r1.models.mm.onnx_predictor import OnnxVQAPredictor
-            return OnnxVQAPredictor.load(path, runtime, threads)
         if runtime != "torch":
             raise ConfigError(f"--runtime {runtime}: multimodal models run with torch, onnx or onnx-int8")
         if threads < 1:
@@ -101,8 +99,7 @@ class VQAPredictor:
 
     def batch(self, items: list) -> dict[str, torch.Tensor]:
         """Pairs -> the model's input dict."""
-        from r1.export.runtime import as_image
-        from r1.predict import resize_normalize
+        from r1.inference.images import as_image, resize_normalize
 
         pairs = [self.split_pair(x) for x in items]
         images = resize_normalize([as_image(im) for im, _ in pairs], self.meta)
@@ -122,7 +119,7 @@ class VQAPredictor:
     @torch.inference_mode()
     def predict(self, inputs: list, top_k: int = 3, batch_size: int = 32, **options) -> list:
         """(image, question) pairs -> one Result per pair: answer, probability, top_k answers."""
-        from r1.export.runtime import Result
+        from r1.inference.result import Result
 
         if options:
             raise ConfigError(f"predict: unknown option(s) {sorted(options)} for a multimodal model; "

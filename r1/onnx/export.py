@@ -14,7 +14,7 @@ Metadata written to `ModelProto.metadata_props` (all values are strings, JSON wh
     r1.preprocess  {"size": [H, W], "mean": [...], "std": [...]} (JSON)
     r1.input       {"name": "images", "layout": "NCHW", "dtype": "float32", "shape": [-1, 3, H, W]}
                    (H, W -1 with --dynamic-hw)
-    r1.dynamic_hw  with --dynamic-hw only: {"stride", "min", "opt", "max"} (JSON; r1/export/dynamic_hw.py)
+    r1.dynamic_hw  with --dynamic-hw only: {"stride", "min", "opt", "max"} (JSON; r1/onnx/dynamic_hw.py)
 """
 from __future__ import annotations
 
@@ -29,14 +29,13 @@ import torch
 import torch.nn as nn
 
 from r1.errors import ConfigError, R1Error
-from r1.export.compact import compact_onnx
-from r1.export.dynamic_hw import META_KEY as DYNAMIC_HW_KEY
-from r1.export.dynamic_hw import dynamic_meta, export_dims, resolve_range, verify_size
 from r1.family import ExportHook
+from r1.onnx.compact import compact_onnx
+from r1.onnx.dynamic_hw import META_KEY as DYNAMIC_HW_KEY
+from r1.onnx.dynamic_hw import dynamic_meta, export_dims, resolve_range, verify_size
+from r1.onnx.graph import FORMAT, INPUT_NAME, max_abs_diff, ort_session
 
 log = logging.getLogger(__name__)
-FORMAT = "r1-onnx/1"
-INPUT_NAME = "images"
 
 
 def get_export_hook(family: str) -> ExportHook:
@@ -62,7 +61,7 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     The graph is traced at batch `trace_batch` (>= 2: the dynamo exporter specialises a batch
     of 1) and, when `verify`, checked with onnxruntime at batch `verify_batch` against torch.
     `dynamic_hw` ({"min_size", "opt_size", "max_size"}, 0 = default; families whose export hook
-    has a `stride`): dynamic height and width too (`r1.export.dynamic_hw`), traced at opt x opt and
+    has a `stride`): dynamic height and width too (`r1.onnx.dynamic_hw`), traced at opt x opt and
     also checked at a non-square size.
     """
     if isinstance(model, (str, Path)):
@@ -159,42 +158,6 @@ def _metadata(model: nn.Module, meta: dict, family: str, dynamic_batch: bool, ex
             "r1.classes": json.dumps(meta.get("classes", [])),
             "r1.preprocess": json.dumps(meta.get("preprocess", {})),
             "r1.input": json.dumps({"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "shape": shape})}
-
-
-def read_onnx_meta(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an .onnx file as a dict (values as stored: strings)."""
-    import onnx
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"model not found: {path}")
-    try:
-        proto = onnx.load(str(p), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError and friends
-        raise ConfigError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
-    props = {e.key: e.value for e in proto.metadata_props}
-    if props.get("r1.format") != FORMAT:
-        raise ConfigError(f"{path}: no R1 metadata (r1.format={props.get('r1.format')!r}); "
-                          f"export it with `r1 export`")
-    return props
-
-
-def ort_session(path: str | Path, threads: int = 1, inter_threads: int = 1):
-    """An onnxruntime CPU session with explicit thread counts (the default uses every core)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = inter_threads
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def max_abs_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
-    if len(ref) != len(got) or any(r.shape != g.shape for r, g in zip(ref, got)):
-        return float("inf")
-    return max((float(np.abs(r.astype(np.float64) - g).max()) for r, g in zip(ref, got) if r.size), default=0.0)
 
 
 @torch.no_grad()

@@ -27,87 +27,12 @@ import torch
 from PIL import Image
 
 from r1.errors import ConfigError
+from r1.family import get_family
+from r1.inference.images import as_image
+from r1.inference.result import Result
+from r1.inference.runtimes import RUNTIMES, artifact_family, check_runtime, infer_runtime, onnx_file
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("torch", "onnx", "onnx-int8", "tensorrt")  # onnx-int8: families whose spec lists it
-
-
-def infer_runtime(path: str | Path) -> str:
-    suffix = Path(path).suffix
-    return {".onnx": "onnx", ".engine": "tensorrt", ".plan": "tensorrt"}.get(suffix, "torch")
-
-
-def check_runtime(family: str, runtime: str) -> None:
-    """ConfigError unless `runtime` exists and the family's predictor can use it."""
-    from r1.family import get_family
-
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"--runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
-    spec = get_family(family)
-    if runtime not in spec.runtimes:
-        allowed = f"the {spec.runtimes[0]} runtime" if len(spec.runtimes) == 1 else ", ".join(spec.runtimes)
-        raise ConfigError(f"--runtime {runtime}: family {family!r} runs with {allowed} only")
-
-
-def artifact_family(path: str | Path) -> str:
-    """The family of a run dir, .safetensors, .onnx or TensorRT engine (from its R1 metadata)."""
-    kind = infer_runtime(path)
-    if kind == "onnx":
-        from r1.export.onnx import read_onnx_meta
-        return read_onnx_meta(path)["r1.family"]
-    if kind == "tensorrt":
-        meta = Path(path).with_suffix(".json")
-        if not meta.is_file():
-            raise ConfigError(f"{path}: no {meta.name} beside the engine (written by `r1 export --format tensorrt`)")
-        return json.loads(meta.read_text())["r1.family"]
-    from r1.artifacts import read_info
-    return read_info(path)["family"]
-
-
-class Result(dict):
-    """One prediction: the family's JSON-safe record (a dict), plus `to_json()` and, for families
-    that draw, `save(path)` / `plot()` of the record on its input image."""
-
-    def __init__(self, record: dict, image=None, draw: Callable | None = None, meta: dict | None = None):
-        super().__init__(record)
-        self._image, self._draw, self._meta = image, draw, meta
-
-    def to_json(self) -> dict:
-        return dict(self)
-
-    def save(self, path: str | Path, **options) -> Path:
-        """Draw this result on its input image and save it (PNG); options go to the family's drawer
-        (e.g. `score_thresh` for detections)."""
-        if self._draw is None or self._image is None:
-            raise ConfigError("save: this result has no picture (its family does not draw, or the input was not an image)")
-        path = Path(path)
-        self._draw(self._image, dict(self), self._meta, path, **options)
-        return path
-
-    def plot(self, **options):
-        """The drawn result as a PIL image (e.g. to show in a notebook)."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            with Image.open(self.save(Path(tmp) / "result.png", **options)) as im:
-                return im.copy()
-
-
-def as_image(item) -> Image.Image:
-    """A PIL image, a path to an image file, encoded image bytes, or a uint8 (H, W, 3) array -> RGB image."""
-    from r1.predict import open_image
-
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    if isinstance(item, (str, Path)):
-        return open_image(Path(item))
-    if isinstance(item, (bytes, bytearray)):
-        import io
-        return open_image(io.BytesIO(item))
-    if isinstance(item, np.ndarray) and item.ndim == 3 and item.dtype == np.uint8:
-        return Image.fromarray(item).convert("RGB")
-    raise ConfigError(f"predict: cannot read an image from {type(item).__name__}; give a PIL image, a file path, "
-                      f"encoded bytes or a uint8 (H, W, 3) array")
 
 
 class Predictor:
@@ -118,8 +43,6 @@ class Predictor:
     def __init__(self, runner: Callable[[np.ndarray], list[np.ndarray] | object], *, family: str, meta: dict,
                  runtime: str, decode: Callable[[list, dict], object] | None = None, props: dict | None = None,
                  max_batch: int | None = None, source: str = "", data: dict | None = None):
-        from r1.family import get_family
-
         self._runner, self._decode = runner, decode
         self.family, self.meta, self.runtime, self.props = family, meta, runtime, props or {}
         self.io = get_family(family).io
@@ -134,8 +57,6 @@ class Predictor:
         """Run dir / .safetensors (torch), .onnx (onnxruntime CPU), .engine (TensorRT) -> the family's
         Predictor. `runtime="onnx"` on a run dir uses its cached ONNX export (made on first use).
         `threads` sets torch's intra-op threads (process-wide) or the onnxruntime session's."""
-        from r1.family import get_family
-
         t0 = time.perf_counter()
         runtime = runtime or infer_runtime(path)
         if threads < 1:
@@ -147,7 +68,7 @@ class Predictor:
         spec = get_family(family)
         kind = infer_runtime(path)
         if spec.predictor is not None:  # the family brings its own predictor (e.g. text in, text out)
-            p = spec.hook("predictor").load(path, runtime, threads)
+            p = spec.hook("predictor")(path, runtime, threads)
         elif runtime == "torch":
             if kind != "torch":
                 raise ConfigError(f"{path}: the torch runtime needs a run dir or .safetensors, not {Path(path).suffix}")
@@ -184,7 +105,8 @@ class Predictor:
 
     @classmethod
     def _load_onnx(cls, path: Path, threads: int, inter_threads: int) -> "Predictor":
-        from r1.export.onnx import INPUT_NAME, get_export_hook, ort_session, read_onnx_meta
+        from r1.onnx.export import get_export_hook
+        from r1.onnx.graph import INPUT_NAME, ort_session, read_onnx_meta
 
         props = read_onnx_meta(path)
         session = ort_session(path, threads, inter_threads)
@@ -209,8 +131,8 @@ class Predictor:
 
     @classmethod
     def _load_tensorrt(cls, path) -> "Predictor":
-        from r1.export.onnx import get_export_hook
-        from r1.export.tensorrt import TensorRTRunner, require_tensorrt
+        from r1.inference.tensorrt import TensorRTRunner, require_tensorrt
+        from r1.onnx.export import get_export_hook
 
         require_tensorrt()
         if infer_runtime(path) != "tensorrt":
@@ -290,74 +212,6 @@ class _PredictorModule(torch.nn.Module):
         return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
 
 
-# ---------------------------------------------------------------------- the ONNX cache of a run dir
-def weights_hash(path: str | Path) -> str:
-    """The weights file's sha256 (first 16 hex digits), hashed afresh (a few ms): the key of a run's
-    cached exports, so replaced weights never meet a stale export."""
-    from r1.artifacts import resolve_weights, sha256_file
-
-    return sha256_file(resolve_weights(path))[:16]
-
-
-def onnx_file(path: str | Path) -> Path:
-    """An .onnx path as is; a run dir or .safetensors -> its ONNX export, cached beside the weights
-    as `onnx/model-<weights hash>.onnx` (exported on first use; a temporary file where the run dir
-    is read-only)."""
-    if infer_runtime(path) == "onnx":
-        return Path(path)
-
-    from r1.artifacts import resolve_weights
-    from r1.export.onnx import export_onnx
-
-    cache = resolve_weights(path).parent / "onnx"
-    out = cache / f"model-{weights_hash(path)}.onnx"
-    if out.is_file():
-        log.info("onnx: reusing %s", out)
-        return out
-    return write_cached(out, lambda tmp: export_onnx(path, tmp), f"onnx: exporting {path}")
-
-
-ONNX_RUNTIMES = ("onnx", "onnx-int8")  # the runtimes of the predictors that run a family's own ONNX graph
-
-
-def open_family_onnx(path: str | Path, runtime: str | None, threads: int, family: str, key: str,
-                     what: str) -> tuple[str, Path, dict]:
-    """What every own-graph ONNX predictor's load() starts with: `runtime` (None: "onnx") is one of
-    ONNX_RUNTIMES, `threads` >= 1, and `path` (a run dir: its cached export, made on first use) holds
-    `family`'s export, i.e. metadata `r1.family` == family and a `key` entry. -> (runtime, file, metadata)."""
-    from r1.export.onnx import read_onnx_meta
-
-    runtime = runtime or "onnx"
-    if runtime not in ONNX_RUNTIMES:
-        raise ConfigError(f"--runtime {runtime}: not an onnxruntime runtime; allowed: {', '.join(ONNX_RUNTIMES)}")
-    if threads < 1:
-        raise ConfigError(f"threads: must be >= 1, got {threads}")
-    fp = Path(onnx_file(path))
-    props = read_onnx_meta(fp)
-    if props.get("r1.family") != family or key not in props:
-        raise ConfigError(f"{path}: not a {what} ONNX export (r1.family={props.get('r1.family')!r})")
-    return runtime, fp, props
-
-
-def write_cached(out: Path, write: Callable[[Path], object], what: str) -> Path:
-    """Make the cache file `out` with `write(tmp)` into a scratch file beside it, then move it into
-    place atomically (a concurrent reader never sees a half-written file); where `out`'s folder is
-    read-only, write to a temporary file instead, every time. Returns the file written."""
-    import tempfile
-
-    try:
-        out.parent.mkdir(exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".r1-write-", dir=out.parent)) / out.name
-    except OSError:
-        tmp = out = Path(tempfile.mkdtemp(prefix="r1-onnx-")) / out.name
-    log.info("%s (first use; cached as %s)", what, out)
-    write(tmp)
-    if tmp != out:
-        tmp.replace(out)
-        tmp.parent.rmdir()
-    return out
-
-
 def _concat(parts: list):
     first = parts[0]
     if isinstance(first, torch.Tensor):
@@ -367,3 +221,24 @@ def _concat(parts: list):
     if isinstance(first, list):  # per-image records (e.g. detections)
         return [r for p in parts for r in p]
     raise TypeError(f"cannot concatenate outputs of type {type(first).__name__}")
+
+
+def load(path: str | Path, runtime: str | None = None, threads: int = 1, inter_threads: int = 1):
+    """`r1.load`: any trained or exported model as its family's Predictor (see `Predictor.load`)."""
+    return Predictor.load(path, runtime=runtime, threads=threads, inter_threads=inter_threads)
+
+
+def load_any(path: str | Path, device: str | torch.device = "cpu", threads: int = 1, runtime: str | None = None,
+             **fields) -> torch.nn.Module:
+    """A torch module for any artifact: a run dir / .safetensors (`load_model`), or an .onnx / TensorRT
+    engine behind the module interface (`model(images)` -> the family's outputs), so evaluation and
+    reports score exported models like trained ones. `runtime` (onnx, ...) runs a run dir in that
+    runtime (its cached export) instead of torch."""
+    from r1.artifacts import load_model
+
+    runtime = runtime or infer_runtime(path)
+    if runtime != "torch":
+        if fields:
+            raise ConfigError(f"{path}: model settings {sorted(fields)} cannot change in an exported graph")
+        return Predictor.load(path, runtime=runtime, threads=threads).as_module()
+    return load_model(path, device, **fields)
