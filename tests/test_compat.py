@@ -1,9 +1,11 @@
 """Run dirs written before model.json format r1-model/2 (R1 0.1.x: no `r1_version`, no
-`weights_sha256`) still load, evaluate, predict and serve."""
+`weights_sha256`) still load, evaluate, predict and serve; run dirs written before spine v3 moved
+family code (tests/fixtures/compat/) also resume."""
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from PIL import Image
 
 from r1.errors import ConfigError
+from tests.conftest import run_cli
 
 
 @pytest.fixture()
@@ -92,3 +95,126 @@ def test_predict_accepts_onnx(trained_digits, tmp_path):
     by_torch = list(predict_files(trained_digits, [img]))
     assert by_onnx[0]["label"] == by_torch[0]["label"]
     assert by_onnx[0]["score"] == pytest.approx(by_torch[0]["score"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- run dirs of the pre-move code
+# tests/fixtures/compat/<family>/: one tiny run per family written by R1 at ecfdb44, before spine v3 moved
+# family code into r1/models/<family>/ (README.md there: how they were made). Each is a finished run whose
+# checkpoints/last.pt is the one saved two steps before the end; predictions.json holds what that code's
+# r1.load(run).predict(...) answered for make_fixtures.predict_inputs.
+PRE_MOVE = Path(__file__).parent / "fixtures" / "compat"
+FAMILIES = ("cls", "det", "lm", "mm")
+TIMING = ("train/time_s", "train/cpu_s")  # how long it took is not part of the result
+
+
+@pytest.fixture(scope="module")
+def token_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("r1-cache")  # lm: the tokenized corpus, shared by this module's tests
+
+
+def _pre_move_run(family: str, tmp_path, monkeypatch, token_cache):
+    """A copy of the fixture (the committed one is never written to)."""
+    monkeypatch.setenv("R1_CACHE", str(token_cache))
+    run = tmp_path / family
+    shutil.copytree(PRE_MOVE / family, run)
+    return run
+
+
+# detections are rounded (boxes to 0.01 px, scores to 1e-4): float noise may move the last digit
+ROUNDED = {"boxes": 0.0101, "scores": 1.01e-4}
+
+
+def _close(got, want, path="", unit=1e-9) -> None:
+    """Equal structure and strings; floats within float noise."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), path
+        for k in want:
+            _close(got[k], want[k], f"{path}.{k}", ROUNDED.get(k, unit))
+    elif isinstance(want, list):
+        assert isinstance(got, (list, tuple)) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            _close(g, w, f"{path}[{i}]", unit)
+    elif isinstance(want, float) and not isinstance(got, bool):
+        assert got == pytest.approx(want, rel=1e-6, abs=unit), path
+    else:
+        assert got == want, path
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pre_move_run_evaluates_to_its_metrics(family, tmp_path, monkeypatch, token_cache):
+    run = _pre_move_run(family, tmp_path, monkeypatch, token_cache)
+    old = json.loads((run / "metrics.json").read_text())
+    splits = sorted({k.split("/")[0] for k in old} & {"val", "test"})
+    assert splits == (["val"] if family == "lm" else ["test", "val"])
+    for split in splits:
+        out = tmp_path / f"{split}.json"
+        res = run_cli("eval", str(run), "--split", split, "--json", str(out))
+        assert res.returncode == 0, res.stderr
+        _close(json.loads(out.read_text()), {k: v for k, v in old.items() if k.startswith(f"{split}/")}, split)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pre_move_run_predicts_what_the_old_code_predicted(family, tmp_path, monkeypatch, token_cache):
+    import r1
+    from tests.fixtures.compat.make_fixtures import predict_inputs
+
+    run = _pre_move_run(family, tmp_path, monkeypatch, token_cache)
+    p = r1.load(run)
+    assert p.family == family and p.runtime == "torch"
+    inputs, options = predict_inputs(family)
+    want = json.loads((PRE_MOVE / "predictions.json").read_text())[family]
+    _close([r.to_json() for r in p.predict(inputs, **options)], want, family)
+
+
+@pytest.mark.parametrize("family", ["lm", "mm"])
+def test_pre_move_run_serves(family, tmp_path, monkeypatch, token_cache):
+    import io
+
+    from r1.bench.load import wait_ready
+    from r1.serve.app import ServeConfig, create_app
+    from tests.fixtures.compat.make_fixtures import predict_inputs
+    from tests.serve.helpers import running_server
+
+    run = _pre_move_run(family, tmp_path, monkeypatch, token_cache)
+    inputs, options = predict_inputs(family)
+    want = json.loads((PRE_MOVE / "predictions.json").read_text())[family][0]
+    if family == "lm":
+        request = {"json": {"text": inputs[0], **options}}
+    else:
+        image, question = inputs[0]
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        request = {"files": {"file": ("scene.png", buf.getvalue(), "image/png")},
+                   "data": {"text": question, **{k: str(v) for k, v in options.items()}}}
+    cfg = ServeConfig(model=str(run), inference="thread", warmup_runs=1, max_text_chars=300)
+    with running_server(create_app(cfg)) as (url, _):
+        wait_ready(url, timeout=60)
+        r = httpx.post(f"{url}/v1/predict", timeout=60, **request)
+    assert r.status_code == 200, r.text
+    assert r.json()["family"] == family
+    _close(r.json()["result"], want, family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pre_move_interrupted_run_resumes_to_the_same_end(family, tmp_path, monkeypatch, token_cache):
+    """`r1 train CONFIG run.dir=RUN --resume` takes the old last.pt (two steps before the end) to the
+    end: the same weights and metrics as the old code's uninterrupted run."""
+    import torch
+    from safetensors.torch import load_file
+
+    run = _pre_move_run(family, tmp_path, monkeypatch, token_cache)
+    # what a run killed at that checkpoint holds: no final model, metrics or test outputs
+    for name in ("model.safetensors", "model.json", "metrics.json", "confusion_matrix.png", "detections.json"):
+        (run / name).unlink(missing_ok=True)
+    logged = len((run / "log.txt").read_text())
+    res = run_cli("train", str(run / "config.yaml"), f"run.dir={run}", "--resume", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in (run / "log.txt").read_text()[logged:]
+    old, new = load_file(str(PRE_MOVE / family / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert old.keys() == new.keys()
+    for k in old:  # identical on the machine that wrote the fixture; float noise allowed elsewhere
+        torch.testing.assert_close(new[k], old[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+    want, got = (json.loads((d / "metrics.json").read_text()) for d in (PRE_MOVE / family, run))
+    for timing in TIMING:
+        want.pop(timing), got.pop(timing)
+    _close(got, want, family)
