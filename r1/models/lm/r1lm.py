@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from r1.errors import ConfigError
-from r1.models.lm.config import R1LM_FLAVORS, R1LMConfig
+from r1.models.lm.config import R1LMConfig
 from r1.models.lm.contrastive import domain_contrastive, mean_pool
 from r1.models.lm.layers import MLP, KVCache, Rotary, apply_rotary, band_mask, causal_mask, split_inputs
 from r1.registry import register_model
@@ -477,7 +477,7 @@ class R1LM(nn.Module):
         return KVCache(self.n_layer, self.block_size)
 
 
-@register_model("r1_lm", family="lm", config=R1LMConfig, flavors=R1LM_FLAVORS)
+@register_model("r1_lm", family="lm", config=R1LMConfig)
 def r1_lm(cfg: R1LMConfig) -> nn.Module:
     """R1-LM: gated global+local attention, early exit, cross-layer fusion, tied weights."""
     return R1LM(cfg)
