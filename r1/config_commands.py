@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from r1.config import apply_overrides, check_bounds, from_dict, opt, read_yaml
+# The config package's parts, not `r1.config` itself: its `explain_sections` lists these sections.
+from r1.config.base import opt
+from r1.config.files import read_yaml
+from r1.config.overrides import apply_overrides
+from r1.config.parse import check_bounds, from_dict
 from r1.errors import ConfigError
 
 MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the request schema's own limits (r1/serve/schemas.py)

@@ -1,8 +1,9 @@
 """One registry for every model: `register_model`, `build_model`, `list_models`.
 
-A registered entry is a builder `fn(cfg) -> nn.Module` plus its config dataclass (a `model`
-variant, see `r1.config.variant`), its family (`cls`, `det`, `lm`, `mm`) and its flavors: named
-presets of that config's fields (`tiny`, `small`, ...). Registering a model makes the test
+A registered entry is a builder `fn(cfg) -> nn.Module` plus its config dataclass and its family
+(`cls`, `det`, `lm`, `mm`). The config class and the model's flavors (named presets of its fields:
+`tiny`, `small`, ...) are declared once, torch-free, with `variant(ModelConfig, name, flavors=...)`
+(in the family's `config.py`); the registry reads that table. Registering a model makes the test
 suite exercise it (tests are parametrized over `list_models()`).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from r1.config import ModelConfig, from_dict, to_dict, variant
+from r1.config import ModelConfig, from_dict, to_dict
 from r1.errors import ConfigError
 
 
@@ -23,23 +24,28 @@ class ModelEntry:
     family: str
     builder: Callable[[ModelConfig], nn.Module]
     config_cls: type
-    flavors: dict[str, dict]
     doc: str
+
+    @property
+    def flavors(self) -> dict[str, dict]:
+        """Flavor -> field values: the table declared with the model's config variant."""
+        return ModelConfig._flavors[self.name]
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str, config: type = ModelConfig, flavors: dict[str, dict]):
-    """Decorator for `builder(cfg) -> nn.Module`. `flavors` map a flavor to field values."""
-    if "tiny" not in flavors or "small" not in flavors:
-        raise ValueError(f"model {name}: flavors must include 'tiny' and 'small'")
+def register_model(name: str, *, family: str, config: type):
+    """Decorator for `builder(cfg) -> nn.Module`. `config` is the class declared for `name` with
+    `variant(ModelConfig, name, flavors=...)`, which also holds the model's flavors."""
+    if ModelConfig._variants.get(name) is not config:
+        raise ValueError(f"model {name}: declare {config.__name__} first with "
+                         f"variant(ModelConfig, {name!r}, flavors=...) (its flavors live there)")
 
     def wrap(builder):
         if name in _MODELS:
             raise ValueError(f"model {name} registered twice")
-        variant(ModelConfig, name, flavors)(config)  # parse `model:` sections naming this model with `config`
-        _MODELS[name] = ModelEntry(name, family, builder, config, flavors, (builder.__doc__ or "").strip())
+        _MODELS[name] = ModelEntry(name, family, builder, config, (builder.__doc__ or "").strip())
         return builder
     return wrap
 
@@ -63,12 +69,9 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
 
 
 def flavor_preset(name: str, flavor: str) -> dict:
-    """Field values of `flavor` for model `name`, with the flavor itself."""
-    entry = get_entry(name)
-    if flavor not in entry.flavors:
-        raise ConfigError(f"model.flavor: unknown flavor {flavor!r} for {name}; "
-                          f"allowed: {', '.join(entry.flavors)}")
-    return {"flavor": flavor, **entry.flavors[flavor]}
+    """Field values of `flavor` for registered model `name`, with the flavor itself."""
+    get_entry(name)
+    return ModelConfig.flavor_preset(name, flavor)
 
 
 def build_model(cfg: ModelConfig | str, **fields) -> nn.Module:

@@ -20,6 +20,7 @@ from r1.train.callbacks import (
     QuantizationAware,
     config_callbacks,
 )
+from r1.train.evaluation import before_eval
 from tests.conftest import ROOT, tiny_cls_overrides
 
 DIGITS = ROOT / "configs/cls/digits.yaml"
@@ -148,7 +149,7 @@ def test_short_run_batchnorm_replaces_the_lagging_statistics(tmp_path):
         t.train_step(batches)
     bn = next(m for m in t.model.modules() if isinstance(m, nn.BatchNorm2d))
     stale = bn.running_var.clone()
-    t._before_eval(final=True)
+    before_eval(t, final=True)
     assert not torch.allclose(bn.running_var, stale)
     assert int(bn.num_batches_tracked) == min(32, len(t.loader(t.data.train, train=True)))
 
@@ -167,7 +168,7 @@ def test_ema_weights_get_their_own_batchnorm_statistics_at_any_length(tmp_path):
     averaged = next(m for m in t.eval_model().modules() if isinstance(m, nn.BatchNorm2d))
     student = next(m for m in t.student.modules() if isinstance(m, nn.BatchNorm2d))
     before = student.running_var.clone()
-    t._before_eval(final=True)
+    before_eval(t, final=True)
     assert t.eval_model() is t.ema.module
     assert int(averaged.num_batches_tracked) == min(32, len(t.loader(t.data.train, train=True)))
     assert torch.equal(student.running_var, before)  # the student's own statistics are left alone

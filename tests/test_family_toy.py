@@ -43,7 +43,7 @@ class ColourImages(Dataset):
 
 
 def _register():
-    from r1.config import DataConfig, ModelConfig, opt
+    from r1.config import DataConfig, ModelConfig, opt, variant
     from r1.data import DataBundle, register_data
     from r1.family import ExportHook, FamilyIO, FamilySpec, register_family
     from r1.inference.images import image_batch, resize_normalize
@@ -52,6 +52,7 @@ def _register():
     if "toy_colour_net" in _MODELS:
         return
 
+    @variant(ModelConfig, "toy_colour_net", flavors={"tiny": {"width": 4}, "small": {"width": 8}})
     @dataclass
     class ToyNetConfig(ModelConfig):
         width: int = opt(4, "Channels of the conv layer.", min=1)
@@ -70,8 +71,7 @@ def _register():
             scores = self.fc(F.relu(self.conv(images)).mean((2, 3)))
             return scores if labels is None else {"ce": F.cross_entropy(scores, labels)}
 
-    register_model("toy_colour_net", family="toy", config=ToyNetConfig,
-                   flavors={"tiny": {"width": 4}, "small": {"width": 8}})(lambda cfg: ToyNet(cfg))
+    register_model("toy_colour_net", family="toy", config=ToyNetConfig)(lambda cfg: ToyNet(cfg))
 
     @register_data("toy_colours", ToyDataConfig)
     def toy_colours(cfg, seed):

@@ -50,3 +50,27 @@ def test_flavors_build(name):
     entry = get_entry(name)
     assert {"tiny", "small"} <= set(entry.flavors)
     assert entry.doc, f"{name}: the builder needs a docstring (shown by `r1 models`)"
+
+
+def test_one_flavor_table_declared_with_the_config():
+    """The flavors live with the torch-free config variant; the registry reads that table."""
+    from dataclasses import dataclass
+
+    from r1.config import ModelConfig, variant
+    from r1.registry import flavor_preset, register_model
+
+    for name in list_models():
+        assert get_entry(name).flavors is ModelConfig._flavors[name]
+        assert flavor_preset(name, "tiny") == ModelConfig.flavor_preset(name, "tiny")
+
+    @dataclass
+    class Undeclared(ModelConfig):
+        pass
+
+    with pytest.raises(ValueError, match="model no_small: flavors must include 'tiny' and 'small'"):
+        variant(ModelConfig, "no_small", flavors={"tiny": {}})
+    with pytest.raises(ValueError, match="model no_flavors: flavors must include 'tiny' and 'small'"):
+        variant(ModelConfig, "no_flavors")
+    with pytest.raises(ValueError, match=r"model undeclared: declare Undeclared first with variant\(ModelConfig"):
+        register_model("undeclared", family="cls", config=Undeclared)
+    assert "no_small" not in ModelConfig._variants and "undeclared" not in ModelConfig._variants

@@ -49,10 +49,7 @@ def register_data(name: str, config: type = DataConfig):
 
 
 def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
-    DataConfig.load_variants()
-    if cfg.name not in _DATA:  # a kind that lives in a family's folder (r1/models/<family>/)
-        import r1.models
-        r1.models.load_all()
+    DataConfig.load_variants()  # the kinds live in the families' folders (r1/models/<family>/)
     if cfg.name not in _DATA:
         raise ConfigError(f"data.name: unknown dataset {cfg.name!r}; allowed: {', '.join(sorted(_DATA))}")
     return _DATA[cfg.name](cfg, seed)

@@ -11,13 +11,9 @@ them, callers may add their own, and the core only calls hooks.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import math
-import random
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,38 +23,26 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from r1.artifacts import load_weights, save_artifact
-from r1.config import Config, save_config, to_dict
+import r1.train.distributed as D
+import r1.train.rundir as rundir
+from r1.config import Config, save_config
 from r1.data import DataBundle, build_data
 from r1.data.unreadable import DecodeGuard, describe
-from r1.errors import ConfigError, TrainingAborted
-from r1.evaluate import evaluate, get_evaluator
+from r1.errors import TrainingAborted
+from r1.evaluate import get_evaluator
 from r1.family import get_family
-from r1.registry import build_model, get_entry, list_models
-from r1.train import distributed as D
-from r1.train import rundir
+from r1.registry import get_entry
 from r1.train.callbacks import Callback, StepFunction, WrapModel, config_callbacks
-from r1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from r1.train.checkpoint import resume_last, save_last
+from r1.train.evaluation import eval_and_checkpoint, finish
 from r1.train.hardware import memory_mb, pick_device, resolve_amp, set_threads
 from r1.train.logs import StepLog, setup_run_logging
 from r1.train.optim import build_optimizer, build_scheduler
+from r1.train.prepare import build_run_model, check_family, count_params, micro_batch_size, move_to, seed_everything
 from r1.train.sampler import ResumableSampler, SeededItems
 from r1.train.sharding import Sharding, resolve_parallel
 
 log = logging.getLogger("r1.train")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def fill_from_meta(model_cfg, meta: dict):
-    """Model fields left at 0 or "" (e.g. num_classes, an lm objective) take the data meta's value of that name."""
-    fills = {f.name: meta[f.name] for f in dataclasses.fields(model_cfg)
-             if f.name in meta and getattr(model_cfg, f.name) in (0, "") and isinstance(meta[f.name], (int, str))}
-    return dataclasses.replace(model_cfg, **fills)
 
 
 class Trainer:
@@ -86,7 +70,7 @@ class Trainer:
         check_family(cfg, self.data)
         self.model = self._build_model()
         self.student = getattr(self.model, "student", self.model)  # what is evaluated and saved (wrappers expose it)
-        self.micro_bs = self._micro_batch_size()
+        self.micro_bs = micro_batch_size(cfg, self.dist.world, len(self.data.train))
         self.train_loader = self.loader(self.data.train, train=True)
         self.decode_guard = DecodeGuard(len(self.train_loader), cfg.train.max_bad_batches, describe(cfg.data))
         self.steps_per_epoch = max(1, len(self.train_loader.sampler) // (self.micro_bs * cfg.train.accum_steps))
@@ -106,7 +90,7 @@ class Trainer:
         self.state = {"step": 0, "epoch": 0, "pos": 0, "best": None, "bad_evals": 0,
                       "nonfinite_streak": 0, "nonfinite_total": 0, "time": 0.0, "cpu": 0.0}
         if resume:
-            self._load_state()
+            resume_last(self)
         for cb in self.callbacks:
             cb.on_setup(self)
 
@@ -118,30 +102,10 @@ class Trainer:
         return out
 
     def _build_model(self) -> nn.Module:
-        cfg = self.cfg
-        cfg.model = fill_from_meta(cfg.model, self.data.meta)
-        model = build_model(cfg.model)
-        for path, what in ((cfg.model.pretrained, "model.pretrained"), (cfg.train.init_from, "train.init_from")):
-            if path:
-                missing, skipped = load_weights(model, path)
-                log.info("%s: loaded %s (%d missing, %d skipped for shape)", what, path, len(missing), len(skipped))
-        if cfg.train.grad_ckpt:
-            if not hasattr(model, "set_grad_checkpointing"):
-                raise ConfigError(f"train.grad_ckpt: model {cfg.model.name} does not support gradient checkpointing")
-            model.set_grad_checkpointing(True)
+        model = build_run_model(self.cfg, self.data.meta)
         for cb in self.callbacks:  # in order: transforms of the model (QAT), then wrappers (distillation)
             model = cb.on_build_model(self, model)
         return model.to(self.device)
-
-    def _micro_batch_size(self) -> int:
-        bs, accum, world = self.cfg.data.batch_size, self.cfg.train.accum_steps, self.dist.world
-        if bs % (accum * world):
-            raise ConfigError(f"data.batch_size: {bs} must be divisible by train.accum_steps x processes "
-                              f"= {accum} x {world}")
-        micro = bs // (accum * world)
-        if len(self.data.train) // world < micro:
-            raise ConfigError(f"data.batch_size: {bs} exceeds the {len(self.data.train)} training samples")
-        return micro
 
     def loader(self, dataset, train: bool) -> DataLoader:
         """Training loader (this rank's shard, resumable order, micro-batches) or evaluation loader."""
@@ -152,34 +116,6 @@ class Trainer:
                               generator=torch.Generator())  # never draw from the global RNG
         return DataLoader(dataset, batch_size=self.cfg.data.eval_batch_size, shuffle=False,
                           collate_fn=self.data.collate, num_workers=self.cfg.data.num_workers)
-
-    # ------------------------------------------------------------------ state
-    def _training_state(self) -> dict:
-        """Full state (gathered from the shards under train.parallel=fsdp/zero1: every rank calls this)."""
-        model_sd, optim_sd = self.sharding.state_dicts(self.model, self.opt)
-        return {"model": model_sd, "optimizer": optim_sd,
-                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
-                "ema": self.ema.state_dict() if self.ema else {}, "rng": rng_state(),
-                "trainer": dict(self.state, world=self.dist.world)}
-
-    def _save_last(self) -> None:
-        state = self._training_state()
-        if self.dist.is_main:
-            save_checkpoint(state, self.dir / "checkpoints" / "last.pt")
-
-    def _load_state(self) -> None:
-        ckpt = load_checkpoint(self.dir / "checkpoints" / "last.pt")
-        self.sharding.load_state_dicts(self.model, self.opt, ckpt["model"], ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema:
-            self.ema.load_state_dict(ckpt["ema"])
-        saved = dict(ckpt["trainer"])
-        saved["pos"] = saved["pos"] * saved.pop("world", self.dist.world) // self.dist.world  # samples per rank
-        self.state.update(saved)
-        set_rng_state(ckpt["rng"])
-        log.info("resumed from %s at step %d (epoch %d, sample %d)", self.dir / "checkpoints" / "last.pt",
-                 self.state["step"], self.state["epoch"], self.state["pos"])
 
     def eval_model(self) -> nn.Module:
         if self.ema:
@@ -205,7 +141,7 @@ class Trainer:
             self.state["pos"] = sampler.per_rank  # epoch done
 
     def to_device(self, x):
-        return _to(x, self.device)
+        return move_to(x, self.device)
 
     def _forward(self, batch, sync: bool) -> dict[str, torch.Tensor]:
         inputs, targets = self.to_device(batch)
@@ -268,51 +204,6 @@ class Trainer:
                                   f"{self.state['step']}; lower optim.lr or set train.clip_grad")
         return None
 
-    def _before_eval(self, final: bool) -> None:
-        for cb in self.callbacks:
-            cb.before_eval(self, self.eval_model(), final)
-
-    def _evaluate(self, split: str, out_dir: Path | None = None) -> dict[str, float]:
-        dataset = {"val": self.data.val, "test": self.data.test}[split]
-        if dataset is None:
-            return {}
-        metrics = evaluate(self.family, self.eval_model(), self.loader(dataset, train=False),
-                           self.data.meta, self.device, out_dir)
-        return {f"{split}/{k}": v for k, v in metrics.items()}
-
-    def _improved(self, value: float) -> bool:
-        best = self.state["best"]
-        return best is None or (value > best if self.mode == "max" else value < best)
-
-    def _eval_and_checkpoint(self, history) -> bool:
-        """Validate (rank 0), keep best weights, save last.pt; True when early stopping triggers."""
-        stop = False
-        self.sharding.refresh_full(self.model)
-        if self.dist.is_main:
-            self._before_eval(final=False)
-            metrics = self._evaluate("val")
-            value = metrics.get(f"val/{self.monitor}")
-            if value is None:
-                raise ConfigError(f"train.monitor: {self.monitor!r} is not a metric of this family; "
-                                  f"available: {', '.join(k.split('/', 1)[1] for k in metrics)}")
-            if self._improved(value):
-                self.state["best"], self.state["bad_evals"] = value, 0
-                save_checkpoint({"model": self.eval_model().state_dict(), "step": self.state["step"]},
-                                self.dir / "checkpoints" / "best.pt")
-            else:
-                self.state["bad_evals"] += 1
-            stop = bool(self.cfg.train.patience) and self.state["bad_evals"] >= self.cfg.train.patience
-            asked = [cb.on_eval_end(self, metrics) for cb in self.callbacks]  # every callback sees the metrics
-            stop = stop or any(asked)
-            log.info("eval step %d | %s | best %s %.4f%s", self.state["step"],
-                     " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), self.monitor, self.state["best"],
-                     " | early stop" if stop else "")
-            history.write({"step": self.state["step"], **metrics}, self.writer)
-        stop = D.any_rank(stop, self.dist)
-        self._save_last()
-        D.barrier(self.dist)
-        return stop
-
     def fit(self) -> dict[str, float]:
         cfg = self.cfg
         if self.dist.is_main:
@@ -356,70 +247,14 @@ class Trainer:
             if step % eval_every == 0 or step == self.total_steps:
                 self.state["time"] += time.perf_counter() - t0
                 self.state["cpu"] = self.state.get("cpu", 0.0) + time.process_time() - c0
-                stop = self._eval_and_checkpoint(history)
+                stop = eval_and_checkpoint(self, history)
                 # evaluation time is neither training time nor throughput
                 t0, seen, c0 = time.perf_counter(), 0, time.process_time()
             elif step % ckpt_every == 0:
-                self._save_last()
+                save_last(self)
             if stop:
                 break
-        return self._finish(history)
-
-    def _finish(self, history) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        self.sharding.refresh_full(self.model)
-        if self.dist.is_main:
-            best = self.dir / "checkpoints" / "best.pt"
-            if best.is_file():
-                self.eval_model().load_state_dict(load_checkpoint(best)["model"])
-            self._before_eval(final=True)
-            metrics.update(self._evaluate("val"))
-            metrics.update(self._evaluate("test", out_dir=self.dir))
-            metrics.update({"train/steps": self.state["step"], "train/time_s": round(self.state["time"], 2),
-                            "train/cpu_s": round(self.state.get("cpu", 0.0), 2),
-                            "train/nonfinite_skipped": self.state["nonfinite_total"]})
-            metrics.update({f"data/{k}": v for k, v in self.data.stats.items()}, **self.decode_guard.metrics())
-            final = self.eval_model()
-            for cb in self.callbacks:
-                final = cb.on_finish(self, final)
-            save_artifact(final, self.dir, self.data.meta, to_dict(self.cfg.data))
-            (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            history.write({"step": self.state["step"], "final": True, **metrics})
-            log.info("done | %s | artifacts in %s", " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                              if isinstance(v, float)), self.dir)
-            if self.writer:
-                self.writer.close()
-        history.close()
-        if self.run_lock is not None:
-            self.run_lock.release()
-        D.barrier(self.dist)
-        D.cleanup(self.dist)
-        return metrics
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _to(x, device: torch.device):
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to(v, device) for v in x)
-    return x
-
-
-def check_family(cfg: Config, data: DataBundle) -> None:
-    """The model must belong to the data's family (a digits config with model.name=r1_lm is a
-    one-line error, not a traceback from inside the model)."""
-    family = get_entry(cfg.model.name).family
-    if family != data.family:
-        raise ConfigError(f"model.name: {cfg.model.name} is a {family}-family model but data.name {cfg.data.name} is "
-                          f"{data.family}-family data; allowed models for {data.family} data: "
-                          f"{', '.join(list_models(family=data.family))}")
-
+        return finish(self, history)
 
 def fit(cfg: Config, resume: bool = False, on_step: Callable | None = None, **kw) -> dict[str, float]:
     """Train `cfg` to completion; returns the final metrics (also written to metrics.json).

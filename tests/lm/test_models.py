@@ -157,7 +157,7 @@ def test_progressive_unfreezing():
 def test_batched_exit_losses_match_the_per_head_computation(exit_stride):
     import torch.nn.functional as F
 
-    from r1.models.lm.r1lm import CONF_STRIDE
+    from r1.models.lm.r1lm_exits import CONF_STRIDE
     m = tiny("r1_lm", exit_stride=exit_stride)
     x = torch.randint(0, V, (2, m.block_size))
     y = x.roll(-1, 1)

@@ -12,7 +12,7 @@ from r1.errors import ConfigError
 from r1.models.lm.contrastive import domain_contrastive, mean_pool
 from r1.models.lm.masking import MASK, mask_tokens
 from r1.registry import build_model
-from r1.train.trainer import fill_from_meta
+from r1.train.prepare import fill_from_meta
 
 V = 37
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from r1.models.cls.config import MLP_FLAVORS, MLPConfig
+from r1.models.cls.config import MLPConfig
 from r1.registry import register_model
 
 
@@ -30,7 +30,7 @@ class MLPClassifier(nn.Module):
         return logits if labels is None else self.loss(logits, labels)
 
 
-@register_model("mlp", family="cls", config=MLPConfig, flavors=MLP_FLAVORS)
+@register_model("mlp", family="cls", config=MLPConfig)
 def mlp(cfg: MLPConfig) -> nn.Module:
     """Plain MLP classifier (baseline; BatchNorm-free)."""
     return MLPClassifier(cfg)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from r1.layers import ConvBNAct, InvertedResidual, make_divisible
-from r1.models.cls.config import MOBILENETV3_FLAVORS, MobileNetV3Config  # noqa: F401  (config: torch-free)
+from r1.models.cls.config import MobileNetV3Config  # torch-free
 from r1.registry import register_model
 
 # (kernel, expansion channels, out channels, squeeze-excite, activation, stride), from the paper.
@@ -123,10 +123,7 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-FLAVORS = MOBILENETV3_FLAVORS  # shared with the slimmable variant
-
-
-@register_model("r1_mobilenetv3", family="cls", config=MobileNetV3Config, flavors=FLAVORS)
+@register_model("r1_mobilenetv3", family="cls", config=MobileNetV3Config)
 def r1_mobilenetv3(cfg: MobileNetV3Config) -> nn.Module:
     """R1 MobileNetV3 classifier (the R1 student)."""
     return R1MobileNetV3(cfg)

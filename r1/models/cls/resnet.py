@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from r1.models.cls.config import RESNET_DEPTHS, RESNET_FLAVORS, ResNetConfig
+from r1.models.cls.config import RESNET_DEPTHS, ResNetConfig
 from r1.registry import register_model
 
 DEPTHS = {10: (BasicBlock, [1, 1, 1, 1]), 18: (BasicBlock, [2, 2, 2, 2]),
@@ -34,7 +34,7 @@ class ResNetClassifier(nn.Module):
         return logits if labels is None else self.loss(logits, labels)
 
 
-@register_model("resnet", family="cls", config=ResNetConfig, flavors=RESNET_FLAVORS)
+@register_model("resnet", family="cls", config=ResNetConfig)
 def resnet(cfg: ResNetConfig) -> nn.Module:
     """ResNet classifier (the teacher), torchvision's architecture."""
     return ResNetClassifier(cfg)

@@ -19,7 +19,7 @@ from r1.compress.distill import kd_loss
 from r1.compress.prune import _groups, apply_plan
 from r1.layers import make_divisible
 from r1.models.cls.config import SlimConfig
-from r1.models.cls.mobilenetv3 import FLAVORS, MobileNetV3Config, R1MobileNetV3
+from r1.models.cls.mobilenetv3 import MobileNetV3Config, R1MobileNetV3
 from r1.registry import register_model
 
 
@@ -138,7 +138,7 @@ def materialize(model: SlimMobileNetV3, width: float) -> R1MobileNetV3:
     return plain.eval()
 
 
-@register_model("r1_slim_mobilenetv3", family="cls", config=SlimConfig, flavors=FLAVORS)
+@register_model("r1_slim_mobilenetv3", family="cls", config=SlimConfig)
 def r1_slim_mobilenetv3(cfg: SlimConfig) -> nn.Module:
     """Width-switchable R1 MobileNetV3 student (widths trained together, picked at inference)."""
     return SlimMobileNetV3(cfg)

@@ -21,7 +21,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from r1.config import ModelConfig
 from r1.errors import ConfigError
-from r1.models.det.config import SSDLITE_FLAVORS, TVDET_FLAVORS, TVDetConfig
+from r1.models.det.config import TVDetConfig
 from r1.models.det.flops import with_gflops
 from r1.registry import register_model
 
@@ -84,11 +84,8 @@ def _post(cfg: TVDetConfig) -> dict:
             "nms_thresh": cfg.nms_iou, "detections_per_img": cfg.max_det}
 
 
-FLAVORS = TVDET_FLAVORS
-
-
 @with_gflops("tv_retinanet_mnv3")
-@register_model("tv_retinanet_mnv3", family="det", config=TVDetConfig, flavors=FLAVORS)
+@register_model("tv_retinanet_mnv3", family="det", config=TVDetConfig)
 def tv_retinanet_mnv3(cfg: TVDetConfig) -> nn.Module:
     """torchvision RetinaNet on a MobileNetV3-Large FPN (P3-P7), random init."""
     _check_classes(cfg)
@@ -96,7 +93,7 @@ def tv_retinanet_mnv3(cfg: TVDetConfig) -> nn.Module:
 
 
 @with_gflops("tv_fcos_mnv3")
-@register_model("tv_fcos_mnv3", family="det", config=TVDetConfig, flavors=FLAVORS)
+@register_model("tv_fcos_mnv3", family="det", config=TVDetConfig)
 def tv_fcos_mnv3(cfg: TVDetConfig) -> nn.Module:
     """torchvision FCOS (anchor-free, centre-ness) on a MobileNetV3-Large FPN (P3-P7), random init."""
     _check_classes(cfg)
@@ -104,7 +101,7 @@ def tv_fcos_mnv3(cfg: TVDetConfig) -> nn.Module:
 
 
 @with_gflops("tv_ssdlite320")
-@register_model("tv_ssdlite320", family="det", config=TVDetConfig, flavors=SSDLITE_FLAVORS)
+@register_model("tv_ssdlite320", family="det", config=TVDetConfig)
 def tv_ssdlite320(cfg: TVDetConfig) -> nn.Module:
     """torchvision SSDlite320 with MobileNetV3-Large (reduced tail), random init; fpn_channels unused."""
     _check_classes(cfg)

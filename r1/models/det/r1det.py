@@ -18,7 +18,7 @@ from r1.errors import ConfigError
 from r1.models.cls.mobilenetv3 import MobileNetV3Backbone
 from r1.models.det.anchors import BoxCoder, cell_anchors, grid_anchors
 from r1.models.det.assign import IGNORE, atss_assign, max_iou_assign
-from r1.models.det.config import R1DET_FLAVORS, R1DetConfig
+from r1.models.det.config import R1DetConfig
 from r1.models.det.flops import with_gflops
 from r1.models.det.postprocess import postprocess
 from r1.registry import register_model
@@ -179,7 +179,7 @@ class R1Det(nn.Module):
 
 
 @with_gflops("r1_det")
-@register_model("r1_det", family="det", config=R1DetConfig, flavors=R1DET_FLAVORS)
+@register_model("r1_det", family="det", config=R1DetConfig)
 def r1_det(cfg: R1DetConfig) -> nn.Module:
     """R1-Det: MobileNetV3 + FPN + shared head, focal loss, ATSS assignment, batched NMS."""
     return R1Det(cfg)

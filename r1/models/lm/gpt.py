@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from r1.errors import ConfigError
-from r1.models.lm.config import GPT_FLAVORS, GPTConfig
+from r1.models.lm.config import GPTConfig
 from r1.models.lm.layers import MLP, KVCache, causal_mask, split_inputs
 from r1.registry import register_model
 
@@ -121,7 +121,7 @@ class GPT(nn.Module):
         return KVCache(self.n_layer, self.block_size)
 
 
-@register_model("gpt", family="lm", config=GPTConfig, flavors=GPT_FLAVORS)
+@register_model("gpt", family="lm", config=GPTConfig)
 def gpt(cfg: GPTConfig) -> nn.Module:
     """Plain GPT baseline (learned positions, LayerNorm, GELU, tied embeddings)."""
     return GPT(cfg)

@@ -14,8 +14,6 @@ import torch.nn.functional as F
 
 from r1.errors import ConfigError
 from r1.models.mm.config import (
-    CNNMLP_FLAVORS,
-    CNNRN_FLAVORS,
     PLACEHOLDER_VOCAB,
     CNNMLPConfig,
     CNNRNConfig,
@@ -109,13 +107,13 @@ class CNNRN(QuestionImageModel):
         return self.f(pairs.mean((1, 2)))  # the paper sums; the mean keeps the scale independent of N
 
 
-@register_model("mm_cnn_mlp", family="mm", config=CNNMLPConfig, flavors=CNNMLP_FLAVORS)
+@register_model("mm_cnn_mlp", family="mm", config=CNNMLPConfig)
 def mm_cnn_mlp(cfg: CNNMLPConfig) -> nn.Module:
     """CNN+MLP baseline (Santoro et al. 2017): CNN features and the pooled question -> MLP (late fusion)."""
     return CNNMLP(cfg)
 
 
-@register_model("mm_cnn_rn", family="mm", config=CNNRNConfig, flavors=CNNRN_FLAVORS)
+@register_model("mm_cnn_rn", family="mm", config=CNNRNConfig)
 def mm_cnn_rn(cfg: CNNRNConfig) -> nn.Module:
     """CNN + Relation Network (Santoro et al. 2017): g over every pair of CNN cells given the question, summed -> f."""
     return CNNRN(cfg)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from r1.errors import ConfigError
-from r1.models.mm.config import PLACEHOLDER_VOCAB, R1MM_FLAVORS, R1MMConfig
+from r1.models.mm.config import PLACEHOLDER_VOCAB, R1MMConfig
 from r1.models.mm.layers import (
     CrossAttention,
     DenseFFN,
@@ -166,7 +166,7 @@ class R1MM(nn.Module):
         return self.losses_and_logits(inputs, targets)[0]
 
 
-@register_model("r1_mm", family="mm", config=R1MMConfig, flavors=R1MM_FLAVORS)
+@register_model("r1_mm", family="mm", config=R1MMConfig)
 def r1_mm(cfg: R1MMConfig) -> nn.Module:
     """R1-MM: deformable CNN + Transformer text encoder, cross-modal attention, top-k experts, gated fusion."""
     return R1MM(cfg)
