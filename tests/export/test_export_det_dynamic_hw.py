@@ -30,8 +30,8 @@ def dyn(tmp_path_factory):
     """A tiny R1-Det run dir exported with --dynamic-hw through `r1 export --format tensorrt`'s path,
     TensorRT itself stubbed: (run dir, ONNX path, export report, TensorRT build arguments)."""
     from r1.export import tensorrt
-    from r1.inference import tensorrt as trt_runtime
     from r1.export.cli import run_export
+    from r1.inference import tensorrt as trt_runtime
 
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("dethw") / "det"
