@@ -44,7 +44,8 @@ from serve_bench import free_port, tiny_digits_model  # noqa: E402
 from serve_overload import rss_mib  # noqa: E402
 
 from r1.bench.latency import percentiles  # noqa: E402
-from r1.bench.load import sample_png, wait_ready  # noqa: E402
+from r1.bench.load import wait_ready  # noqa: E402
+from r1.input_kinds.image import sample_png  # noqa: E402
 
 WEIGHTS = {"good": 70, "bad": 6, "bomb": 4, "big_body": 3, "heavy": 3, "slow_body": 4, "slow_head": 4,
            "disconnect": 6}

@@ -150,7 +150,8 @@ def predict(model: Path = typer.Argument(..., help="Run dir, model.safetensors, 
     _console_logging()
     records = []
     for record in predict_files(model, images, out_dir=out, top_k=top_k,
-                                draw_options={"score_thresh": draw_threshold}, question=question):
+                                draw_options={"score_thresh": draw_threshold},
+                                input_options={"question": question}):
         try:
             line = json.dumps(record, allow_nan=False)
         except ValueError:  # NaN is not JSON: broken weights or a preprocess std of 0
@@ -372,7 +373,7 @@ def serve_cmd(args: Optional[list[str]] = typer.Argument(
     if not cfg.model and not cfg.variants:
         raise ConfigError("serve.model: no model given; pass MODEL (a run dir, .safetensors or .onnx) "
                           "or set serve.model in --config")
-    from r1.serve.app import check_model, serve
+    from r1.serve.server import check_model, serve
 
     _console_logging()
     check_model(cfg)

@@ -26,7 +26,7 @@ from r1.config.overrides import apply_overrides
 from r1.config.parse import check_bounds, from_dict
 from r1.errors import ConfigError
 
-MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the request schema's own limits (r1/serve/schemas.py)
+MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the text request schema's own limits (r1/input_kinds/text.py)
 
 
 @dataclass

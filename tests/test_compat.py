@@ -38,7 +38,7 @@ def test_model_json_records_version_and_weights_hash(trained_digits):
 def test_old_run_dir_loads_evaluates_predicts_and_serves(old_run, trained_digits):
     import r1
     from r1.evaluate.artifact import evaluate_artifact
-    from r1.serve.app import ServeConfig, create_app
+    from r1.serve import ServeConfig, create_app
     from tests.serve.helpers import png_bytes, running_server
 
     assert r1.load_model(old_run).r1_family == "cls"
@@ -171,7 +171,7 @@ def test_pre_move_run_serves(family, tmp_path, monkeypatch, token_cache):
     import io
 
     from r1.bench.load import wait_ready
-    from r1.serve.app import ServeConfig, create_app
+    from r1.serve import ServeConfig, create_app
     from tests.fixtures.compat.make_fixtures import predict_inputs
     from tests.serve.helpers import running_server
 

@@ -21,7 +21,7 @@ cancelled (`r1.cancel`), as it is when the client disconnects mid-stream. A fail
 first piece reaches the client is handled like /v1/predict's (retried on the stable variant);
 after it, the stream ends with a `data: {"error": ...}` event and `[DONE]`.
 
-The route answers 404 on a server whose model takes images.
+The route answers 404 on a server whose model does not generate text (its input kind says).
 """
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.requests import ClientDisconnect
 
+from r1.input_kinds import get_input_kind
+from r1.input_kinds.http import ApiError, summarize_errors
+from r1.input_kinds.text import TextTask
 from r1.serve.batcher import Closed, QueueFull
 from r1.serve.disconnect import unless_disconnected
-from r1.serve.errors import ApiError
-from r1.serve.inputs import summarize_errors
-from r1.serve.work import TextTask
 from r1.serve.worker import WorkerDied
 
 
@@ -195,130 +195,150 @@ async def generate(engine, task: TextTask, stops: list[str], timeout: float) -> 
             job.cancel()  # queued: dropped; running: the worker stops at its next token
 
 
-def completions_route(app: FastAPI, st, route, observe, may_retry, check_ready) -> None:
-    """Register POST /v1/completions on `app` (the server's state and routing functions of `r1.serve.app`)."""
-    cfg = st.cfg
+def _generates_text(engine) -> bool:
+    return get_input_kind(engine.info.get("inputs", "image")).generates_text
 
-    async def routed(engine, pinned: bool, task: TextTask, stops: list[str]):
-        """Yields (engine, piece or final dict): `generate` on `engine`, retried once on the stable
-        variant when it fails before its first piece (see the module doc)."""
-        t0, sent = time.perf_counter(), False
+
+def _chunk(head: dict, engine, index: int, text: str, finish: Optional[str]) -> dict:
+    return {**head, "model": engine.model_name, "variant": engine.name,
+            "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish}]}
+
+
+async def routed(st, engine, pinned: bool, task: TextTask, stops: list[str]):
+    """Yields (engine, piece or final dict): `generate` on `engine`, retried once on the stable
+    variant when it fails before its first piece (see the module doc)."""
+    timeout = st.cfg.timeout_ms / 1000.0
+    t0, sent = time.perf_counter(), False
+    try:
+        async for item in generate(engine, task, stops, timeout):
+            sent = sent or isinstance(item, str)
+            yield engine, item
+    except ApiError as err:
+        st.observe(engine, err.status, err.code, time.perf_counter() - t0)
+        if sent or not st.may_retry(engine, pinned, err.status, err.code):
+            raise
+        st.metrics.retries.labels(engine.name).inc()
+        engine, t0 = st.stable, time.perf_counter()
         try:
-            async for item in generate(engine, task, stops, cfg.timeout_ms / 1000.0):
-                sent = sent or isinstance(item, str)
+            async for item in generate(engine, task, stops, timeout):
                 yield engine, item
-        except ApiError as err:
-            observe(engine, err.status, err.code, time.perf_counter() - t0)
-            if sent or not may_retry(engine, pinned, err.status, err.code):
-                raise
-            st.metrics.retries.labels(engine.name).inc()
-            engine, t0 = st.stable, time.perf_counter()
-            try:
-                async for item in generate(engine, task, stops, cfg.timeout_ms / 1000.0):
-                    yield engine, item
-            except ApiError as err2:
-                observe(engine, err2.status, err2.code, time.perf_counter() - t0)
-                raise
-        observe(engine, 200, "", time.perf_counter() - t0)
+        except ApiError as err2:
+            st.observe(engine, err2.status, err2.code, time.perf_counter() - t0)
+            raise
+    st.observe(engine, 200, "", time.perf_counter() - t0)
 
-    def chunk(head: dict, engine, index: int, text: str, finish: Optional[str]) -> dict:
-        return {**head, "model": engine.model_name, "variant": engine.name,
-                "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish}]}
+
+async def collect(st, engine, pinned, task, stops) -> tuple:
+    parts, final, used = [], {}, engine
+    async for who, item in routed(st, engine, pinned, task, stops):
+        used = who
+        if isinstance(item, str):
+            parts.append(item)
+        else:
+            final = item
+    return used, "".join(parts), final
+
+
+async def stream_events(st, head: dict, engine, pinned: bool, tasks: list, stops: list[str]):
+    """Yields (engine, SSE bytes) for each prompt in turn, then [DONE]."""
+    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    started = False
+    try:
+        for index, task in enumerate(tasks):
+            async for used, item in routed(st, engine, pinned, task, stops):
+                started = True
+                if isinstance(item, str):
+                    yield used, _sse(_chunk(head, used, index, item, None))
+                    continue
+                usage["prompt_tokens"] += item["prompt_tokens"]
+                usage["completion_tokens"] += item["completion_tokens"]
+                last = _chunk(head, used, index, "", item["finish_reason"])
+                if index == len(tasks) - 1:
+                    last["usage"] = {**usage, "total_tokens": sum(usage.values())}
+                yield used, _sse(last)
+            engine, pinned = used, True  # the other prompts on the same variant
+    except ApiError as err:
+        if not started:
+            raise
+        yield engine, _sse({"error": {"message": err.detail, "type": err.code, "code": err.status}})
+    yield engine, b"data: [DONE]\n\n"
+
+
+async def stream_response(st, head: dict, engine, pinned: bool, tasks: list, stops: list[str]):
+    events = stream_events(st, head, engine, pinned, tasks, stops)
+    first = await events.__anext__()  # an error before the first event is a plain HTTP error
+    used = first[0]
+
+    async def body():
+        try:
+            yield first[1]
+            async for _, event in events:
+                yield event
+        finally:
+            await events.aclose()  # client gone: cancels the generation
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"X-R1-Variant": used.name, "Cache-Control": "no-cache"})
+
+
+async def answer(st, request: Request, head: dict, engine, pinned: bool, tasks: list, stops: list[str]):
+    """The whole (non-streamed) completion of every prompt, as one JSON body."""
+    try:
+        answers = await unless_disconnected(request, asyncio.gather(*(collect(st, engine, pinned, t, stops)
+                                                                       for t in tasks)))
+    except ClientDisconnect:
+        return JSONResponse({}, status_code=499)  # nobody reads it
+    used = answers[0][0]
+    usage = {"prompt_tokens": sum(a[2]["prompt_tokens"] for a in answers),
+             "completion_tokens": sum(a[2]["completion_tokens"] for a in answers)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return JSONResponse({**head, "model": used.model_name, "variant": used.name,
+                         "choices": [{"text": text, "index": i, "logprobs": None,
+                                      "finish_reason": final["finish_reason"]}
+                                     for i, (_, text, final) in enumerate(answers)],
+                         "usage": usage}, headers={"X-R1-Variant": used.name})
+
+
+def _pick_engine(st, request: Request, req: CompletionRequest):
+    """The variant that answers `req` (404 when it names no served model or its model takes no text)."""
+    names = {e.model_name for e in st.engines.values()}
+    if req.model and req.model not in st.engines and req.model not in names:
+        raise ApiError(404, "model_not_found", f"model: {req.model!r} is not served here; models: "
+                       f"{', '.join(sorted(names | set(st.engines)))}")
+    engine, pinned = st.route(request, req.model, req.user)
+    st.check_ready(engine)
+    if not _generates_text(engine):
+        raise ApiError(404, "not_found", f"/v1/completions: variant {engine.name} takes "
+                                         f"{engine.info.get('inputs')}, not text")
+    if engine.batcher.depth >= st.cfg.max_queue:
+        raise ApiError(503, "overloaded", f"queue full ({st.cfg.max_queue} waiting); retry later", st.retry_headers)
+    return engine, pinned
+
+
+def completions_route(app: FastAPI, st) -> None:
+    """Register POST /v1/completions on `app` over the server state `st` (r1/serve/state.py)."""
+    cfg = st.cfg
 
     @app.post("/v1/completions", summary="OpenAI-style text completion (language models); `stream: true` for "
               "server-sent events", openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": CompletionRequest.model_json_schema()}}}})
     async def completions(request: Request):
-        stable = st.stable
-        check_ready(stable)
-        if stable.info.get("inputs") != "text":
-            raise ApiError(404, "not_found", "/v1/completions: this server's model takes images, not text; use "
-                                             "POST /v1/predict")
+        st.check_ready(st.stable)
+        if not _generates_text(st.stable):
+            raise ApiError(404, "not_found", f"/v1/completions: this server's model takes "
+                                             f"{st.stable.info.get('inputs')}, not text; use POST /v1/predict")
         try:
             body = await request.json()
         except ValueError:
             raise ApiError(400, "bad_json", "body: not valid JSON; send {\"prompt\": \"...\"}") from None
         req = parse_request(body, cfg.max_text_chars, cfg.max_new_tokens)
-        if req.model and req.model not in st.engines and req.model not in {e.model_name for e in st.engines.values()}:
-            raise ApiError(404, "model_not_found", f"model: {req.model!r} is not served here; models: "
-                           f"{', '.join(sorted({e.model_name for e in st.engines.values()} | set(st.engines)))}")
-        engine, pinned = route(request, req.model, req.user)
-        check_ready(engine)
-        if engine.info.get("inputs") != "text":
-            raise ApiError(404, "not_found", f"/v1/completions: variant {engine.name} takes images, not text")
-        if engine.batcher.depth >= cfg.max_queue:
-            raise ApiError(503, "overloaded", f"queue full ({cfg.max_queue} waiting); retry later",
-                           {"Retry-After": str(cfg.retry_after_s)})
+        engine, pinned = _pick_engine(st, request, req)
         tasks = [TextTask(p, req.max_tokens, req.temperature, 0, req.top_p, req.seed, None, next(st.next_id),
                           stream=True) for p in prompts_of(req)]
-        stops = stops_of(req)
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time())}
         if req.stream:
-            return await stream_response(head, engine, pinned, tasks, stops)
-        try:
-            answers = await unless_disconnected(request, asyncio.gather(*(collect(engine, pinned, t, stops)
-                                                                           for t in tasks)))
-        except ClientDisconnect:
-            return JSONResponse({}, status_code=499)  # nobody reads it
-        used = answers[0][0]
-        usage = {"prompt_tokens": sum(a[2]["prompt_tokens"] for a in answers),
-                 "completion_tokens": sum(a[2]["completion_tokens"] for a in answers)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return JSONResponse({**head, "model": used.model_name, "variant": used.name,
-                             "choices": [{"text": text, "index": i, "logprobs": None,
-                                          "finish_reason": final["finish_reason"]}
-                                         for i, (_, text, final) in enumerate(answers)],
-                             "usage": usage}, headers={"X-R1-Variant": used.name})
-
-    async def collect(engine, pinned, task, stops) -> tuple:
-        parts, final, used = [], {}, engine
-        async for who, item in routed(engine, pinned, task, stops):
-            used = who
-            if isinstance(item, str):
-                parts.append(item)
-            else:
-                final = item
-        return used, "".join(parts), final
-
-    async def stream_response(head: dict, engine, pinned: bool, tasks: list, stops: list[str]):
-        events = stream_events(head, engine, pinned, tasks, stops)
-        first = await events.__anext__()  # an error before the first event is a plain HTTP error
-        used = first[0]
-
-        async def body():
-            try:
-                yield first[1]
-                async for _, event in events:
-                    yield event
-            finally:
-                await events.aclose()  # client gone: cancels the generation
-
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"X-R1-Variant": used.name, "Cache-Control": "no-cache"})
-
-    async def stream_events(head: dict, engine, pinned: bool, tasks: list, stops: list[str]):
-        """Yields (engine, SSE bytes) for each prompt in turn, then [DONE]."""
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        started = False
-        try:
-            for index, task in enumerate(tasks):
-                async for used, item in routed(engine, pinned, task, stops):
-                    started = True
-                    if isinstance(item, str):
-                        yield used, _sse(chunk(head, used, index, item, None))
-                        continue
-                    usage["prompt_tokens"] += item["prompt_tokens"]
-                    usage["completion_tokens"] += item["completion_tokens"]
-                    last = chunk(head, used, index, "", item["finish_reason"])
-                    if index == len(tasks) - 1:
-                        last["usage"] = {**usage, "total_tokens": sum(usage.values())}
-                    yield used, _sse(last)
-                engine, pinned = used, True  # the other prompts on the same variant
-        except ApiError as err:
-            if not started:
-                raise
-            yield engine, _sse({"error": {"message": err.detail, "type": err.code, "code": err.status}})
-        yield engine, b"data: [DONE]\n\n"
+            return await stream_response(st, head, engine, pinned, tasks, stops_of(req))
+        return await answer(st, request, head, engine, pinned, tasks, stops_of(req))
 
 
 def _sse(data: dict) -> bytes:

@@ -19,8 +19,7 @@ from typing import Callable
 
 from r1.serve.batcher import DynamicBatcher
 from r1.serve.supervisor import Supervisor
-from r1.serve.work import run_tasks
-from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm
+from r1.serve.worker import InferenceProcess, WorkerDied, describe, load_and_warm, run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class Engine:
 
     def _run_in_thread(self, predictor, tasks: list) -> list[tuple]:
         try:
-            return run_tasks(predictor, tasks, self.cfg.max_pixels, self.cancelled, emit=self._on_piece)
+            return run_tasks(predictor, tasks, self.cfg, self.cancelled, emit=self._on_piece)
         finally:
             self.cancelled.difference_update(t.id for t in tasks)
 

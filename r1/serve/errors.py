@@ -11,20 +11,14 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from r1.input_kinds.http import ApiError
+
 log = logging.getLogger(__name__)
 
 # The status counted in r1_requests_total for a request whose client went away before its answer
 # (nginx's "client closed request"): its own outcome, neither a success nor a server error.
 CLIENT_GONE = 499
 ROUTES = ("/v1/predict", "/v1/completions", "/v1/variants", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
-
-
-class ApiError(Exception):
-    """An error answered as `ErrorResponse` JSON with `status`."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
 class BodyTooLarge(ApiError):

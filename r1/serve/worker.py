@@ -2,7 +2,7 @@
 
     w = InferenceProcess(loader, cfg)        # spawns; the child loads and warms the model
     info = w.wait_ready()                    # {"family", "inputs", "runtime", "load_seconds"}; LoadFailed
-    results = w.call([task, ...])            # run_tasks in the child; WorkerDied if it is gone
+    results = w.call([task, ...])            # the input kind's run_batch in the child; WorkerDied if it is gone
     w.cancel(task.id)                        # stop a running task (generation) at its next check
     w.problem(stuck_after_s)                 # None, "exited (...)" or "stuck (no heartbeat ...)"
     w.close()
@@ -22,8 +22,7 @@ import signal
 import threading
 import time
 
-from r1.errors import NonFiniteOutput
-from r1.serve.work import is_finite
+from r1.input_kinds import get_input_kind
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +49,16 @@ def load_and_warm(loader, cfg):
     return p, time.perf_counter() - t0
 
 
-def _finite(value) -> bool:
-    """No NaN/inf in tensors, arrays, numbers, or lists/dicts of them."""
-    import numpy as np
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return not value.is_floating_point() or bool(torch.isfinite(value).all())
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_finite(v) for v in value)
-    return is_finite(value)
-
-
 def check_finite(predictor, cfg) -> None:
-    """Image models: a mid-grey image through preprocess, forward and postprocess must stay finite
-    (NaN weights, a preprocessing std of 0). Text models check their logits as they sample
-    (NonFiniteOutput from their own sampler), so their warm-up has raised already."""
-    if predictor.inputs != "image":
-        return
-    from PIL import Image
+    """NonFiniteOutput when the model answers a plain input of its kind with NaN/inf (broken weights,
+    a preprocessing std of 0); the input kind knows what a plain input is. Text models check their
+    logits as they sample (NonFiniteOutput from their own sampler): their warm-up has raised already."""
+    get_input_kind(predictor.inputs).check_finite(predictor, cfg)
 
-    _, h, w = predictor.input_shape
-    image = Image.new("RGB", (w, h), (128, 128, 128))
-    batch = predictor.preprocess([image])
-    if not _finite(batch):
-        raise NonFiniteOutput("preprocessing gives non-finite values (NaN/inf): is a preprocess std 0 in "
-                              "model.json?")
-    outputs = predictor.forward(batch)
-    if not _finite(outputs) or not _finite(predictor.postprocess(outputs, top_k=cfg.top_k, images=[image])):
-        raise NonFiniteOutput("the model's outputs are not finite (NaN/inf) on a plain grey image: its weights "
-                              "are broken")
+
+def run_tasks(predictor, tasks: list, cfg, cancelled=(), emit=None) -> list[tuple]:
+    """A batch of tasks through the predictor, by its input kind: one result tuple per task."""
+    return get_input_kind(predictor.inputs).run_batch(predictor, tasks, cfg, cancelled, emit)
 
 
 def describe(predictor, seconds: float) -> dict:
@@ -114,8 +89,6 @@ def _child_main(conn, control, heartbeat, loader, cfg) -> None:
     threading.Thread(target=_listen_for_cancels, args=(control, cancelled), daemon=True, name="r1-cancels").start()
     import torch
 
-    from r1.serve.work import run_tasks
-
     torch.set_num_threads(cfg.threads)
     try:
         predictor, seconds = load_and_warm(loader, cfg)
@@ -131,7 +104,7 @@ def _child_main(conn, control, heartbeat, loader, cfg) -> None:
         if tasks is None:
             return
         try:
-            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels, cancelled,
+            conn.send(("ok", run_tasks(predictor, tasks, cfg, cancelled,
                                        emit=lambda task_id, message: conn.send(("piece", (task_id, message))))))
         except Exception as err:
             logging.getLogger(__name__).exception("batch of %d failed", len(tasks))

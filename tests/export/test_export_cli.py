@@ -73,7 +73,8 @@ def test_cli_export_errors(trained_digits, tmp_path):
 def test_server_over_onnx_model(exported):
     import httpx
 
-    from r1.bench.load import sample_png, wait_ready
+    from r1.bench.load import wait_ready
+    from r1.input_kinds.image import sample_png
     from r1.serve import ServeConfig, create_app
     from tests.serve.helpers import running_server
 

@@ -13,13 +13,13 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-from r1.serve.app import uvicorn_config
+from r1.serve.server import uvicorn_config
 
 
 @contextmanager
 def running_server(app, startup_timeout: float = 30.0, **options):
     """Yield the base URL of `app` served on 127.0.0.1; stop (graceful shutdown) on exit.
-    `options` override uvicorn settings (`r1.serve.app.uvicorn_config`)."""
+    `options` override uvicorn settings (`r1.serve.server.uvicorn_config`)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -151,7 +151,7 @@ def test_image_model_has_no_completions():
     with running_server(app) as (url, _):
         wait_ready(url, timeout=30)
         r = CLIENT.post(url + "/v1/completions", json={"prompt": "a"})
-        assert r.status_code == 404 and "takes images" in r.json()["detail"]
+        assert r.status_code == 404 and "takes image, not text" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("inference", ["thread", "process"])

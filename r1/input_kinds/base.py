@@ -1,0 +1,97 @@
+"""The `InputKind` interface and the result tuples every kind's batch returns.
+
+A task's result is `("ok", record)` or `("error", status, code, detail)`: one request's failure
+(a bad image, a generation that raises, a non-finite output) is its own; its batch-mates still get
+their records.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Container
+
+from r1.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+NON_FINITE = "the model's output is not finite (NaN/inf): its weights or preprocessing (std 0?) are broken"
+
+
+def error(status: int, code: str, detail: str) -> tuple:
+    return ("error", status, code, detail)
+
+
+def is_finite(value) -> bool:
+    """No NaN or infinity anywhere in a JSON-like record (dicts, lists, numbers)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(is_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(is_finite(v) for v in value)
+    return True
+
+
+def checked(record: dict) -> tuple:
+    """("ok", record), or the non-finite error when a number in it is NaN or infinite."""
+    return ("ok", record) if is_finite(record) else error(500, "non_finite_output", NON_FINITE)
+
+
+def failed(err: Exception) -> tuple:
+    log.error("inference failed on one input: %r", err)
+    return error(500, "inference_failed", f"{type(err).__name__}: {err}"[:300])
+
+
+class InputKind:
+    """What a model takes. Subclasses set `name` and override what differs from these defaults."""
+
+    name: str = ""
+    # the model generates text: requests may run long (stopped when the client goes away), and the
+    # OpenAI-style /v1/completions route serves it
+    generates_text: bool = False
+    # spec fields a family of this kind must set (e.g. "io" for image families)
+    needs: tuple[str, ...] = ()
+    # `r1 predict` options this kind reads (name -> help); other options are refused
+    file_options: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- HTTP (the server's event loop)
+    def openapi_content(self) -> dict:
+        """OpenAPI `requestBody.content` entries of /v1/predict for this kind (media type -> schema)."""
+        return {}
+
+    async def read_request(self, request, ctx) -> Any:
+        """A request -> one picklable task (ApiError 4xx when it is malformed). `ctx` is the server
+        state: `ctx.cfg` (ServeConfig limits), `ctx.next_id()` (a task id), `ctx.decode_pool`."""
+        raise NotImplementedError
+
+    def sample_request(self) -> tuple[bytes, str]:
+        """(body, content type) of a typical /v1/predict request, for load tests."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- batches (inference thread / process)
+    def run_batch(self, predictor, tasks: list, cfg, cancelled: Container[int] = (),
+                  emit: Callable[[int, dict], None] | None = None) -> list[tuple]:
+        """One result tuple per task. `cancelled`: ids of tasks whose caller gave up; `emit(id,
+        message)` streams pieces of a task that asked for it."""
+        raise NotImplementedError
+
+    def check_finite(self, predictor, cfg) -> None:
+        """After warm-up, before the server turns ready: NonFiniteOutput when a plain input gives
+        non-finite outputs. Default: nothing to check."""
+
+    # ---------------------------------------------------------------- files (r1 predict)
+    def check_options(self, model: str, options: dict) -> None:
+        """ConfigError for an option this kind does not read (or a missing one it needs)."""
+        for name, value in options.items():
+            if value is not None and name not in self.file_options:
+                raise ConfigError(f"--{name.replace('_', '-')}: {model} takes {self.name} inputs, not a {name}")
+
+    def read_files(self, model: str, paths: list[Path], options: dict) -> list:
+        """Input files -> the inputs `predictor.predict` takes (DataError naming a bad file)."""
+        raise ConfigError(f"{model}: this model takes {self.name} inputs, not files; use r1.load(...).predict "
+                          f"in Python")
+
+    def file_record(self, path: Path, record: dict, options: dict) -> dict:
+        """The JSON line `r1 predict` prints for one file."""
+        return {"file": str(path), **record}

@@ -1,0 +1,111 @@
+"""The `image+text` input kind: an image and a question about it in, the family's answer record out.
+
+HTTP bodies: multipart/form-data with `file` and `text` fields (and `top_k`), or JSON
+`{"image": base64, "text": "a question", "top_k"}`. `r1 predict RUN IMAGE... --question TEXT`
+asks the same question about each image. Tasks are `ImageTask`s (r1.input_kinds.image) with `text`.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from r1.errors import ConfigError, DataError
+from r1.input_kinds.base import InputKind, checked, error, failed
+from r1.input_kinds.http import ApiError, b64, is_json, json_object, media_type, read_multipart, validate
+from r1.input_kinds.image import ImageKind, ImageRequest, ImageTask, decode_task, sample_png, task_image
+
+
+class PairRequest(ImageRequest):
+    """JSON body of an image+text model (mm): the image and the question asked about it."""
+
+    text: str = Field(..., min_length=1, description="The question about the image.")
+
+
+class ImageTextKind(InputKind):
+    name = "image+text"
+    needs = ("predictor",)
+    file_options = {"question": "the question asked about each image"}
+
+    def openapi_content(self) -> dict:
+        return {"multipart/form-data": {"schema": {"type": "object", "required": ["file", "text"], "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "The image file."},
+                    "text": {"type": "string", "description": "The question about the image."},
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}}}},
+                "application/json": {"schema": PairRequest.model_json_schema()}}
+
+    async def read_request(self, request, ctx) -> ImageTask:
+        cfg = ctx.cfg
+        media = media_type(request)
+        if media == "multipart/form-data":
+            data, top_k, text = await read_multipart(request, cfg.top_k)
+            if text is None:
+                raise ApiError(422, "missing_field", "text: field required (multipart field `text` with the question)")
+        elif is_json(media):
+            req = validate(PairRequest, await json_object(request, '{"image": "<base64>", "text": "a question"}'))
+            data, top_k, text = b64(req.image), req.top_k or cfg.top_k, req.text
+        else:
+            raise ApiError(415, "unsupported_media_type",
+                           f"content type {media or '(none)'!r} not supported by this image+text model; send "
+                           f"multipart/form-data with `file` and `text` fields, or application/json "
+                           f"{{\"image\": base64, \"text\": ...}}")
+        if not text.strip():
+            raise ApiError(422, "invalid_request", "text: must not be empty")
+        if len(text) > cfg.max_text_chars:
+            raise ApiError(413, "text_too_long", f"text: {len(text)} characters; at most {cfg.max_text_chars}")
+        return dataclasses.replace(await decode_task(data, top_k, ctx), text=text)
+
+    def sample_request(self) -> tuple[bytes, str]:
+        body = {"image": base64.b64encode(sample_png()).decode(), "text": "what shape is the red object?"}
+        return json.dumps(body).encode(), "application/json"
+
+    def run_batch(self, predictor, tasks: list, cfg, cancelled=(), emit=None) -> list[tuple]:
+        """(image, question) tasks -> records (answer, probability, top_k), one batch; an undecodable
+        image or a question without a known token fails alone."""
+        results: list = [None] * len(tasks)
+        pairs, where = [], []
+        for i, t in enumerate(tasks):
+            if not isinstance(t, ImageTask) or t.text is None:
+                results[i] = error(422, "missing_field", "text: field required (the question about the image)")
+                continue
+            try:
+                pairs.append((task_image(t, cfg.max_pixels), t.text))
+                where.append(i)
+            except ApiError as err:
+                results[i] = error(err.status, err.code, err.detail)
+        if not pairs:
+            return results
+        try:
+            records = [r.to_json() for r in predictor.predict(pairs, top_k=max(tasks[i].top_k for i in where))]
+        except Exception:  # one question the tokenizer cannot read must not fail the others
+            records = [_one(predictor, pair, tasks[i].top_k) for pair, i in zip(pairs, where)]
+        for i, rec in zip(where, records):
+            if isinstance(rec, tuple):
+                results[i] = rec
+                continue
+            rec["top_k"] = rec["top_k"][:tasks[i].top_k]
+            results[i] = checked(rec)
+        return results
+
+    def check_options(self, model: str, options: dict) -> None:
+        super().check_options(model, options)
+        if not options.get("question"):
+            raise ConfigError(f"{model}: this model answers a question about each image; give --question TEXT")
+
+    def read_files(self, model: str, paths: list[Path], options: dict) -> list:
+        return [(image, options["question"]) for image in ImageKind().read_files(model, paths, options)]
+
+    def file_record(self, path: Path, record: dict, options: dict) -> dict:
+        return {"file": str(path), "question": options["question"], **record}
+
+
+def _one(predictor, pair: tuple, top_k: int):
+    try:
+        return predictor.predict([pair], top_k=top_k)[0].to_json()
+    except DataError as err:
+        return error(422, "bad_text", str(err))
+    except Exception as err:
+        return failed(err)
