@@ -1,8 +1,10 @@
-"""Typed sections of the commands that use a trained model: `serve`, `export`, `bench`.
+"""Typed sections of the commands: `serve`, `export`, `bench` here, `predict`, `eval`, `tune`,
+`pipeline` and `data inspect|clean|convert` in `r1/command_sections.py`, and those a family adds with
+its commands (`generate`). `command_sections()` lists them all.
 
 Declared with the same `opt()` fields as the training config (`r1.config`), so they parse and
 report errors the same way and `r1 config explain serve` documents them. One YAML file may hold
-any of the three sections (a command reads its own):
+any of the sections (a command reads its own):
 
     serve:
       max_batch: 16
@@ -18,6 +20,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from r1.command_sections import (
+    CleanConfig,
+    ConvertConfig,
+    EvalConfig,
+    InspectConfig,
+    PipelineConfig,
+    PredictConfig,
+    TuneConfig,
+)
 
 # The config package's parts, not `r1.config` itself: its `explain_sections` lists these sections.
 from r1.config.base import opt
@@ -211,8 +223,21 @@ class BenchConfig:
                 raise ConfigError(f"{prefix}.{name}: expected integers >= 1, got {values}")
 
 
-SECTIONS: dict[str, type] = {"serve": ServeConfig, "export": ExportConfig, "bench": BenchConfig}
+
+# Section name -> dataclass, for the generic commands; families add theirs (`command_sections`).
+SECTIONS: dict[str, type] = {"serve": ServeConfig, "export": ExportConfig, "bench": BenchConfig,
+                             "predict": PredictConfig, "eval": EvalConfig, "tune": TuneConfig,
+                             "pipeline": PipelineConfig, "inspect": InspectConfig, "clean": CleanConfig,
+                             "convert": ConvertConfig}
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def command_sections() -> dict[str, type]:
+    """Every command's section: the generic ones, then those of the commands families add (declared
+    in their torch-free `config.py`, see `r1.models.family_commands`)."""
+    from r1.models import family_commands
+
+    return {**SECTIONS, **{c.section: c.settings for c in family_commands() if c.section}}
 
 
 def is_override(arg: str) -> bool:
@@ -220,11 +245,11 @@ def is_override(arg: str) -> bool:
     return bool(_OVERRIDE.match(arg))
 
 
-def field_help(section: str, name: str) -> str:
-    """The help text of a field, with its default: what the command's shorthand flag shows."""
-    f = SECTIONS[section].__dataclass_fields__[name]
+def field_help(section: str, name: str, cls: type | None = None) -> str:
+    """The help text of a field, with its default: what the command's flag shows."""
+    f = (cls or command_sections()[section]).__dataclass_fields__[name]
     default = f.default_factory() if callable(f.default_factory) else f.default
-    return f"{f.metadata['help']} (default {default!r}; {section}.{name})"
+    return f"{f.metadata['help']} (default {default!r}; {section + '.' if section else ''}{name})"
 
 
 def load_section(section: str, path: str | Path | None = None, overrides: list[str] | None = None,
@@ -234,12 +259,13 @@ def load_section(section: str, path: str | Path | None = None, overrides: list[s
     `flags` maps field names to flag values (None: flag not given); `flag_names` names the flags
     whose spelling is not `--field-name`, so an error names the flag the user typed.
     """
-    cls = SECTIONS[section]
+    sections = command_sections()
+    cls = sections[section]
     data = read_yaml(path) if path else {}
     where = f"{path}: " if path else ""
     for key in data:
-        if key not in SECTIONS:
-            raise ConfigError(f"{where}unknown key {key}; allowed: {', '.join(SECTIONS)}")
+        if key not in sections:
+            raise ConfigError(f"{where}unknown key {key}; allowed: {', '.join(sections)}")
     for text in overrides or []:
         if not text.startswith(f"{section}."):
             raise ConfigError(f"override {text!r}: `r1 {section}` takes {section}.KEY=VALUE, "
