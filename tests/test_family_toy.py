@@ -177,8 +177,8 @@ def test_toy_family_trains_exports_predicts_serves_and_reports(toy_run):
 GENERIC = ["r1/train", "r1/export", "r1/serve", "r1/pipeline", "r1/bench", "r1/predict.py", "r1/artifacts.py",
            "r1/evaluate", "r1/compress", "r1/registry.py", "r1/family.py", "r1/data", "r1/inference", "r1/onnx",
            "r1/input_kinds", "r1/tune", "r1/config", "r1/config_commands.py", "r1/robust", "r1/layers",
-           "r1/model_table.py"]
-FAMILY_NAMES = re.compile(r"""["'](cls|det|lm|mm)["']|r1\.models\.(?!load_all|light_configs)\w""")
+           "r1/model_table.py", "r1/cli", "r1/command_spec.py", "r1/command_sections.py"]
+FAMILY_NAMES = re.compile(r"""["'](cls|det|lm|mm)["']|r1\.models\.(?!load_all|light_configs|family_commands)\w""")
 
 
 def test_generic_modules_name_no_family():

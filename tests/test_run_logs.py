@@ -59,7 +59,7 @@ def test_two_runs_in_one_process_keep_their_own_log_txt(tmp_path):
 
 
 def test_console_lines_print_once_after_a_library_configures_the_root_logger(capsys):
-    from r1.cli import _console_logging
+    from r1.cli.console import console_logging as _console_logging
 
     top = logging.getLogger()
     saved = list(top.handlers)
