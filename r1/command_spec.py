@@ -85,6 +85,8 @@ class Command:
     passes: tuple[str, ...] = ()  # other sections whose overrides go to `run` as they are (ALL: every one)
     path: str = ""  # as typed, e.g. "data inspect", for messages (default: the name)
     overrides_help: str = ""  # help of the overrides argument (default: from the sections)
+    from_args: Any = None  # positional values -> {field: value} they set (as flags do), or "module:function"
+    arg_names: Any = None  # {field: how it is typed} for those fields' messages, e.g. {"model": "MODEL"}
 
     def settings_class(self) -> type:
         return self.settings or command_sections()[self.section]
@@ -107,15 +109,17 @@ class Invocation:
     flags: dict[str, Any] = field(default_factory=dict)  # field -> value, for the flags given
     missing: Callable[[Flag], Any] | None = None  # raises the usage error for a required flag left unset
 
-    def settings(self, extra: dict[str, Any] | None = None, names: dict[str, str] | None = None) -> Any:
-        """The command's section: flags (and `extra`, values taken from positional arguments, which
-        `names` spell for messages) > overrides > --config file > defaults."""
+    def settings(self) -> Any:
+        """The command's section: flags (and the fields its positional arguments set, `from_args`) >
+        overrides > --config file > defaults."""
         cmd = self.command
-        given = {**self.flags, **{k: v for k, v in (extra or {}).items() if v is not None}}
+        extra = resolve(cmd.from_args)(self.args) if cmd.from_args else {}
+        given = {**self.flags, **{k: v for k, v in extra.items() if v is not None}}
         if not cmd.section:
             cfg = from_dict(cmd.settings_class(), given, cmd.name)
         else:
-            cfg = load_section(cmd.section, self.config, self.overrides, given, {**cmd.flag_names(), **(names or {})})
+            names = {**cmd.flag_names(), **(cmd.arg_names or {})}
+            cfg = load_section(cmd.section, self.config, self.overrides, given, names)
         for flag in cmd.flags:
             if flag.required and getattr(cfg, flag.field) in ("", None):
                 if self.missing is not None:

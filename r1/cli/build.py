@@ -15,6 +15,7 @@ from r1.command_spec import Arg, Command, Flag, Invocation, resolve, split_argum
 from r1.config_commands import field_help, is_override
 
 _P = inspect.Parameter.POSITIONAL_OR_KEYWORD
+REGISTERED: dict[str, Command] = {}  # every command added, by how it is typed ("data inspect")
 
 
 def add_command(app: typer.Typer, cmd: Command) -> None:
@@ -35,6 +36,7 @@ def add_command(app: typer.Typer, cmd: Command) -> None:
     callback.__annotations__ = {p.name: p.annotation for p in params}
     callback.__doc__ = cmd.help
     app.command(cmd.name)(callback)
+    REGISTERED[cmd.typed()] = cmd
 
 
 def arguments(cmd: Command) -> list[Arg]:

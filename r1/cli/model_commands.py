@@ -9,6 +9,7 @@ import typer
 
 from r1.cli.console import console_logging
 from r1.command_spec import Arg, Command, Flag, Invocation
+from r1.config_commands import ServeConfig
 from r1.errors import ConfigError
 
 MODEL = "Run dir, model.safetensors, .onnx or TensorRT engine"
@@ -68,11 +69,16 @@ def export_cmd(inv: Invocation) -> None:
                                      cfg.max_batch, triton=cfg.triton_settings(), hw=cfg.hw_range()), indent=2))
 
 
-def serve_cmd(inv: Invocation) -> None:
+def serve_args(args: dict) -> dict:
+    """`r1 serve MODEL` or `r1 serve NAME=MODEL ...` -> serve.model or serve.variants."""
     from r1.serve.variants import split_variants
 
-    model, variants = split_variants(inv.args["args"])
-    cfg = inv.settings({"model": model, "variants": variants}, {"model": "MODEL", "variants": "NAME=MODEL"})
+    model, variants = split_variants(args["args"])
+    return {"model": model, "variants": variants}
+
+
+def serve_cmd(inv: Invocation) -> None:
+    cfg = inv.settings()
     if cfg.variants and cfg.model:
         raise ConfigError("serve: give one MODEL or NAME=MODEL variants (serve.variants), not both")
     if not cfg.model and not cfg.variants:
@@ -107,6 +113,7 @@ def mib(value: float, flag: str) -> int:
 
 
 INTS = "r1.bench.cli:parse_ints"
+BODY_BYTES = ServeConfig.__dataclass_fields__["max_body_bytes"].default
 COMMANDS = [
     Command("eval", "Evaluate a trained model on a split of its data (or of data given by overrides).", eval_cmd,
             "eval", passes=("data", "model"),
@@ -129,14 +136,15 @@ COMMANDS = [
     Command("serve", "HTTP inference server: POST /v1/predict (/v1/completions for language models), GET /healthz "
             "/readyz /metrics /docs /v1/variants. A/B and canary: `r1 serve stable=RUN_A canary=RUN_B --traffic "
             "stable=95,canary=5`.\n\nSettings: flags > serve.KEY=VALUE > --config FILE > defaults "
-            "(`r1 config explain serve`).", serve_cmd, "serve",
+            "(`r1 config explain serve`).", serve_cmd, "serve", from_args=serve_args,
+            arg_names={"model": "MODEL", "variants": "NAME=MODEL"},
             args=(Arg("args", "Run dir, model.safetensors or .onnx (or serve.model in --config), or NAME=MODEL "
                       "variants, then overrides such as serve.max_batch=16", path=False, many=True, optional=True,
                       metavar="[MODEL | NAME=MODEL...] [serve.KEY=VALUE]..."),),
             flags=(Flag("host"), Flag("port"), Flag("runtime"), Flag("max_batch"), Flag("max_wait_ms"),
                    Flag("max_queue"), Flag("timeout_ms"), Flag("threads"), Flag("inference"),
                    Flag("max_body_bytes", "--max-body-mb", "max_body_mb", parse=mib, type=float,
-                        help="Request body limit, MiB: 413 (default 8; serve.max_body_bytes)"),
+                        help=f"Request body limit, MiB: 413 (default {BODY_BYTES / (1 << 20):g}; serve.max_body_bytes)"),
                    Flag("max_pixels"), Flag("max_new_tokens"), Flag("max_text_chars"), Flag("access_log"),
                    Flag("traffic", parse="r1.serve.variants:parse_traffic",
                         help="Variant weights, e.g. stable=95,canary=5 (serve.traffic)"),
