@@ -120,7 +120,7 @@ class Checker:
         try:
             words = shlex.split(strip_comment(text))
         except ValueError as err:
-            if re.match(r"\s*(\./)?(bin/)?r1\b", text):
+            if re.match(r"\s*(\./)?(bin/)?r1(\s|$)", text):  # a command, not a path such as r1/evaluate/
                 self.fail(n, text, f"cannot split into words: {err}")
             return
         while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
