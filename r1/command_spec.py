@@ -142,7 +142,7 @@ def split_arguments(cmd: Command, values: list[str]) -> tuple[list[str], list[st
             plain.append(value)
         elif cmd.section and key.startswith(cmd.section + "."):
             own.append(value)
-        elif ALL in cmd.passes or key.split(".")[0] in cmd.passes and "." in key:
+        elif ALL in cmd.passes or ("." in key and key.split(".")[0] in cmd.passes):
             passed.append(value)
         else:
             raise ConfigError(wrong_section(cmd, value))
