@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install -q --no-deps 'tritonclient>=2.40'  # only its model-config protobuf (see pyproject.toml)
+	$(PY) -m pip install -q --no-deps 'tritonclient>=2.40'  # its model-config protobuf and HTTP client (deps: the dev extra)
 	$(PY) -m pip install -q --no-deps 'executorch==1.5.1' 'ruamel.yaml>=0.18' 'torchao==0.18.0'  # the mobile extra (see pyproject.toml)
 	touch $(STAMP)
 

@@ -7,6 +7,7 @@ asks the same question about each image. Tasks are `ImageTask`s (r1.input_kinds.
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from r1.errors import ConfigError, DataError
 from r1.input_kinds.base import InputKind, checked, error, failed
 from r1.input_kinds.http import ApiError, b64, is_json, json_object, media_type, read_multipart, validate
 from r1.input_kinds.image import ImageKind, ImageRequest, ImageTask, decode_task, sample_png, task_image
+from r1.input_kinds.tensors import int_param, tensor_meta, text_rows
 
 
 class PairRequest(ImageRequest):
@@ -57,6 +59,27 @@ class ImageTextKind(InputKind):
         if len(text) > cfg.max_text_chars:
             raise ApiError(413, "text_too_long", f"text: {len(text)} characters; at most {cfg.max_text_chars}")
         return dataclasses.replace(await decode_task(data, top_k, ctx), text=text)
+
+    # Open Inference Protocol: the encoded image file (PNG, JPEG, ...; base64 text where the request is
+    # JSON, which cannot hold raw bytes) and the question, one of each per row
+    v2_parameters = {"top_k": "answers listed per question; default: the server's top_k"}
+
+    def v2_inputs(self) -> list[dict]:
+        return [tensor_meta("image", "BYTES", [-1]), tensor_meta("question", "BYTES", [-1])]
+
+    async def read_v2(self, tensors: dict, params: dict, ctx) -> list:
+        top_k = int_param(params, "top_k", ctx.cfg.top_k, 1, 1000)
+        questions = text_rows(tensors, "question", ctx.cfg.max_text_chars)
+        images = tensors["image"]
+        if images.ndim != 1 or len(images) != len(questions):
+            raise ApiError(400, "bad_shape", f"input image: shape {list(images.shape)}; expected [N] (or [N, 1]), "
+                                             f"one image per question ({len(questions)})")
+        tasks = []
+        for data, text in zip(images, questions):
+            if not text.strip():
+                raise ApiError(422, "invalid_request", "input question: must not be empty")
+            tasks.append(dataclasses.replace(await decode_task(_image_bytes(data), top_k, ctx), text=text))
+        return tasks
 
     def sample_request(self) -> tuple[bytes, str]:
         body = {"image": base64.b64encode(sample_png()).decode(), "text": "what shape is the red object?"}
@@ -109,3 +132,14 @@ def _one(predictor, pair: tuple, top_k: int):
         return error(422, "bad_text", str(err))
     except Exception as err:
         return failed(err)
+
+
+def _image_bytes(item) -> bytes:
+    """A BYTES element holding an image file, or its base64 text (JSON requests)."""
+    data = item if isinstance(item, bytes) else str(item).encode()
+    if not data:
+        raise ApiError(400, "empty_image", "input image: empty")
+    try:
+        return base64.b64decode(data, validate=True) or data
+    except (binascii.Error, ValueError):  # not base64: the file's own bytes (binary tensor data)
+        return data
