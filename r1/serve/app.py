@@ -40,6 +40,7 @@ from r1.serve.predict import register_predict
 from r1.serve.schemas import predict_response
 from r1.serve.state import ServerState
 from r1.serve.v2 import v2_router
+from r1.serve.web import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     predict = register_predict(app, st, predict_response(_record_schemas()))
     completions_route(app, st)
     app.include_router(v2_router(st))  # the Open Inference Protocol (r1/serve/v2.py)
+    mount_web(app)  # the page at / (r1/serve/web.py)
     # outermost first: metrics, body limit, then POST /v1/predict past FastAPI's routing
     app.add_middleware(DirectRoute, path="/v1/predict", method="POST", handler=predict, on_error=st.api_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
