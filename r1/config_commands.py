@@ -98,6 +98,9 @@ class ServeConfig:
                                      "variant's. 0: no latency rule.", min=0.0)
     rollback_p95_floor_ms: float = opt(50.0, "... and exceeds this many ms (shorter p95s are jitter, not a "
                                        "regression).", min=0.0)
+    compare_window_s: float = opt(300.0, "GET /v1/variants also compares each variant with the stable one over "
+                                  "its answers of the last this many seconds (`?window_s=` asks for less).",
+                                  min=1.0, max=86400.0)
     retry_on_stable: bool = opt(True, "A request that failed (5xx) on a non-stable variant it was routed to is "
                                 "run again on the stable one before answering (not when pinned by X-R1-Variant).")
     admin_token: str = opt("", "Bearer token for POST /v1/variants (weights at run time); env R1_ADMIN_TOKEN. "

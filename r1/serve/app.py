@@ -37,6 +37,7 @@ from r1.serve.engine import Engine
 from r1.serve.errors import BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
 from r1.serve.health import health_router
 from r1.serve.predict import register_predict
+from r1.serve.resources import ResourceCollector, processes
 from r1.serve.schemas import predict_response
 from r1.serve.state import ServerState
 from r1.serve.v2 import v2_router
@@ -106,6 +107,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     With `cfg.inference == "process"` the loader runs in the worker process: it must be picklable."""
     cfg.validate()
     st = ServerState(cfg)
+    st.metrics.registry.register(ResourceCollector(lambda: processes(st)))  # memory series (r1/serve/resources.py)
     _add_engines(st, loader or _default_loader)
     app = FastAPI(title="R1 model server", version="1", lifespan=_lifespan(st), docs_url=None, redoc_url=None,
                   description="Dynamic-batching inference for R1 models (`r1 serve`), with A/B and canary "
