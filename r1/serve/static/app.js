@@ -17,6 +17,8 @@ function variantHeaders() {
 }
 
 function clearResult() {
+  lastBoxes = null;
+  $("score-row").hidden = true;
   for (const id of ["answered", "error", "answer", "output"]) $(id).textContent = "";
   $("bars").replaceChildren();
   $("canvas").hidden = !bitmap;
@@ -81,7 +83,8 @@ async function pick(file) {
 function drawImage() {
   const canvas = $("canvas");
   if (!bitmap) { canvas.hidden = true; return 1; }
-  const scale = Math.min(1, 720 / bitmap.width) * Math.max(1, Math.floor(240 / Math.max(bitmap.width, bitmap.height)));
+  // small images (digits, 32 px) are shown enlarged, large ones fit the page
+  const scale = Math.min(720 / bitmap.width, Math.max(1, 360 / Math.max(bitmap.width, bitmap.height)));
   canvas.width = Math.round(bitmap.width * scale);
   canvas.height = Math.round(bitmap.height * scale);
   const ctx = canvas.getContext("2d");
@@ -93,12 +96,19 @@ function drawImage() {
 
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"];
 
+let lastBoxes = null;
+
 function drawBoxes(rec) {
+  lastBoxes = rec;
   const scale = drawImage();
   const ctx = $("canvas").getContext("2d");
+  const minScore = Number($("min-score").value) || 0;
   ctx.lineWidth = 2;
   ctx.font = "12px system-ui, sans-serif";
+  let drawn = 0;
   rec.boxes.forEach((b, i) => {
+    if (rec.scores[i] < minScore) return;
+    drawn += 1;
     const color = COLORS[(rec.class_ids[i] || 0) % COLORS.length];
     const [x1, y1, x2, y2] = b.map((v) => v * scale);
     ctx.strokeStyle = color;
@@ -109,6 +119,8 @@ function drawBoxes(rec) {
     ctx.fillStyle = "#fff";
     ctx.fillText(label, x1 + 3, Math.max(11, y1 - 3));
   });
+  $("score-row").hidden = false;
+  $("drawn").textContent = `: ${drawn} drawn`;
   $("answer").textContent = `${rec.boxes.length} detection${rec.boxes.length === 1 ? "" : "s"}`;
   bars(rec.labels.map((l, i) => [l, rec.scores[i]]).slice(0, 10));
 }
@@ -235,6 +247,7 @@ drop.addEventListener("drop", (e) => {
   pick(e.dataTransfer.files[0]);
 });
 $("run-image").addEventListener("click", predictImage);
+$("min-score").addEventListener("input", () => lastBoxes && drawBoxes(lastBoxes));
 $("question").addEventListener("keydown", (e) => { if (e.key === "Enter") predictImage(); });
 $("run-text").addEventListener("click", generate);
 $("stop").addEventListener("click", () => controller && controller.abort());
