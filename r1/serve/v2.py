@@ -38,7 +38,16 @@ from r1.input_kinds.http import ApiError
 from r1.serve.completions import collect, routed
 from r1.serve.disconnect import unless_disconnected
 from r1.serve.predict import attempt
-from r1.serve.v2_codec import InferRequest, bad, check_inputs, encode_infer, json_array, nested_shape, parse_infer
+from r1.serve.v2_codec import (
+    InferRequest,
+    bad,
+    check_inputs,
+    decompress,
+    encode_infer,
+    json_array,
+    nested_shape,
+    parse_infer,
+)
 from r1.version import __version__
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters", "generate"]
@@ -184,7 +193,8 @@ class V2:
         st.check_ready(engine)
         st.admitting += 1
         try:
-            req = parse_infer(await request.body(), request.headers.get("inference-header-content-length"))
+            body = decompress(await request.body(), request.headers.get("content-encoding"), st.cfg.max_body_bytes)
+            req = parse_infer(body, request.headers.get("inference-header-content-length"))
             tasks = await self.tasks(engine, req)
         finally:
             st.admitting -= 1

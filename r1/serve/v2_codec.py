@@ -50,6 +50,26 @@ class InferRequest:
 
 
 # ------------------------------------------------------------------------------------------- requests
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """A body sent with `Content-Encoding: gzip | deflate` (tritonclient's request compression),
+    inflated to at most `limit` bytes (413 beyond: a small bomb must not fill the memory)."""
+    import zlib
+
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r}: send gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise bad(f"the body is not valid {encoding} data ({err})", "bad_encoding") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ApiError(413, "body_too_large", f"the {encoding} body inflates past the limit of {limit} bytes")
+    return out
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     """-> (the JSON header as a dict, the binary part after it)."""
     if header_length is None:

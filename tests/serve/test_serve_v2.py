@@ -5,6 +5,7 @@ share the dynamic batcher; canary variants are versions; Triton's config route i
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import logging
@@ -84,6 +85,8 @@ def test_classifier_answers_like_local_predict_and_shares_the_batcher(cls_server
     assert res.as_numpy("top_score").shape == (4, 2) and res.as_numpy("count").tolist() == [2] * 4
     assert [_text(row) for row in res.as_numpy("top_label")] == [[t["label"] for t in r["top"]] for r in local]
     assert res.get_response()["model_name"] == name and res.get_response()["model_version"] == name
+    zipped = _infer(client, name, {"image": pixels[:1]}, binary, outputs=["label"], request_compression_algorithm="gzip")
+    assert _text(zipped.as_numpy("label")) == [local[0]["label"]]
 
 
 def _batches(base: str) -> tuple[float, float]:
@@ -244,6 +247,8 @@ BAD = [  # (id, path under /v2/models/, request body or (bytes, headers), status
     ("malformed-json", "{m}/infer", (b'{"inputs": [', {"content-type": "application/json"}), 400),
     ("classification", "{m}/infer", {"inputs": [IMAGE], "outputs": [{"name": "score", "parameters": {
         "classification": 2}}]}, 400),
+    ("gzip-bomb", "{m}/infer", (gzip.compress(b" " * (9 << 20)), {"content-encoding": "gzip"}), 413),
+    ("not-gzip", "{m}/infer", (b"plain", {"content-encoding": "gzip"}), 400),
     ("metadata-unknown", "nope", None, 404),
 ]
 
