@@ -84,3 +84,26 @@ def test_memory_series_name_each_inference_process():
     rss = _gauges(generate_latest(registry).decode(), "r1_process_resident_memory_bytes")
     assert list(rss) == ['r1_process_resident_memory_bytes{process="inference",variant="canary"}']  # gone: absent
     assert abs(list(rss.values())[0] - rss_bytes(os.getpid())) < 50e6
+
+
+def test_gpu_memory_series_from_nvml(monkeypatch):
+    """No GPU here: a stand-in `pynvml` (NVML's Python binding) reports one device and our process."""
+    import sys
+    import types
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from r1.serve.resources import ResourceCollector
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=3 << 30),
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=1 << 30),
+                                                        types.SimpleNamespace(pid=1, usedGpuMemory=2 << 30)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    registry = CollectorRegistry()
+    registry.register(ResourceCollector(lambda: {os.getpid(): ("inference", "stable")}))
+    text = generate_latest(registry).decode()
+    assert _gauges(text, "r1_gpu_memory_used_bytes") == {'r1_gpu_memory_used_bytes{gpu="0"}': float(3 << 30)}
+    assert _gauges(text, "r1_process_gpu_memory_bytes") == {
+        'r1_process_gpu_memory_bytes{gpu="0",process="inference",variant="stable"}': float(1 << 30)}
