@@ -303,10 +303,13 @@ async def all_or_none(coros: list):
     try:
         await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
     finally:
-        for job in jobs:
-            if not job.done():
-                job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)  # each one's cleanup ran before we answer
+        pending = [job for job in jobs if not job.done()]
+        for job in pending:
+            job.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # each one's cleanup ran before we answer
+    failed = next((job for job in jobs if not job.cancelled() and job.exception() is not None), None)
+    if failed is not None:  # the failure, not the cancellation it caused in the others
+        raise failed.exception()
     return [job.result() for job in jobs]
 
 

@@ -26,7 +26,7 @@ CLIENT = httpx.Client(timeout=30.0)
 # Every status the server documents (r1/serve/schemas.py ERRORS, /healthz, /readyz, the admin route)
 # and the parser's own 400 for a request it cannot read.
 DOCUMENTED = {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 431, 503, 504}
-SMALL, FULL = 25, 2000
+SMALL, FULL = 20, 2000
 
 
 class _Tracebacks(logging.Handler):

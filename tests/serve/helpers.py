@@ -156,7 +156,7 @@ class FlakyPredictor(FakePredictor):
 
 class VariantLoader:
     """A picklable loader for A/B tests: the variant's `cfg.model` picks the model: "flaky..." ->
-    FlakyPredictor (raises on 7-pixel-wide images), "slow..." -> 50 ms per batch, "stall..." -> 2 s per
+    FlakyPredictor (raises on 7-pixel-wide images), "slow..." -> 50 ms per batch, "stall..." -> 1 s per
     batch, "nan..." -> NaN outputs on the warm-up's grey 8x8 image (it cannot load: its weights are broken),
     "text..." -> a text model (another family), else FakePredictor."""
 
@@ -168,7 +168,7 @@ class VariantLoader:
             return FakePredictor(nan_width=8)
         if name.startswith("text"):
             return FakeTextPredictor()
-        return FakePredictor(0.05 if name.startswith("slow") else 2.0 if name.startswith("stall") else 0.0)
+        return FakePredictor(0.05 if name.startswith("slow") else 1.0 if name.startswith("stall") else 0.0)
 
 
 class FakeStreamPredictor:
