@@ -50,6 +50,7 @@ class Engine:
         self.on_failed = on_failed  # it cannot serve (load failed, restarts given up, refused): roll back
         self.loaded_once = False
         self.budget = PixelBudget(max(getattr(cfg, "max_pixels_in_flight", 0), cfg.max_pixels))
+        self.waiting = 0  # tasks waiting for the pixel budget: they count toward serve.max_queue too
         self.info: dict = {}
         self.supervisor: Supervisor | None = None
         self.cancelled: set[int] = set()  # inference="thread": ids of tasks whose caller gave up
@@ -91,10 +92,13 @@ class Engine:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         if cost:
+            self.waiting += 1
             try:
                 cost = await asyncio.wait_for(self.budget.acquire(cost), timeout)
             except asyncio.TimeoutError:
                 raise QueueFull(f"pixel budget full ({self.budget.limit} decoded pixels in flight)") from None
+            finally:
+                self.waiting -= 1
         left = None if timeout is None else max(0.001, timeout - (loop.time() - t0))
         release = (lambda: self.budget.release(cost)) if cost else None
         return await self.batcher.submit(task, timeout=left, on_done=release)

@@ -151,7 +151,7 @@ class ServerState:
         limit = self.cfg.max_queue
 
         def room(e: Engine) -> bool:
-            return self.admitting + e.batcher.depth + places <= limit
+            return self.admitting + e.batcher.depth + e.waiting + places <= limit
 
         if room(engine):
             return engine
