@@ -44,6 +44,22 @@ def failed(err: Exception) -> tuple:
     return error(500, "inference_failed", f"{type(err).__name__}: {err}"[:300])
 
 
+def text_contract(predictor, text: str):
+    """The one text contract of every family that reads text (prompts, questions): a text none of whose
+    words the model knows -> the 422 `unknown_words` error tuple naming them; else the list of its unknown
+    words (possibly empty), which the answer carries as `unknown_words`. A predictor declares what it
+    knows with `unknown_words(text) -> (words, unknown)`; one without it knows every word."""
+    check = getattr(predictor, "unknown_words", None)
+    if check is None:
+        return []
+    words, unknown = check(text)
+    if words and set(unknown) >= set(words):
+        shown = ", ".join(repr(w) for w in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+        return error(422, "unknown_words", f"text: no word the model knows ({shown}); it knows the words of "
+                                           "its training texts")
+    return unknown
+
+
 class InputKind:
     """What a model takes. Subclasses set `name` and override what differs from these defaults."""
 
@@ -106,6 +122,12 @@ class InputKind:
         """One result tuple per task. `cancelled`: ids of tasks whose caller gave up; `emit(id,
         message)` streams pieces of a task that asked for it."""
         raise NotImplementedError
+
+    def cost(self, task) -> int:
+        """What `task` holds decoded in the worker, in pixels (or tensor elements): the server's pixel
+        budget (`serve.max_pixels_in_flight`) bounds the sum in flight per worker. Default: the task's
+        `cost` attribute, else 0 (text)."""
+        return int(getattr(task, "cost", 0) or 0)
 
     def check_finite(self, predictor, cfg) -> None:
         """After warm-up, before the server turns ready: NonFiniteOutput when a plain input gives

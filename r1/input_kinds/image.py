@@ -48,6 +48,15 @@ class ImageTask:
     pixels: object = None         # the decoded image, uint8 numpy (H, W, 3) RGB
     id: int = 0
     text: Optional[str] = None    # the question asked about the image (image+text models)
+    area: int = 0                 # its pixels (width x height, from the header): what decoding it costs
+
+    @property
+    def cost(self) -> int:
+        """Pixels held decoded in the worker: the server's pixel budget counts them (r1/serve/engine.py)."""
+        if self.area:
+            return self.area
+        shape = getattr(self.pixels, "shape", None)
+        return int(shape[0] * shape[1]) if shape is not None else 0
 
 
 def decode_image(data: bytes, max_pixels: int, decode_limit: int | None = None):
@@ -85,6 +94,17 @@ def decode_image(data: bytes, max_pixels: int, decode_limit: int | None = None):
         im.close()
 
 
+def header_area(data: bytes) -> int:
+    """width x height from an image's header (0 when it cannot be read: decoding then refuses it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except Exception:  # PIL raises many types for bad data; the decoder answers for them
+        return 0
+
+
 def prepare_image(data: bytes, top_k: int, max_pixels: int, max_local_pixels: int) -> ImageTask:
     """Check the header (raising the decoder's 400 / 413 ApiError), then decode here and hand on
     the pixels of images of at most `max_local_pixels`; larger ones travel undecoded, as the
@@ -93,15 +113,18 @@ def prepare_image(data: bytes, top_k: int, max_pixels: int, max_local_pixels: in
     import numpy as np
 
     image = decode_image(data, max_pixels, decode_limit=max_local_pixels)
-    return ImageTask(top_k, data=data) if image is None else ImageTask(top_k, pixels=np.asarray(image))
+    if image is None:
+        return ImageTask(top_k, data=data, area=header_area(data))
+    return ImageTask(top_k, pixels=np.asarray(image), area=image.width * image.height)
 
 
 async def decode_task(data: bytes, top_k: int, ctx) -> ImageTask:
     """Decoded by the server (it unloads the worker) when small; the header decides: tiny images on
-    the event loop (a bounded ~0.1 ms), larger ones in the decode threads, the rest by the worker."""
+    the event loop (a bounded ~0.1 ms), larger ones in the decode threads, the rest by the worker.
+    Every image's header is read here: its size is checked (413) and becomes the task's `area`."""
     cfg = ctx.cfg
-    if len(data) > cfg.prepare_max_bytes:
-        return ImageTask(top_k, data=data)
+    if len(data) > cfg.prepare_max_bytes:  # the header only (a 400 / 413 now): the worker decodes it
+        return prepare_image(data, top_k, cfg.max_pixels, 0)
     task = prepare_image(data, top_k, cfg.max_pixels, cfg.inline_decode_pixels)
     if task.data is not None and cfg.prepare_max_pixels > cfg.inline_decode_pixels:
         task = await asyncio.get_running_loop().run_in_executor(

@@ -15,10 +15,11 @@ from pathlib import Path
 from pydantic import Field
 
 from r1.errors import ConfigError, DataError
-from r1.input_kinds.base import InputKind, checked, error, failed
+from r1.input_kinds.base import InputKind, checked, error, failed, text_contract
 from r1.input_kinds.http import ApiError, b64, is_json, json_object, media_type, read_multipart, validate
 from r1.input_kinds.image import ImageKind, ImageRequest, ImageTask, decode_task, sample_png, task_image
 from r1.input_kinds.tensors import int_param, tensor_meta, text_rows
+from r1.input_kinds.text import check_text_length
 
 
 class PairRequest(ImageRequest):
@@ -47,7 +48,9 @@ class ImageTextKind(InputKind):
             if text is None:
                 raise ApiError(422, "missing_field", "text: field required (multipart field `text` with the question)")
         elif is_json(media):
-            req = validate(PairRequest, await json_object(request, '{"image": "<base64>", "text": "a question"}'))
+            body = await json_object(request, '{"image": "<base64>", "text": "a question"}')
+            check_text_length(body.get("text"), cfg.max_text_chars)
+            req = validate(PairRequest, body)
             data, top_k, text = b64(req.image), req.top_k or cfg.top_k, req.text
         else:
             raise ApiError(415, "unsupported_media_type",
@@ -56,8 +59,7 @@ class ImageTextKind(InputKind):
                            f"{{\"image\": base64, \"text\": ...}}")
         if not text.strip():
             raise ApiError(422, "invalid_request", "text: must not be empty")
-        if len(text) > cfg.max_text_chars:
-            raise ApiError(413, "text_too_long", f"text: {len(text)} characters; at most {cfg.max_text_chars}")
+        check_text_length(text, cfg.max_text_chars)
         return dataclasses.replace(await decode_task(data, top_k, ctx), text=text)
 
     # Open Inference Protocol: the encoded image file (PNG, JPEG, ...; base64 text where the request is
@@ -86,13 +88,17 @@ class ImageTextKind(InputKind):
         return json.dumps(body).encode(), "application/json"
 
     def run_batch(self, predictor, tasks: list, cfg, cancelled=(), emit=None) -> list[tuple]:
-        """(image, question) tasks -> records (answer, probability, top_k), one batch; an undecodable
-        image or a question without a known token fails alone."""
+        """(image, question) tasks -> records (answer, probability, top_k, unknown_words), one batch; an
+        undecodable image or a question without a known word (`text_contract`) fails alone."""
         results: list = [None] * len(tasks)
-        pairs, where = [], []
+        pairs, where, unknown = [], [], {}
         for i, t in enumerate(tasks):
             if not isinstance(t, ImageTask) or t.text is None:
                 results[i] = error(422, "missing_field", "text: field required (the question about the image)")
+                continue
+            unknown[i] = text_contract(predictor, t.text)
+            if isinstance(unknown[i], tuple):
+                results[i] = unknown[i]
                 continue
             try:
                 pairs.append((task_image(t, cfg.max_pixels), t.text))
@@ -110,7 +116,7 @@ class ImageTextKind(InputKind):
                 results[i] = rec
                 continue
             rec["top_k"] = rec["top_k"][:tasks[i].top_k]
-            results[i] = checked(rec)
+            results[i] = checked({**rec, "unknown_words": unknown[i]})
         return results
 
     def check_options(self, model: str, options: dict) -> None:
@@ -128,8 +134,8 @@ class ImageTextKind(InputKind):
 def _one(predictor, pair: tuple, top_k: int):
     try:
         return predictor.predict([pair], top_k=top_k)[0].to_json()
-    except DataError as err:
-        return error(422, "bad_text", str(err))
+    except DataError as err:  # nothing of the question encodes (the contract named its words already)
+        return error(422, "unknown_words", str(err))
     except Exception as err:
         return failed(err)
 

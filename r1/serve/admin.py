@@ -8,7 +8,8 @@ import logging
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from r1.input_kinds.http import ApiError
+from r1.config_commands import MAX_WEIGHT
+from r1.input_kinds.http import ApiError, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,11 @@ def admin_router(st, admin_token: str) -> APIRouter:
                  "with `Authorization: Bearer <admin token>` (the route exists only with --admin-token)")
     async def post_variants(request: Request):
         _check_token(request, admin_token)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "bad_json", "body: not JSON; send {\"weights\": {\"NAME\": WEIGHT, ...}}") from None
+        body = parse_json(await request.body(), "{\"weights\": {\"NAME\": WEIGHT, ...}}", code="bad_json")
         weights = body.get("weights") if isinstance(body, dict) else None
         if not isinstance(weights, dict) or not weights or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights.values()):
-            raise ApiError(422, "invalid_request", "weights: expected {\"NAME\": number >= 0, ...}")
+            raise ApiError(422, "invalid_request", f"weights: expected {{\"NAME\": number >= 0 and <= {MAX_WEIGHT:g}, ...}}")
         try:
             st.router.set_weights(weights)
         except ValueError as err:

@@ -55,7 +55,7 @@ def _default_loader(cfg: ServeConfig):
 def _add_engines(st: ServerState, loader: Callable) -> None:
     for vname, path in st.cfg.variant_models().items():
         engine = Engine(vname, dataclasses.replace(st.cfg, model=path, variants={}, traffic={}), loader, st.metrics,
-                        st.readiness_changed, st.depth_changed)
+                        st.readiness_changed, st.depth_changed, st.variant_loaded, st.variant_failed)
         engine.model_name = model_name(path)  # what responses say: never the server's file paths
         st.engines[vname] = engine
 
@@ -123,6 +123,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     mount_web(app)  # the page at / (r1/serve/web.py)
     # outermost first: metrics, body limit, then POST /v1/predict past FastAPI's routing
     app.add_middleware(DirectRoute, path="/v1/predict", method="POST", handler=predict, on_error=st.api_error)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s,
+                       max_header_bytes=cfg.max_header_bytes)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics)
     return app

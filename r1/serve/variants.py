@@ -5,7 +5,7 @@
     name = router.pick()                      # weighted random
     router.record("canary", ok=False, seconds=0.02)   # -> a rollback reason, or None
 
-Weights are relative (95/5 and 0.95/0.05 route the same). Variants share [0, 1) in declaration
+Weights are relative (95/5 and 0.95/0.05 route the same), each a finite number from 0 to MAX_WEIGHT. Variants share [0, 1) in declaration
 order, each a slice as wide as its share of the weight; a request lands where its point falls.
 A user's point is the sha256 of their `X-R1-User` value, so it is the same in every process and
 after restarts; changing weights moves only the users whose point changes slice.
@@ -14,7 +14,9 @@ Rollback (non-stable variants only; the stable one is the reference and the retr
 variant's last `window` requests (once it has at least `min_requests`), an error rate above
 `max_error_rate`, or a p95 latency above `p95_factor` x the stable variant's p95 (and above
 `p95_floor`: millisecond jitter is no regression), sets its weight
-to 0. The caller logs it and counts it in a metric; requests continue on the others.
+to 0. The caller logs it and counts it in a metric; requests continue on the others. A non-stable
+variant that cannot load (or whose inference process could not be restarted) is rolled back at
+once (`roll_back`).
 
 Comparison over time (`describe(seconds)`): besides the last N requests, each variant keeps its
 answers of the last `horizon_s` (300 s: seed 002's "last 5 minutes"), so an operator compares a
@@ -28,6 +30,8 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
+from r1.config_commands import weight_value
 
 
 def user_point(user: str) -> float:
@@ -115,7 +119,7 @@ class Router:
         if stable not in weights:
             raise ValueError(f"stable variant {stable!r} is not one of {', '.join(weights)}")
         self.names = list(weights)
-        self.weights = {n: float(w) for n, w in weights.items()}
+        self.weights = self._values(weights)
         self.stable, self.rules = stable, rules
         self.rng = rng or random.Random()
         self.stats = {n: Stats(rules.window, horizon=horizon_s) for n in self.names}
@@ -124,10 +128,17 @@ class Router:
         self._check_total(self.weights)
 
     @staticmethod
+    def _values(weights: dict) -> dict[str, float]:
+        out = {}
+        for name, value in weights.items():
+            try:
+                out[name] = weight_value(value)
+            except ValueError as err:
+                raise ValueError(f"weight of {name!r} must be {err}") from None
+        return out
+
+    @staticmethod
     def _check_total(weights: dict[str, float]) -> None:
-        bad = [n for n, w in weights.items() if not w >= 0 or w == float("inf")]
-        if bad:
-            raise ValueError(f"weight of {bad[0]!r} must be a finite number >= 0, got {weights[bad[0]]}")
         if sum(weights.values()) <= 0:
             raise ValueError("at least one variant needs a weight > 0")
 
@@ -158,13 +169,23 @@ class Router:
         unknown = [n for n in weights if n not in self.weights]
         if unknown:
             raise ValueError(f"unknown variant {unknown[0]!r}; variants: {', '.join(self.names)}")
-        new = {**self.weights, **{n: float(w) for n, w in weights.items()}}
+        values = self._values(weights)
+        new = {**self.weights, **values}
         self._check_total(new)
-        for name, w in weights.items():
+        for name, w in values.items():
             if w > 0 and name in self.rolled_back:
                 del self.rolled_back[name]
                 self.stats[name].reset_window()
         self.weights = new
+
+    def roll_back(self, name: str, why: str) -> bool:
+        """Weight 0 for a non-stable variant, now (it cannot load); False for the stable one or one
+        already at 0."""
+        if name == self.stable or self.weights[name] == 0:
+            return False
+        self.weights[name] = 0.0
+        self.rolled_back[name] = why
+        return True
 
     def record(self, name: str, ok: bool, seconds: float, now: float | None = None) -> str | None:
         """Count one answered request of `name` (at monotonic time `now`); -> why it was just rolled
