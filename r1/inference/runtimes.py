@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from r1.command_sections import RUNTIMES  # declared torch-free, where the commands' help reads them
 from r1.errors import ConfigError
 from r1.family import get_family
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("torch", "onnx", "onnx-int8", "tensorrt")  # onnx-int8: families whose spec lists it
 
 
 def infer_runtime(path: str | Path) -> str:
