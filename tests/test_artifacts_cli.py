@@ -121,3 +121,26 @@ def test_a_run_dir_is_served_by_the_containers_unprivileged_uid(trained_digits):
         assert answer.startswith("DataError: ") and "permission denied (mode 600" in answer and "chmod a+r" in answer
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_results_are_typed_records_with_attribute_access(trained_digits):
+    """One Result class per family, made from its record schema: attributes, nested records, and the
+    record itself unchanged (dict(r), r.to_json(), JSON, pickling to a worker and back)."""
+    import pickle
+
+    from r1.inference.result import Result
+    from r1.models.cls.schema import Classification
+
+    image = Image.fromarray(np.full((32, 32, 3), 200, np.uint8))
+    r = r1.load(trained_digits).predict([image], top_k=2)[0]
+    assert type(r).__name__ == "ClassificationResult" and isinstance(r, Result) and isinstance(r, dict)
+    assert type(r).schema is Classification and "r.label" in type(r).__doc__
+    assert (r.label, r.class_id, r.score) == (r["label"], r["class_id"], r["score"])
+    assert r.top[0].label == r["top"][0]["label"] and len(r.top) == 2
+    assert dict(r) == r.to_json() and type(r.to_json()) is dict and type(r.to_json()["top"][0]) is dict
+    assert json.loads(json.dumps(r)) == r.to_json() and set(r) == {"label", "class_id", "score", "top"}
+    back = pickle.loads(pickle.dumps(r))
+    assert type(back) is type(r) and back == r
+    with pytest.raises(AttributeError, match="no field 'answer'; fields: label, class_id, score, top"):
+        getattr(r, "answer")  # noqa: B009 - the attribute access is what is tested
+    assert "label" in dir(r)

@@ -129,6 +129,8 @@ def test_cli_export_and_generate_onnx(tmp_path_factory):
     assert not any("Warning" in r.stderr or "WARNING" in r.stderr for r in res.values())  # no library notes
     model = r1.load_model(run)
     p = r1.load(out)
+    r = p.predict(["to be"], max_new_tokens=3)[0]
+    assert type(r).__name__ == "GenerationResult" and r.text == r["text"] and r.finish_reason == "length"
     ref = _torch_greedy(model, [p.encode("to be")], 20)[0]
     assert text["onnx"].rstrip("\n") == ("to be" + p.tokenizer.decode(ref)).rstrip("\n")
 

@@ -38,6 +38,8 @@ def url(trained_mm):
 
 def test_multipart_and_json_answer_like_the_local_predictor(url, trained_mm, scene_png):
     local = r1.load(trained_mm).predict([(Image.open(io.BytesIO(scene_png)), QUESTION)], top_k=3)[0]
+    assert type(local).__name__ == "AnswerResult" and local.answer == local["answer"]  # typed, attribute access
+    assert local.top_k[0].answer == local["top_k"][0]["answer"]
     r = CLIENT.post(url + "/v1/predict", files={"file": ("s.png", scene_png, "image/png")},
                     data={"text": QUESTION, "top_k": "3"})
     assert r.status_code == 200, r.text
