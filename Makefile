@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 R1     := $(VENV)/bin/r1
 STAMP  := $(VENV)/.installed
+# when this make started: `make demo` reports its own total, install included
+T0     := $(shell date +%s)
 
 .PHONY: install demo test test-all bench clean
 
@@ -21,6 +23,7 @@ demo: install
 	$(R1) pipeline recipes/quickstart.yaml
 	@echo "results: runs/quickstart/report.md (+ report.json, report/*.png); one run dir per stage in runs/quickstart/"
 	@echo "the r1 command of this checkout: bin/r1 --help (or: source .venv/bin/activate; r1 --help)"
+	@echo "make demo: $$(( $$(date +%s) - $(T0) )) s in all (install included), on $$(getconf _NPROCESSORS_ONLN) CPU core(s), load average $$(uptime | sed 's/.*load average[s]*: //')"
 
 test: install
 	$(PY) -m ruff check r1 tests benchmarks examples

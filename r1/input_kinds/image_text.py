@@ -1,8 +1,9 @@
 """The `image+text` input kind: an image and a question about it in, the family's answer record out.
 
 HTTP bodies: multipart/form-data with `file` and `text` fields (and `top_k`), or JSON
-`{"image": base64, "text": "a question", "top_k"}`. `r1 predict RUN IMAGE... --question TEXT`
-asks the same question about each image. Tasks are `ImageTask`s (r1.input_kinds.image) with `text`.
+`{"image": base64, "text": "a question", "top_k"}`; `question` is accepted as an alias of `text` in
+both (the name `r1 predict RUN IMAGE... --question TEXT` uses, asking the same question about each
+image). Tasks are `ImageTask`s (r1.input_kinds.image) with `text`.
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import binascii
 import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from r1.errors import ConfigError, DataError
 from r1.input_kinds.base import InputKind, checked, error, failed, text_contract
@@ -23,9 +25,18 @@ from r1.input_kinds.text import check_text_length
 
 
 class PairRequest(ImageRequest):
-    """JSON body of an image+text model (mm): the image and the question asked about it."""
+    """JSON body of an image+text model (mm): the image and the question asked about it (as `text`, or
+    `question`: one of them)."""
 
-    text: str = Field(..., min_length=1, description="The question about the image.")
+    text: Optional[str] = Field(None, min_length=1, description="The question about the image.")
+    question: Optional[str] = Field(None, min_length=1, description="Alias of `text` (as `r1 predict --question`).")
+
+    @model_validator(mode="after")
+    def _one_question(self):
+        if (self.text is None) == (self.question is None):
+            raise ValueError("give the question as `text` (or its alias `question`), once")
+        self.text = self.text if self.text is not None else self.question
+        return self
 
 
 class ImageTextKind(InputKind):
@@ -34,9 +45,11 @@ class ImageTextKind(InputKind):
     file_options = {"question": "the question asked about each image"}
 
     def openapi_content(self) -> dict:
-        return {"multipart/form-data": {"schema": {"type": "object", "required": ["file", "text"], "properties": {
+        return {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                     "file": {"type": "string", "format": "binary", "description": "The image file."},
-                    "text": {"type": "string", "description": "The question about the image."},
+                    "text": {"type": "string", "description": "The question about the image (required: as "
+                                                              "`text` or `question`)."},
+                    "question": {"type": "string", "description": "Alias of `text`."},
                     "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}}}},
                 "application/json": {"schema": PairRequest.model_json_schema()}}
 
@@ -46,10 +59,14 @@ class ImageTextKind(InputKind):
         if media == "multipart/form-data":
             data, top_k, text = await read_multipart(request, cfg.top_k)
             if text is None:
-                raise ApiError(422, "missing_field", "text: field required (multipart field `text` with the question)")
+                raise ApiError(422, "missing_field", "text: field required (multipart field `text`, or its alias "
+                                                     "`question`, with the question)")
         elif is_json(media):
             body = await json_object(request, '{"image": "<base64>", "text": "a question"}')
-            check_text_length(body.get("text"), cfg.max_text_chars)
+            if "text" not in body and "question" not in body:
+                raise ApiError(422, "missing_field", "text: field required (the question, as `text` or its alias "
+                                                     "`question`)")
+            check_text_length(body.get("text", body.get("question")), cfg.max_text_chars)
             req = validate(PairRequest, body)
             data, top_k, text = b64(req.image), req.top_k or cfg.top_k, req.text
         else:

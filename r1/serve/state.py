@@ -42,6 +42,8 @@ class ServerState:
         self.retry_headers = {"Retry-After": str(cfg.retry_after_s)}
         for vname, weight in self.router.weights.items():
             self.metrics.variant_weight.labels(vname).set(weight)
+        if len(self.router.names) > 1:
+            log.info("traffic: %s", self.router.shares_text())
 
     @property
     def stable(self) -> Engine:

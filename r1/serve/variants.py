@@ -146,6 +146,12 @@ class Router:
         total = sum(self.weights.values())
         return {n: self.weights[n] / total for n in self.names}
 
+    def shares_text(self) -> str:
+        """"stable 81.8%, canary 18.2% (relative weights stable=90, canary=20)": weights need not sum to 100."""
+        shares = self.shares()
+        weights = ", ".join(f"{n}={self.weights[n]:g}" for n in self.names)
+        return ", ".join(f"{n} {100 * shares[n]:.1f}%" for n in self.names) + f" (relative weights {weights})"
+
     def pick(self, user: str | None = None, usable=lambda name: True) -> str:
         """The variant for one request: by the user's point when given, else at random. A variant
         that is not `usable` (not ready) sends its requests to the stable one."""
