@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from r1.config.base import opt
 from r1.errors import FindingsFound
 
+# Every runtime a model can run in (r1.inference checks against this; a family's spec says which of them
+# its models have). Declared here, torch-free, so each command's --runtime help lists them from one place.
+RUNTIMES = ("torch", "onnx", "onnx-int8", "tensorrt")
+RUNTIME_CHOICES = ("torch: eager PyTorch; onnx: onnxruntime on the run's ONNX export (cached in the run dir); "
+                   "onnx-int8: the same with int8 weights (language and image+text models); tensorrt: an engine "
+                   "from `r1 export --format tensorrt` (NVIDIA GPU)")
+
 
 @dataclass
 class PredictConfig:
@@ -21,7 +28,8 @@ class PredictConfig:
     draw_threshold: float = opt(0.3, "Detection, with --out: draw boxes scoring at least this.", min=0.0, max=1.0)
     coco_json: str = opt("", "Detection: also write COCO results here (image ids 1..N). Empty: none.")
     question: str = opt("", "Image+text models: the question asked about each image.")
-    runtime: str = opt("", "torch, onnx, onnx-int8 (families that have it) or tensorrt. Empty: from the file.")
+    runtime: str = opt("", f"Runtime: {RUNTIME_CHOICES}. Empty: from the file (.onnx: onnx, .engine: tensorrt, "
+                       "else torch).")
     threads: int = opt(1, "Inference threads.", min=1)
     batch_size: int = opt(16, "Images per batch.", min=1)
 
@@ -34,7 +42,8 @@ class EvalConfig:
                       "pixel units). Empty: no attack.")
     eps: float = opt(0.1, "With an attack: L-inf budget in [0, 1] pixel units (0.1 = 25/255).")
     steps: int = opt(10, "With attack pgd: steps (step size 2.5 * eps / steps).")
-    runtime: str = opt("", "torch, onnx, onnx-int8 (families that have it) or tensorrt. Empty: from the file.")
+    runtime: str = opt("", f"Runtime: {RUNTIME_CHOICES}. Empty: from the file (.onnx: onnx, .engine: tensorrt, "
+                       "else torch).")
 
 
 @dataclass

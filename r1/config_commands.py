@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from r1.command_sections import (
+    RUNTIME_CHOICES,
+    RUNTIMES,
     CleanConfig,
     ConvertConfig,
     EvalConfig,
@@ -56,7 +58,7 @@ def weight_value(value) -> float:
 @dataclass
 class ServeConfig:
     model: str = opt("", "Run dir, model.safetensors or .onnx to serve (the MODEL argument sets it).")
-    runtime: str = opt("torch", "Inference runtime: torch, onnx or tensorrt.")
+    runtime: str = opt("torch", f"Inference runtime: {RUNTIME_CHOICES}.")
     host: str = opt("127.0.0.1", "Bind address.")
     port: int = opt(8000, "Port.", min=0, max=65535)
     max_batch: int = opt(32, "Run a batch at this many queued requests ...", min=1)
@@ -107,8 +109,10 @@ class ServeConfig:
 
     variants: dict[str, str] = opt({}, "A/B and canary serving: variant name -> model (`r1 serve stable=RUN_A "
                                    "canary=RUN_B`). Empty: one variant, `model`, named after its run.")
-    traffic: dict[str, float] = opt({}, "Relative weight per variant (`--traffic stable=95,canary=5`). Empty: "
-                                    "all traffic on the first variant.")
+    traffic: dict[str, float] = opt({}, "Relative weight per variant (`--traffic stable=95,canary=5`): each "
+                                    "variant gets weight / sum of the requests, so the weights need not sum to 100 "
+                                    "(stable=90,canary=20: 81.8% / 18.2%; the server logs the shares). Empty: all "
+                                    "traffic on the first variant.")
     stable_variant: str = opt("", "The reference variant (latency rule, retries, never rolled back). Empty: the first.")
     rollback_window: int = opt(100, "Rollback rules look at a variant's last this many requests ...", min=1)
     rollback_min_requests: int = opt(20, "... once it has at least this many.", min=1)
@@ -118,6 +122,9 @@ class ServeConfig:
                                      "variant's. 0: no latency rule.", min=0.0)
     rollback_p95_floor_ms: float = opt(50.0, "... and exceeds this many ms (shorter p95s are jitter, not a "
                                        "regression).", min=0.0)
+    compare_window_s: float = opt(300.0, "GET /v1/variants also compares each variant with the stable one over "
+                                  "its answers of the last this many seconds (`?window_s=` asks for less).",
+                                  min=1.0, max=86400.0)
     retry_on_stable: bool = opt(True, "A request that failed (5xx) on a non-stable variant it was routed to is "
                                 "run again on the stable one before answering (not when pinned by X-R1-Variant).")
     admin_token: str = opt("", "Bearer token for POST /v1/variants (weights at run time); env R1_ADMIN_TOKEN. "
@@ -228,7 +235,8 @@ def auto_preferred(max_batch: int) -> list[int]:
 
 @dataclass
 class BenchConfig:
-    runtime: str = opt("", "Only this runtime. Empty: compare all.", choices=("", "torch", "onnx", "tensorrt"))
+    runtime: str = opt("", f"Only this runtime ({RUNTIME_CHOICES}). Empty: every runtime the model's family has.",
+                       choices=("", *RUNTIMES))
     batch_sizes: list[int] = opt([1, 8, 32], "In-process batch sizes.")
     runs: int = opt(30, "Timed runs per batch size (>= 20 for p95).", min=20)
     threads: int = opt(1, "Inference threads.", min=1)

@@ -86,6 +86,8 @@ class FamilySpec:
     depends: tuple[str, ...] = ()  # families whose public names this one imports (e.g. a backbone, a tokenizer)
     writers: dict[str, Any] = field(default_factory=dict)  # extra result formats, e.g. {"coco": fn(info, records, path)}
     tolerance: float = 0.01  # monitor drop a deployable variant may have (the pipeline report's verdict)
+    headline: tuple[str, ...] = ()  # metrics a run's log lines show per split (); (): the monitor. Every
+    #                                 metric is in metrics.json and metrics.md
 
     def __post_init__(self):
         if self.mode not in ("max", "min"):

@@ -23,8 +23,9 @@ def add_command(app: typer.Typer, cmd: Command) -> None:
     params = [inspect.Parameter("ctx", _P, annotation=typer.Context)]
     params += [_argument(a) for a in arguments(cmd)]
     if cmd.section:
+        article = "an" if cmd.section[0] in "aeiou" else "a"
         params.append(inspect.Parameter("config_file", _P, annotation=Optional[Path], default=typer.Option(
-            None, "--config", help=f"YAML with a {cmd.section}: section (settings: flags > {cmd.section}.KEY=VALUE "
+            None, "--config", help=f"YAML with {article} {cmd.section}: section (settings: flags > {cmd.section}.KEY=VALUE "
                                    f"> this file > defaults; `r1 config explain {cmd.section}`)")))
     hints = typing.get_type_hints(cmd.settings_class())
     params += [_option(cmd, flag, hints[flag.field]) for flag in cmd.flags]

@@ -135,16 +135,14 @@ COMMANDS = [
                    Flag("coco_json", path=True), Flag("question"), Flag("runtime"), Flag("threads"),
                    Flag("batch_size"))),
     Command("export", "Export to ONNX (verified against torch with onnxruntime on another batch size), TensorRT, "
-            "a Triton repository or an ExecuTorch program (XNNPACK, batch 1; verified in the ExecuTorch runtime).\n\n"
-            "Settings: flags > export.KEY=VALUE > --config FILE > defaults (`r1 config explain export`).",
+            "a Triton repository or an ExecuTorch program (XNNPACK, batch 1; verified in the ExecuTorch runtime).",
             export_cmd, "export", args=(Arg("model", "Run dir, model.safetensors, or (for tensorrt, triton) an .onnx"),),
             flags=(Flag("format"), Flag("dynamic_batch"), Flag("opset"), Flag("out", path=True),
                    Flag("nms"), Flag("fp16"), Flag("int8"), Flag("max_batch"), Flag("dynamic_hw"), Flag("min_size"),
                    Flag("opt_size"), Flag("max_size"))),
     Command("serve", "HTTP inference server: POST /v1/predict (/v1/completions for language models), GET /healthz "
             "/readyz /metrics /docs /v1/variants. A/B and canary: `r1 serve stable=RUN_A canary=RUN_B --traffic "
-            "stable=95,canary=5`.\n\nSettings: flags > serve.KEY=VALUE > --config FILE > defaults "
-            "(`r1 config explain serve`).", serve_cmd, "serve", from_args=serve_args,
+            "stable=95,canary=5` (relative weights).", serve_cmd, "serve", from_args=serve_args,
             arg_names={"model": "MODEL", "variants": "NAME=MODEL"},
             args=(Arg("args", "Run dir, model.safetensors or .onnx (or serve.model in --config), or NAME=MODEL "
                       "variants, then overrides such as serve.max_batch=16", path=False, many=True, optional=True,
@@ -155,11 +153,11 @@ COMMANDS = [
                         help=f"Request body limit, MiB: 413 (default {BODY_BYTES / (1 << 20):g}; serve.max_body_bytes)"),
                    Flag("max_pixels"), Flag("max_new_tokens"), Flag("max_text_chars"), Flag("access_log"),
                    Flag("traffic", parse="r1.serve.variants:parse_traffic",
-                        help="Variant weights, e.g. stable=95,canary=5 (serve.traffic)"),
+                        help="Relative weight per variant, e.g. stable=95,canary=5: shares are weight / sum, so "
+                             "stable=90,canary=20 sends 81.8% / 18.2% (the server logs the shares) (serve.traffic)"),
                    Flag("stable_variant"), Flag("admin_token", envvar="R1_ADMIN_TOKEN"))),
-    Command("bench", "`r1 bench MODEL`: in-process latency/throughput per runtime and batch size.\n"
-            "`r1 bench serve URL`: HTTP load test (throughput, p50/p95/p99).\n\n"
-            "Settings: flags > bench.KEY=VALUE > --config FILE > defaults (`r1 config explain bench`).",
+    Command("bench", "`r1 bench MODEL`: in-process latency/throughput per runtime and batch size; "
+            "`r1 bench serve URL`: an HTTP load test (throughput, p50/p95/p99).",
             bench_cmd, "bench",
             args=(Arg("target", "A model (run dir, .safetensors, .onnx), or `serve`", path=False),
                   Arg("args", "With `serve`: the server URL; then overrides such as bench.runs=50", path=False,
@@ -170,8 +168,9 @@ COMMANDS = [
 ]
 
 
-def models(pattern: str = typer.Argument("*", help="Glob over model names"),
-           flops: bool = typer.Option(False, help="Also count GFLOPs (detection) at each model's input size")):
+def models(pattern: str = typer.Argument("*", help="Glob over model names (default '*')", show_default=False),
+           flops: bool = typer.Option(False, help="Also count GFLOPs (detection) at each model's input size "
+                                                  "(default False)", show_default=False)):
     """List registered models and their flavors with parameter counts."""
     from r1.model_table import model_rows
 

@@ -40,8 +40,13 @@ def train(inv: Invocation) -> None:
     finally:
         if bar is not None:
             bar.close()
-    typer.echo(json.dumps(metrics, indent=2))
-    typer.echo(f"run directory: {cfg.run.resolved_dir()}")
+    from r1.evaluate.tables import groups_note, summary_table
+
+    run_dir = cfg.run.resolved_dir()
+    typer.echo(summary_table(metrics))
+    more = groups_note(metrics)
+    typer.echo(f"\n{more + ' and e' if more else 'E'}very metric: {run_dir}/metrics.md (metrics.json for programs)")
+    typer.echo(f"run directory: {run_dir}")
 
 
 def pipeline(inv: Invocation) -> None:

@@ -14,13 +14,37 @@ from PIL import Image, UnidentifiedImageError
 from r1.errors import DataError
 
 log = logging.getLogger(__name__)
+MAX_GROUP_SHARE = 0.1  # the largest share of a val/test split one duplicate group may take
 
 
-def split_indices(n: int, val_frac: float, test_frac: float, seed: int) -> tuple[list, list, list]:
-    """A seeded (train, val, test) partition of range(n): the same seed gives the same split everywhere."""
+def split_indices(n: int, val_frac: float, test_frac: float, seed: int,
+                  groups: list[int] | None = None) -> tuple[list, list, list]:
+    """A seeded (train, val, test) partition of range(n): the same seed gives the same split everywhere.
+
+    `groups` (a group id per item, e.g. `r1.data.imagehash.duplicate_groups`): every group lands whole
+    in one split. Items are walked in the seeded order; the first item of a group met decides where
+    the group goes (val until it holds its share, then test, then train), and the group's other items
+    follow it. A group larger than MAX_GROUP_SHARE of a held-out split's share goes to train, so one
+    picture repeated many times (32 near-identical strokes of a "1" in the digits) cannot fill a test
+    split. Without groups (or with every item its own group) this is the plain seeded split."""
     perm = np.random.default_rng(seed).permutation(n).tolist()
     n_val, n_test = int(round(n * val_frac)), int(round(n * test_frac))
-    return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+    if groups is None:
+        return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+    sizes: dict[int, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    where: dict[int, int] = {}  # group -> 0 train, 1 val, 2 test
+    filled, quota = [0, 0, 0], [n - n_val - n_test, n_val, n_test]
+    parts: tuple[list, list, list] = ([], [], [])
+    for i in perm:
+        g = groups[i]
+        if g not in where:
+            fits = [s for s in (1, 2) if filled[s] < quota[s] and sizes[g] <= max(1.0, MAX_GROUP_SHARE * quota[s])]
+            where[g] = fits[0] if fits else 0
+            filled[where[g]] += sizes[g]
+        parts[where[g]].append(i)
+    return parts
 
 
 def readable_image(path: str) -> bool:

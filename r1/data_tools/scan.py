@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from r1.data_tools.imagehash import dhash, thumbnail
+from r1.data.imagehash import dhash, thumbnail
 from r1.data_tools.source import IMAGE_EXTS, Source
 from r1.errors import DataError
 
@@ -36,7 +36,7 @@ class ImageRecord:
     error: str = ""                    # why the image cannot be read ("" when it can)
     sha1: str = ""
     hash: bytes = b""
-    thumb: np.ndarray | None = None    # grey thumbnail confirming near-duplicates (imagehash.thumbnail)
+    thumb: np.ndarray | None = None    # grey thumbnail confirming near-duplicates (r1.data.imagehash.thumbnail)
     meta: dict = field(default_factory=dict)  # format-specific (COCO image id, VOC annotation path)
 
     @property
@@ -105,13 +105,14 @@ def read_imagefolder(root: Path) -> ImageSet:
 
 
 def read_digits(options: dict) -> ImageSet:
-    from sklearn.datasets import load_digits
+    """The embedded digits, 8x8, in the split the config's data section gives training
+    (`r1.models.cls.data.digits_split`: with data.group_duplicates, duplicates grouped)."""
+    from r1.config import DataConfig, from_dict
+    from r1.models.cls.data import digits_source, digits_split
 
-    from r1.data.formats import split_indices
-    d = load_digits()
-    x = (d.images / 16.0 * 255).round().astype(np.uint8)  # (N, 8, 8)
-    parts = split_indices(len(x), options.get("val_frac", 0.15), options.get("test_frac", 0.15), options.get("split_seed", 0))
-    records = [ImageRecord(split, None, str(int(d.target[i])), array=x[i], meta={"index": int(i)})
+    x, y = digits_source()
+    parts = digits_split(from_dict(DataConfig, {"name": "digits", **options}, "data"))
+    records = [ImageRecord(split, None, str(int(y[i])), array=x[i], meta={"index": int(i)})
                for split, idx in zip(SPLITS, parts) for i in idx]
     return ImageSet("cls", records, [str(i) for i in range(10)])
 

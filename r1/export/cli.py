@@ -60,9 +60,14 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     if fmt == "onnx":
         if model.suffix == ".onnx":
             raise ConfigError(f"{model}: already ONNX; export takes a run dir or .safetensors")
+        default = out is None
         out = out or default_out(model, ".onnx")
         check_out(model, out, fmt)
-        report = export_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, options=options, dynamic_hw=hw)
+        report = None
+        if default and dynamic_batch and opset is None and not options and hw is None:
+            report = _cached_export(model, out)
+        if report is None:
+            report = export_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, options=options, dynamic_hw=hw)
         record_file(out)
         return report
 
@@ -88,6 +93,25 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
                           opt_batch=max(1, max_batch // 4), max_batch=max_batch)
     record_file(out)
     return report
+
+
+def _cached_export(model: Path, out: Path) -> dict | None:
+    """The run's cached export of these weights (`onnx/model-<hash>.onnx`, made by `r1 bench`, `--runtime
+    onnx` or a pipeline report, with these same default settings), linked or copied to `out` instead of
+    exporting again; None when there is none."""
+    import logging
+
+    from r1.artifacts import resolve_weights, sha256_file
+    from r1.inference.runtimes import link_or_copy
+    from r1.onnx.graph import read_onnx_meta
+
+    weights = resolve_weights(model)
+    cached = weights.parent / "onnx" / f"model-{sha256_file(weights)[:16]}.onnx"
+    if not cached.is_file() or link_or_copy(cached, out) is None:
+        return None
+    logging.getLogger(__name__).info("export: %s is the run's cached export of these weights (%s): linked, "
+                                     "not exported again", out, cached)
+    return {"path": str(out), "family": read_onnx_meta(out)["r1.family"], "reused": str(cached)}
 
 
 def _export_triton(model: Path, out: Path | None, opset: int | None, options: dict, settings, max_batch: int) -> dict:

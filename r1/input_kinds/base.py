@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Container
 
 from r1.errors import ConfigError
+from r1.input_kinds.http import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,36 @@ class InputKind:
     def sample_request(self) -> tuple[bytes, str]:
         """(body, content type) of a typical /v1/predict request, for load tests."""
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- Open Inference Protocol (r1/serve/v2.py)
+    # record field -> output tensor name, where a kind names a tensor otherwise (r1.input_kinds.tensors)
+    v2_renames: dict[str, str] = {}
+    # request parameters this kind reads (name -> help); the v2 routes refuse others
+    v2_parameters: dict[str, str] = {}
+
+    def v2_inputs(self) -> list[dict]:
+        """The model metadata's `inputs` ({"name", "datatype", "shape"}, batch dimension -1 first).
+        Empty: this kind takes no v2 tensors (its infer requests get a 400)."""
+        return []
+
+    async def read_v2(self, tensors: dict, params: dict, ctx) -> list:
+        """v2 input tensors (numpy, batch first; names, datatypes and ranks already checked against
+        `v2_inputs`, BYTES as object arrays of bytes) and the request's parameters -> one task per
+        row (ApiError 4xx when a value cannot be read). `ctx` as in `read_request`."""
+        raise ApiError(400, "v2_not_supported", f"models that take {self.name} inputs take no v2 tensors; "
+                                                f"use POST /v1/predict")
+
+    def v2_outputs(self, schema, sample: dict | None = None) -> list[dict]:
+        """The model metadata's `outputs` for records of `schema` (the family's record model)."""
+        from r1.input_kinds.tensors import outputs_metadata
+
+        return outputs_metadata(schema, self.v2_renames, sample)
+
+    def v2_tensors(self, records: list[dict], schema) -> dict:
+        """Records, one per task of a request -> {output name: numpy array, batch first}."""
+        from r1.input_kinds.tensors import records_to_tensors
+
+        return records_to_tensors(records, schema, self.v2_renames)
 
     # ---------------------------------------------------------------- batches (inference thread / process)
     def run_batch(self, predictor, tasks: list, cfg, cancelled: Container[int] = (),

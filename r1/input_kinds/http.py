@@ -87,7 +87,8 @@ def parse_top_k(value, default: int) -> int:
 
 
 async def read_multipart(request, default_top_k: int) -> tuple[bytes, int, str | None]:
-    """-> (the `file` upload's bytes, top_k, the `text` field or None) of a multipart form."""
+    """-> (the `file` upload's bytes, top_k, the `text` field (or its alias `question`) or None) of a
+    multipart form."""
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
 
@@ -106,10 +107,14 @@ async def read_multipart(request, default_top_k: int) -> tuple[bytes, int, str |
         if isinstance(upload, str):
             raise ApiError(422, "invalid_request", "file: must be a file upload, not a text field")
         data = await upload.read()
-        top_k, text = form.get("top_k"), form.get("text")
-        for name, value in (("top_k", top_k), ("text", text)):
+        top_k, text, question = form.get("top_k"), form.get("text"), form.get("question")
+        for name, value in (("top_k", top_k), ("text", text), ("question", question)):
             if value is not None and not isinstance(value, str):
                 raise ApiError(422, "invalid_request", f"{name}: must be a text field")
+        if text is not None and question is not None:
+            raise ApiError(422, "invalid_request", "text, question: give the question once (`question` is an alias "
+                                                   "of `text`)")
+        text = question if text is None else text
     finally:
         await form.close()
     if not data:

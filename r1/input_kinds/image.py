@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from r1.errors import NonFiniteOutput
 from r1.input_kinds.base import InputKind, checked, error, failed, is_finite
 from r1.input_kinds.http import ApiError, b64, is_json, json_object, media_type, parse_top_k, read_multipart, validate
+from r1.input_kinds.tensors import int_param, tensor_meta
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,26 @@ class ImageKind(InputKind):
 
     def sample_request(self) -> tuple[bytes, str]:
         return sample_png(), "image/png"
+
+    # Open Inference Protocol: raw RGB pixels, (N, H, W, 3) uint8, any size (the model resizes them
+    # as it does uploads): what a client that decoded or captured the image holds
+    v2_parameters = {"top_k": "classes listed per image (classification); default: the server's top_k"}
+
+    def v2_inputs(self) -> list[dict]:
+        return [tensor_meta("image", "UINT8", [-1, -1, -1, 3])]
+
+    async def read_v2(self, tensors: dict, params: dict, ctx) -> list:
+        import numpy as np
+
+        top_k = int_param(params, "top_k", ctx.cfg.top_k, 1, 1000)
+        pixels = tensors["image"]
+        _, h, w, _ = pixels.shape
+        if h < 1 or w < 1:
+            raise ApiError(400, "bad_image", f"input image: {w}x{h} has no pixels")
+        if h * w > ctx.cfg.max_pixels:
+            raise ApiError(413, "image_too_large", f"input image: {w}x{h} = {w * h} pixels; the limit is "
+                                                   f"{ctx.cfg.max_pixels}")
+        return [ImageTask(top_k, pixels=np.ascontiguousarray(p)) for p in pixels]
 
     def run_batch(self, predictor, tasks: list, cfg, cancelled=(), emit=None) -> list[tuple]:
         """Images are decoded one by one (a bad one fails alone), preprocessed and run as one batch."""

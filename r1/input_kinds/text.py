@@ -19,6 +19,7 @@ from r1 import cancel
 from r1.errors import ConfigError, DataError, NonFiniteOutput
 from r1.input_kinds.base import InputKind, checked, error, text_contract
 from r1.input_kinds.http import ApiError, is_json, json_object, media_type, validate
+from r1.input_kinds.tensors import tensor_meta, text_rows
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ class TextKind(InputKind):
     async def read_request(self, request, ctx) -> TextTask:
         """The prompt and sampling settings of a JSON `TextRequest` body, with a task id (a
         generation can then be stopped when its caller gives up)."""
-        cfg = ctx.cfg
         media = media_type(request)
         if not is_json(media):
             raise ApiError(415, "unsupported_media_type",
@@ -84,6 +84,11 @@ class TextKind(InputKind):
         body = await json_object(request, '{"text": "..."}')
         if "image" in body and "text" not in body:
             raise ApiError(422, "image_not_supported", "this model is a language model; send {\"text\": ...}")
+        return self.task(body, ctx)
+
+    def task(self, body: dict, ctx) -> TextTask:
+        """A `TextRequest`-shaped dict -> a task (422 naming a field out of its range or this server's)."""
+        cfg = ctx.cfg
         check_text_length(body.get("text"), cfg.max_text_chars)
         req = validate(TextRequest, body)
         if req.max_new_tokens > cfg.max_new_tokens:
@@ -91,6 +96,21 @@ class TextKind(InputKind):
                                                    f"got {req.max_new_tokens}")
         return TextTask(req.text, req.max_new_tokens, req.temperature, req.top_k, req.top_p, req.seed, req.chat,
                         next(ctx.next_id))
+
+    # Open Inference Protocol: one prompt per row (`text_input`, as Triton's LLM backends), sampling
+    # settings as request parameters; the generated text is `text_output`
+    v2_renames = {"text": "text_output"}
+    v2_parameters = {"max_tokens": "tokens to generate (64)", "temperature": "0 is greedy (0.8)",
+                     "top_k": "sample among the k most likely tokens; 0: all", "top_p": "nucleus mass (1.0)",
+                     "seed": "sampling seed"}
+
+    def v2_inputs(self) -> list[dict]:
+        return [tensor_meta("text_input", "BYTES", [-1])]
+
+    async def read_v2(self, tensors: dict, params: dict, ctx) -> list:
+        settings = {("max_new_tokens" if k == "max_tokens" else k): v for k, v in params.items()}
+        return [self.task({"text": text, **settings}, ctx)
+                for text in text_rows(tensors, "text_input", MAX_TEXT_CHARS)]
 
     def sample_request(self) -> tuple[bytes, str]:
         body = {"text": "The quick brown fox", "max_new_tokens": 8, "temperature": 0.0}

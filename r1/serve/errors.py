@@ -93,7 +93,8 @@ class MetricsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        path = scope["path"]
+        route = path if path in ROUTES else "/v2" if path.startswith("/v2/") or path == "/v2" else "other"
         status = {"code": CLIENT_GONE}  # no response started: the client went away first
         t0 = time.perf_counter()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 
 from fastapi import FastAPI
@@ -62,6 +63,11 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> None:
     import uvicorn
 
     sock = bind_socket(cfg.host, cfg.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("r1.serve").info(
+        "listening on http://%s:%d%s (POST /v1/predict; ready when /readyz answers 200; API docs at /docs)", shown,
+        port, " (every interface)" if host in ("0.0.0.0", "::") else "")
     try:
         uvicorn.Server(uvicorn_config(create_app(cfg), log_level=log_level)).run(sockets=[sock])
     finally:

@@ -32,7 +32,8 @@ class ServerState:
         self.engines: dict[str, Engine] = {}  # one per variant, in declaration order
         self.router = Router(cfg.weights(), cfg.stable_name(),
                              RollbackRules(cfg.rollback_window, cfg.rollback_min_requests, cfg.rollback_error_rate,
-                                           cfg.rollback_p95_factor, cfg.rollback_p95_floor_ms / 1000.0))
+                                           cfg.rollback_p95_factor, cfg.rollback_p95_floor_ms / 1000.0),
+                             horizon_s=cfg.compare_window_s)
         self.next_id = itertools.count(1)  # task ids: a running task can be cancelled by its id
         self.ready = False
         self.admitting = 0  # requests past admission that are not in the batch queue yet (reading, decoding)
@@ -41,6 +42,8 @@ class ServerState:
         self.retry_headers = {"Retry-After": str(cfg.retry_after_s)}
         for vname, weight in self.router.weights.items():
             self.metrics.variant_weight.labels(vname).set(weight)
+        if len(self.router.names) > 1:
+            log.info("traffic: %s", self.router.shares_text())
 
     @property
     def stable(self) -> Engine:

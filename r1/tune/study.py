@@ -20,7 +20,7 @@ from pathlib import Path
 
 from r1.config import load_config
 from r1.errors import ConfigError, TuneFailed
-from r1.tune.space import Param, check_against_config, load_space, override
+from r1.tune.space import Param, check_against_config, load_space, override, shown
 
 log = logging.getLogger("r1.tune")
 
@@ -192,7 +192,7 @@ class Objective:
         trial.set_user_attr("pid", os.getpid())
         pruning = TrialPruning(trial)
         t0 = time.perf_counter()
-        log.info("trial %d: %s", trial.number, " ".join(override(k, v) for k, v in values.items()))
+        log.info("trial %d: %s", trial.number, " ".join(shown(k, v) for k, v in values.items()))
         try:
             metrics = fit(cfg, callbacks=[pruning])
         finally:

@@ -193,6 +193,7 @@ class GenerateConfig:
     cache: bool = opt(True, "Reuse the KV cache; false: recompute the context every step (slower).")
     chat: Optional[bool] = opt(None, "Wrap the prompt in the chat template. null: when the model has one.")
     seed: int = opt(0, "Sampling seed.")
+    echo: bool = opt(True, "Print the prompt before the continuation (stdout); false: the continuation only.")
     runtime: str = opt("torch", "torch, onnx or onnx-int8 (onnxruntime, the run's cached export; every layer runs, "
                        "no early exit).")
 
@@ -202,5 +203,6 @@ COMMANDS = [
             "generate", settings=GenerateConfig, args=(Arg("model", "Language-model run dir or model.safetensors"),),
             flags=(Flag("prompt"), Flag("max_new_tokens", bounds=True), Flag("temperature", bounds=True),
                    Flag("top_k", bounds=True), Flag("top_p", bounds=True), Flag("exit_threshold"),
-                   Flag("cache", "--cache/--no-cache"), Flag("chat"), Flag("seed"), Flag("runtime"))),
+                   Flag("cache", "--cache/--no-cache"), Flag("chat"), Flag("seed"), Flag("echo", "--echo/--no-echo"),
+                   Flag("runtime"))),
 ]

@@ -53,4 +53,4 @@ SPEC = register_family(FamilySpec(
     inputs="text", predictor=load_predictor, runtimes=("torch", "onnx", "onnx-int8"),
     export=ExportHook(run=export_lm, options={"int8": False}),
     kd=lm_kd, example_inputs=token_batch, primary_loss="lm", bench="r1.models.lm.bench:bench_generation",
-    schema="r1.models.lm.schema:Generation"))
+    schema="r1.models.lm.schema:Generation", headline=("loss", "ppl")))

@@ -120,12 +120,12 @@ class TextPredictor:
     def predict(self, inputs: list[str], **options) -> list:
         """Prompts -> one Result per prompt (`generate`'s record); options are `generate`'s
         keyword arguments (max_new_tokens, temperature, top_k, top_p, seed, chat)."""
-        from r1.inference.result import Result
+        from r1.inference.result import family_result
 
         bad = [x for x in inputs if not isinstance(x, str)]
         if bad:
             raise ConfigError(f"predict: a language model takes text prompts, got {type(bad[0]).__name__}")
-        return [Result(self.generate(text, **options)) for text in inputs]
+        return [family_result(self.family)(self.generate(text, **options)) for text in inputs]
 
     def token_batches(self, ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                       top_p: float = 1.0, generator: torch.Generator | None = None):

@@ -90,5 +90,5 @@ SPEC = register_family(FamilySpec(
     inputs="image+text", predictor=load_predictor,
     runtimes=("torch", "onnx", "onnx-int8"), export=ExportHook(run=export_mm),
     kd=mm_kd, example_inputs=question_image_batch, primary_loss="answer",
-    schema="r1.models.mm.schema:Answer",
+    schema="r1.models.mm.schema:Answer", headline=("accuracy", "accuracy_relational", "accuracy_nonrelational"),
     depends=("lm", "det")))

@@ -127,7 +127,7 @@ class VQAPredictor:
     @torch.inference_mode()
     def predict(self, inputs: list, top_k: int = 3, batch_size: int = 32, **options) -> list:
         """(image, question) pairs -> one Result per pair: answer, probability, top_k answers."""
-        from r1.inference.result import Result
+        from r1.inference.result import family_result
 
         if options:
             raise ConfigError(f"predict: unknown option(s) {sorted(options)} for a multimodal model; "
@@ -135,7 +135,7 @@ class VQAPredictor:
         results = []
         for start in range(0, len(inputs), batch_size):
             logits = self.model(self.batch(inputs[start:start + batch_size]))
-            results += [Result(r) for r in self.records(logits, top_k)]
+            results += [family_result(self.family)(r) for r in self.records(logits, top_k)]
         return results
 
     def warmup(self, runs: int = 1, batch_sizes: tuple[int, ...] = (1,)) -> None:
