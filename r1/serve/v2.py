@@ -150,15 +150,17 @@ class V2:
         """Every task on the variant's batcher -> (engine that answered, records); retried once on the
         stable variant like /v1/predict; ApiError when a task failed."""
         st = self.st
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(attempt(st, engine, request, t, long) for t in tasks))
+        start = t0 = time.perf_counter()
+        first = st.first_timeout(engine, pinned)  # a share of serve.timeout_ms where a retry would follow
+        results = await asyncio.gather(*(attempt(st, engine, request, t, long, first) for t in tasks))
         failed = next((r for r in results if r[0] != "ok"), None)
         st.observe(engine, 200 if failed is None else failed[1], "" if failed is None else failed[2],
                    time.perf_counter() - t0)
         if failed is not None and st.may_retry(engine, pinned, *failed[1:3]):
             st.metrics.retries.labels(engine.name).inc()
             engine, t0 = st.stable, time.perf_counter()
-            results = await asyncio.gather(*(attempt(st, engine, request, t, long) for t in tasks))
+            left = max(0.001, st.cfg.timeout_ms / 1000.0 - (t0 - start))
+            results = await asyncio.gather(*(attempt(st, engine, request, t, long, left) for t in tasks))
             failed = next((r for r in results if r[0] != "ok"), None)
             st.observe(engine, 200 if failed is None else failed[1], "" if failed is None else failed[2],
                        time.perf_counter() - t0)
@@ -183,7 +185,7 @@ class V2:
             raise bad(f"parameter {unknown[0]!r} is not read by this model; parameters: "
                       f"{', '.join(kind.v2_parameters) or 'none'}", "unknown_parameter")
         rows = len(next(iter(tensors.values())))
-        if st.admitting + engine.batcher.depth + rows > st.cfg.max_queue:
+        if st.admitting + engine.batcher.depth + engine.waiting + rows > st.cfg.max_queue:
             raise ApiError(503, "overloaded", f"queue full ({st.cfg.max_queue} waiting); retry later", st.retry_headers)
         return await kind.read_v2(tensors, req.parameters, st)
 
