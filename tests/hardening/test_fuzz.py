@@ -7,6 +7,7 @@ The default example counts are small (the suite's time budget); the `slow` varia
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -318,15 +319,8 @@ def test_config_overrides_fuzz_full(picked, overrides):
 
 @pytest.fixture(scope="module")
 def elsewhere(tmp_path_factory):
-    """Commands run in a scratch folder: whatever an override names stays out of the checkout."""
-    import os
-
-    here, scratch = os.getcwd(), tmp_path_factory.mktemp("cli-fuzz")
-    os.chdir(scratch)
-    try:
-        yield scratch
-    finally:
-        os.chdir(here)
+    """A scratch folder the commands run in: whatever an override names stays out of the checkout."""
+    return tmp_path_factory.mktemp("cli-fuzz")
 
 
 @settings(max_examples=SMALL, **_SETTINGS)
@@ -345,7 +339,8 @@ def test_cli_overrides_exit_with_a_documented_code(elsewhere, picked):
                 "generate": ["generate", "/nonexistent"]}
     if section not in commands:
         return
-    proc = run_cli(*commands[section], override)
+    with contextlib.chdir(elsewhere):
+        proc = run_cli(*commands[section], override)
     assert proc.returncode in (2, 3), (override, proc.returncode, proc.stderr[-800:])
     last = proc.stderr.strip().splitlines()[-1]  # one line (R1's), or click's usage error ending in its Error:
     assert "Traceback" not in proc.stderr and last.startswith(("error: ", "Error: ")), proc.stderr[-800:]
