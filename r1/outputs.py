@@ -39,9 +39,11 @@ SYSTEM = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32"
           "/usr", "/var")
 NEVER = ("/proc", "/sys", "/dev", "/boot")  # no home or working folder makes these fine
 SCRATCH = ("/var/tmp",)
-# what a pipeline writes into a stage folder before a stage runs there, and an older R1's run layout
+# what a pipeline writes into a stage folder before a stage runs there, and what an older R1 (no marker)
+# left in the folders it made, by kind
 STAGE_FILES = ("stage.pending.json", "stage.json")
 LEGACY_RUN = ("config.yaml", "log.txt")
+LEGACY = {"train": LEGACY_RUN, "inspect": ("data_report.json", "data_report.md"), "clean": ("clean_report.json",)}
 
 
 def _real(path: Path | str) -> str:
@@ -83,9 +85,9 @@ def check_location(path: Path | str, flag: str) -> str:
 
 # ----------------------------------------------------------------------------- folders
 def folder_kind(folder: Path) -> str | None:
-    """What R1 made of `folder`: its marker's kind; an older R1's run or tune study by their layout;
-    "stage" (a pipeline stage folder before its run); "model" (a model.json without a marker); None:
-    nothing of R1's."""
+    """What R1 made of `folder`: its marker's kind; an older R1's run, tune study, data report or Triton
+    repository by their layout; "stage" (a pipeline stage folder before its run); "model" (a model.json
+    without a marker); None: nothing of R1's."""
     marker = folder / MARKER
     if marker.is_file():
         try:
@@ -97,10 +99,16 @@ def folder_kind(folder: Path) -> str | None:
         return "tune" if (folder / "tune.db").exists() or (folder / "trials").is_dir() else "train"
     if any((folder / f).is_file() for f in STAGE_FILES):
         return "stage"
-    if all((folder / f).exists() for f in LEGACY_RUN):
-        return "train"
+    for kind, layout in LEGACY.items():
+        if all((folder / f).exists() for f in layout):
+            return kind
     if (folder / "model.json").is_file():
         return "model"
+    try:
+        if any((d / "config.pbtxt").is_file() for d in folder.iterdir() if d.is_dir()):
+            return "triton"  # a model repository `r1 export --format triton` wrote
+    except OSError:
+        pass
     return None
 
 

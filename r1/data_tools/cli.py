@@ -7,6 +7,8 @@ direction, an output folder the output rules refuse: r1/outputs.py), 3 bad data,
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from r1.command_spec import Arg, Command, Flag, Invocation
@@ -26,8 +28,9 @@ def inspect_cmd(inv: Invocation) -> None:
 
     cfg = inv.settings()
     _check_unit(cfg.unit)
+    source = resolve(inv.args["target"])  # the input first (exit 3), then where the report goes (exit 2)
     out = check_folder(cfg.out, "--out", "inspect")
-    report = inspect(resolve(inv.args["target"]), cfg.near_bits, cfg.unit)
+    report = inspect(source, cfg.near_bits, cfg.unit)
     files = write_report(report, output_folder(out, "--out", "inspect"))
     typer.echo(summary_table(report))
     typer.echo(f"\nreport: {files['md']} (+ {files['json'].name}, PNG histograms)")
@@ -44,8 +47,9 @@ def clean_cmd(inv: Invocation) -> None:
     _check_unit(cfg.unit)
     if cfg.dedup not in ("none", "exact", "near"):
         raise ConfigError(f"--dedup: {cfg.dedup!r} is not allowed; allowed: none, exact, near")
+    source = resolve(inv.args["target"])
     out = check_folder(cfg.out, "--out", "clean", fresh=True)
-    result = clean(resolve(inv.args["target"]), out, cfg.near_bits, unit=cfg.unit, dedup=cfg.dedup, lm=cfg.lm,
+    result = clean(source, out, cfg.near_bits, unit=cfg.unit, dedup=cfg.dedup, lm=cfg.lm,
                    max_ppl=cfg.max_ppl, drop_share=cfg.drop_share)
     kept = result.get("kept", result.get("docs_out"))
     reasons = result.get("dropped_by_reason") or {k: result[k] for k in ("exact_duplicates", "near_duplicates")
@@ -62,9 +66,8 @@ def convert_cmd(inv: Invocation) -> None:
 
     cfg = inv.settings()
     direction = inv.args["direction"]
-    out = check_folder(cfg.out, "--out", "convert", fresh=True)
-    counts = convert(direction, inv.args["root"], out)
-    typer.echo(f"{direction}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {out}")
+    counts = convert(direction, inv.args["root"], Path(cfg.out))  # checks the input, then the output folder
+    typer.echo(f"{direction}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {cfg.out}")
 
 
 def _check_unit(unit: str) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from r1.data_tools.scan import ImageRecord, read_coco, read_voc
 from r1.data_tools.source import detect
 from r1.errors import ConfigError, DataError
-from r1.outputs import output_folder
+from r1.outputs import check_folder, output_folder
 
 DIRECTIONS = ("voc2coco", "coco2voc")
 
@@ -168,6 +168,7 @@ def convert(direction: str, root: Path, out: Path) -> Counter:
                         + ("Annotations/ and ImageSets/Main/)" if want == "voc" else "annotations/instances_<split>.json)"))
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise ConfigError(f"--out: {out} is the source folder or inside it; choose a new folder outside the source")
+    check_folder(out, "--out", "convert", fresh=True)  # before reading: a refused folder fails fast
     images = read_voc(root) if want == "voc" else read_coco(root)
     counts = Counter({"paths outside the dataset skipped": len(images.outside)} if images.outside else {})
     output_folder(out, "--out", "convert", fresh=True)
