@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from r1.bench.latency import measure_latency  # noqa: E402
-from r1.bench.load import run_load, sample_png, wait_ready  # noqa: E402
+from r1.bench.load import run_load, wait_ready  # noqa: E402
 from r1.bench.report import markdown_table  # noqa: E402
 from r1.inference.predictor import Predictor  # noqa: E402
+from r1.input_kinds.image import sample_png  # noqa: E402
 
 TRAINED_DET = ROOT / "runs/det-digits/teacher"  # written by `r1 pipeline recipes/det-digits.yaml`
 

@@ -8,6 +8,7 @@ Format versions: `r1-model/2` (current) adds `r1_version` (the R1 that wrote it)
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -43,12 +44,31 @@ def save_artifact(model: nn.Module, out_dir: Path, meta: dict, data_cfg: dict | 
     if state_dict is not None:
         model = _with_weights(model, state_dict)
     save_model(model, str(out_dir / "model.safetensors"))
+    as_created(out_dir / "model.safetensors")
     cfg: ModelConfig = model.r1_config
     info = {"format": FORMAT, "r1_version": __version__, "family": get_entry(cfg.name).family,
             "model": to_dict(cfg), "meta": meta, "data": data_cfg or {},
             "weights_sha256": sha256_file(out_dir / "model.safetensors")}
     (out_dir / "model.json").write_text(json.dumps(info, indent=2))
     return out_dir / "model.safetensors"
+
+
+def as_created(path: Path) -> Path:
+    """Give `path` the mode `open()` gives a new file (0666 less the umask; 0644 usually). safetensors
+    writes 0600, which a server running as another user (the container's uid 10001 reading a mounted
+    run dir) cannot read, while every other file of the run dir is readable."""
+    path.chmod(0o666 & ~_umask())
+    return path
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it, racing other threads)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def sha256_file(path: Path) -> str:
@@ -149,7 +169,12 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> tu
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A .safetensors file's tensors; DataError naming the file when it is truncated or not safetensors."""
+    """A .safetensors file's tensors; DataError naming the file when it is truncated or not safetensors,
+    or when this user may not read it (safetensors then says "No such file or directory")."""
+    if Path(path).is_file() and not os.access(path, os.R_OK):
+        st = Path(path).stat()
+        raise DataError(f"{path}: permission denied (mode {st.st_mode & 0o777:o}, owner uid {st.st_uid}; this process "
+                        f"runs as uid {os.getuid()}); `chmod a+r` it (earlier R1 versions wrote model.safetensors as 600)")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:

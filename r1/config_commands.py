@@ -1,8 +1,10 @@
-"""Typed sections of the commands that use a trained model: `serve`, `export`, `bench`.
+"""Typed sections of the commands: `serve`, `export`, `bench` here, `predict`, `eval`, `tune`,
+`pipeline` and `data inspect|clean|convert` in `r1/command_sections.py`, and those a family adds with
+its commands (`generate`). `command_sections()` lists them all.
 
 Declared with the same `opt()` fields as the training config (`r1.config`), so they parse and
 report errors the same way and `r1 config explain serve` documents them. One YAML file may hold
-any of the three sections (a command reads its own):
+any of the sections (a command reads its own):
 
     serve:
       max_batch: 16
@@ -19,6 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from r1.command_sections import (
+    RUNTIME_CHOICES,
+    RUNTIMES,
+    CleanConfig,
+    ConvertConfig,
+    EvalConfig,
+    InspectConfig,
+    PipelineConfig,
+    PredictConfig,
+    TuneConfig,
+)
+
 # The config package's parts, not `r1.config` itself: its `explain_sections` lists these sections.
 from r1.config.base import opt
 from r1.config.files import read_yaml
@@ -26,13 +40,25 @@ from r1.config.overrides import apply_overrides
 from r1.config.parse import check_bounds, from_dict
 from r1.errors import ConfigError
 
-MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the request schema's own limits (r1/serve/schemas.py)
+MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the text request schema's own limits (r1/input_kinds/text.py)
+MAX_WEIGHT = 1e9  # traffic weights are relative: a larger one adds nothing but overflow (1e308 + 1e308 = inf)
+
+
+def weight_value(value) -> float:
+    """A traffic weight as a float (ValueError naming what is allowed): a number from 0 to MAX_WEIGHT."""
+    try:
+        w = float(value)
+    except (TypeError, ValueError, OverflowError):
+        w = float("nan")
+    if isinstance(value, bool) or not 0 <= w <= MAX_WEIGHT:
+        raise ValueError(f"a number >= 0 and at most {MAX_WEIGHT:g}, got {str(value)[:40]}")
+    return w
 
 
 @dataclass
 class ServeConfig:
     model: str = opt("", "Run dir, model.safetensors or .onnx to serve (the MODEL argument sets it).")
-    runtime: str = opt("torch", "Inference runtime: torch, onnx or tensorrt.")
+    runtime: str = opt("torch", f"Inference runtime: {RUNTIME_CHOICES}.")
     host: str = opt("127.0.0.1", "Bind address.")
     port: int = opt(8000, "Port.", min=0, max=65535)
     max_batch: int = opt(32, "Run a batch at this many queued requests ...", min=1)
@@ -51,11 +77,19 @@ class ServeConfig:
                                     "ones in decode threads or the worker. 0: never.", min=0)
     max_body_bytes: int = opt(8 << 20, "Request body limit in bytes (--max-body-mb sets it in MiB): 413.", min=1)
     max_pixels: int = opt(4096 * 4096, "Decoded image pixel limit (decompression bombs): 413.", min=1)
+    max_pixels_in_flight: int = opt(2 * 4096 * 4096, "Decoded pixels a variant's worker holds at once, summed over "
+                                    "the requests queued or running on it (read from each image's header; at "
+                                    "least max_pixels): others wait their turn, then 503. Bounds memory under "
+                                    "many large pictures.", min=1)
+    max_header_bytes: int = opt(16 << 10, "Request head limit: all header names and values together, bytes "
+                                "(else 431).", min=1024)
     top_k: int = opt(3, "Default classes per classification record.", min=1)
     max_new_tokens: int = opt(256, "Language models: the most tokens one request may ask for (else 422).",
                               min=1, max=MAX_NEW_TOKENS)
-    max_text_chars: int = opt(8192, "Language models: the longest prompt, characters (else 422).",
+    max_text_chars: int = opt(8192, "Text (prompts, questions): the longest, characters (else 413 text_too_long).",
                               min=1, max=MAX_TEXT_CHARS)
+    max_prompts: int = opt(16, "/v1/completions: the most prompts one request may list (else 400); each takes "
+                           "a queue place.", min=1, max=1024)
     warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready; then a grey image must give finite outputs "
                        "(else not ready, with the reason). 0: neither.", min=0)
     retry_after_s: int = opt(1, "Retry-After seconds sent with 503 answers.", min=0)
@@ -75,8 +109,10 @@ class ServeConfig:
 
     variants: dict[str, str] = opt({}, "A/B and canary serving: variant name -> model (`r1 serve stable=RUN_A "
                                    "canary=RUN_B`). Empty: one variant, `model`, named after its run.")
-    traffic: dict[str, float] = opt({}, "Relative weight per variant (`--traffic stable=95,canary=5`). Empty: "
-                                    "all traffic on the first variant.")
+    traffic: dict[str, float] = opt({}, "Relative weight per variant (`--traffic stable=95,canary=5`): each "
+                                    "variant gets weight / sum of the requests, so the weights need not sum to 100 "
+                                    "(stable=90,canary=20: 81.8% / 18.2%; the server logs the shares). Empty: all "
+                                    "traffic on the first variant.")
     stable_variant: str = opt("", "The reference variant (latency rule, retries, never rolled back). Empty: the first.")
     rollback_window: int = opt(100, "Rollback rules look at a variant's last this many requests ...", min=1)
     rollback_min_requests: int = opt(20, "... once it has at least this many.", min=1)
@@ -86,6 +122,9 @@ class ServeConfig:
                                      "variant's. 0: no latency rule.", min=0.0)
     rollback_p95_floor_ms: float = opt(50.0, "... and exceeds this many ms (shorter p95s are jitter, not a "
                                        "regression).", min=0.0)
+    compare_window_s: float = opt(300.0, "GET /v1/variants also compares each variant with the stable one over "
+                                  "its answers of the last this many seconds (`?window_s=` asks for less).",
+                                  min=1.0, max=86400.0)
     retry_on_stable: bool = opt(True, "A request that failed (5xx) on a non-stable variant it was routed to is "
                                 "run again on the stable one before answering (not when pinned by X-R1-Variant).")
     admin_token: str = opt("", "Bearer token for POST /v1/variants (weights at run time); env R1_ADMIN_TOKEN. "
@@ -102,8 +141,10 @@ class ServeConfig:
         for name, weight in self.traffic.items():
             if name not in names:
                 raise ConfigError(f"{prefix}.traffic: {name!r} is not a variant; variants: {', '.join(names)}")
-            if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
-                raise ConfigError(f"{prefix}.traffic.{name}: {weight!r} is not allowed; a number >= 0")
+            try:
+                weight_value(weight)
+            except ValueError as err:
+                raise ConfigError(f"{prefix}.traffic.{name}: {str(weight)[:40]} is not allowed; {err}") from None
         if self.traffic and sum(self.traffic.values()) <= 0:
             raise ConfigError(f"{prefix}.traffic: at least one variant needs a weight > 0")
         if self.stable_variant and self.stable_variant not in names:
@@ -194,7 +235,8 @@ def auto_preferred(max_batch: int) -> list[int]:
 
 @dataclass
 class BenchConfig:
-    runtime: str = opt("", "Only this runtime. Empty: compare all.", choices=("", "torch", "onnx", "tensorrt"))
+    runtime: str = opt("", f"Only this runtime ({RUNTIME_CHOICES}). Empty: every runtime the model's family has.",
+                       choices=("", *RUNTIMES))
     batch_sizes: list[int] = opt([1, 8, 32], "In-process batch sizes.")
     runs: int = opt(30, "Timed runs per batch size (>= 20 for p95).", min=20)
     threads: int = opt(1, "Inference threads.", min=1)
@@ -211,8 +253,21 @@ class BenchConfig:
                 raise ConfigError(f"{prefix}.{name}: expected integers >= 1, got {values}")
 
 
-SECTIONS: dict[str, type] = {"serve": ServeConfig, "export": ExportConfig, "bench": BenchConfig}
+
+# Section name -> dataclass, for the generic commands; families add theirs (`command_sections`).
+SECTIONS: dict[str, type] = {"serve": ServeConfig, "export": ExportConfig, "bench": BenchConfig,
+                             "predict": PredictConfig, "eval": EvalConfig, "tune": TuneConfig,
+                             "pipeline": PipelineConfig, "inspect": InspectConfig, "clean": CleanConfig,
+                             "convert": ConvertConfig}
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def command_sections() -> dict[str, type]:
+    """Every command's section: the generic ones, then those of the commands families add (declared
+    in their torch-free `config.py`, see `r1.models.family_commands`)."""
+    from r1.models import family_commands
+
+    return {**SECTIONS, **{c.section: c.settings for c in family_commands() if c.section}}
 
 
 def is_override(arg: str) -> bool:
@@ -220,11 +275,11 @@ def is_override(arg: str) -> bool:
     return bool(_OVERRIDE.match(arg))
 
 
-def field_help(section: str, name: str) -> str:
-    """The help text of a field, with its default: what the command's shorthand flag shows."""
-    f = SECTIONS[section].__dataclass_fields__[name]
+def field_help(section: str, name: str, cls: type | None = None) -> str:
+    """The help text of a field, with its default: what the command's flag shows."""
+    f = (cls or command_sections()[section]).__dataclass_fields__[name]
     default = f.default_factory() if callable(f.default_factory) else f.default
-    return f"{f.metadata['help']} (default {default!r}; {section}.{name})"
+    return f"{f.metadata['help']} (default {default!r}; {section + '.' if section else ''}{name})"
 
 
 def load_section(section: str, path: str | Path | None = None, overrides: list[str] | None = None,
@@ -234,12 +289,13 @@ def load_section(section: str, path: str | Path | None = None, overrides: list[s
     `flags` maps field names to flag values (None: flag not given); `flag_names` names the flags
     whose spelling is not `--field-name`, so an error names the flag the user typed.
     """
-    cls = SECTIONS[section]
+    sections = command_sections()
+    cls = sections[section]
     data = read_yaml(path) if path else {}
     where = f"{path}: " if path else ""
     for key in data:
-        if key not in SECTIONS:
-            raise ConfigError(f"{where}unknown key {key}; allowed: {', '.join(SECTIONS)}")
+        if key not in sections:
+            raise ConfigError(f"{where}unknown key {key}; allowed: {', '.join(sections)}")
     for text in overrides or []:
         if not text.startswith(f"{section}."):
             raise ConfigError(f"override {text!r}: `r1 {section}` takes {section}.KEY=VALUE, "

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from r1.errors import ConfigError, Unavailable
-
-INPUT_KINDS = ("image", "text", "image+text")
+from r1.input_kinds import get_input_kind, input_kind_names
 
 
 @dataclass
@@ -69,7 +68,7 @@ class FamilySpec:
     evaluate: Any  # (model, loader, meta, device, out_dir) -> {metric: value} (keys without split prefix)
     monitor: str  # the metric that picks the best checkpoint by default
     mode: str  # "max" or "min": which monitor values are better
-    inputs: str = "image"  # what predict / serve / bench feed the model: "image", "text" or "image+text"
+    inputs: str = "image"  # its input kind (r1.input_kinds): "image", "text", "image+text" or a registered one
     io: Any = None  # FamilyIO, for image families
     predictor: Any = None  # `load(path, runtime, threads)` -> the family's own Predictor (same protocol)
     export: Any = None  # ExportHook; None: the family has no ONNX export
@@ -83,18 +82,21 @@ class FamilySpec:
     # `r1 bench` and the pipeline report. None: the latency of one call on `example_inputs`-shaped input
     bench: Any = None
     primary_loss: str | None = None  # the loss part that heads training log lines (else the total)
+    schema: Any = None  # the pydantic model of one prediction record (documents /v1/predict's `result`)
+    depends: tuple[str, ...] = ()  # families whose public names this one imports (e.g. a backbone, a tokenizer)
     writers: dict[str, Any] = field(default_factory=dict)  # extra result formats, e.g. {"coco": fn(info, records, path)}
     tolerance: float = 0.01  # monitor drop a deployable variant may have (the pipeline report's verdict)
+    headline: tuple[str, ...] = ()  # metrics a run's log lines show per split (); (): the monitor. Every
+    #                                 metric is in metrics.json and metrics.md
 
     def __post_init__(self):
         if self.mode not in ("max", "min"):
             raise ValueError(f"family {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
-        if self.inputs not in INPUT_KINDS:
-            raise ValueError(f"family {self.name}: inputs must be one of {INPUT_KINDS}, got {self.inputs!r}")
-        if self.inputs == "image" and self.io is None:
-            raise ValueError(f"family {self.name}: an image family needs `io` (FamilyIO)")
-        if self.inputs == "image+text" and self.predictor is None:
-            raise ValueError(f"family {self.name}: an image+text family needs its own `predictor`")
+        if self.inputs not in input_kind_names():
+            raise ValueError(f"family {self.name}: inputs must be one of {input_kind_names()}, got {self.inputs!r}")
+        for need in get_input_kind(self.inputs).needs:
+            if getattr(self, need) is None:
+                raise ValueError(f"family {self.name}: an {self.inputs} family needs `{need}`")
 
     def hook(self, name: str, what: str = ""):
         """The hook `name`, imported if given as "module:attribute"; Unavailable when the family has none."""

@@ -120,7 +120,7 @@ class Checker:
         try:
             words = shlex.split(strip_comment(text))
         except ValueError as err:
-            if re.match(r"\s*(\./)?(bin/)?r1\b", text):
+            if re.match(r"\s*(\./)?(bin/)?r1(\s|$)", text):  # a command, not a path such as r1/evaluate/
                 self.fail(n, text, f"cannot split into words: {err}")
             return
         while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
@@ -252,7 +252,8 @@ class Checker:
         for p in leaf.params:
             value = c.params.get(p.name)
             values = value if isinstance(value, (list, tuple)) else [value]
-            if value is None or not values or not all(isinstance(v, Path) for v in values):
+            values = [v for v in values if isinstance(v, Path)]  # a path list may hold overrides too (predict)
+            if value is None or not values:
                 continue  # not a path parameter, or not given
             if p.name in OUTPUT_PARAMS:
                 for v in values:
@@ -264,9 +265,13 @@ class Checker:
 
     def resolve(self, n: int, text: str, c: Command) -> None:
         """Configs and overrides of the config-taking commands, and what each command makes."""
+        from r1.cli.build import REGISTERED
         from r1.config import Config, apply_overrides, from_dict, load_config, to_dict
 
         p, overrides = c.params, list(c.params.get("overrides") or [])
+        spec = REGISTERED.get(" ".join(c.path))
+        own = [o for o in overrides if spec is not None and spec.section and o.startswith(f"{spec.section}.")]
+        overrides = [o for o in overrides if o not in own]  # the command's own section, not the training config
         if c.path in (("train",), ("config", "show")):
             c.reads += self.path_overrides(n, text, overrides)
             c.cfg = load_config(self.root / p["config"], overrides)
@@ -277,7 +282,8 @@ class Checker:
                 self.make(run_dir, "run", c.cfg)
         elif c.path == ("pipeline",):
             c.reads += self.path_overrides(n, text, overrides)
-            self.make_pipeline(p["recipe"], overrides, p.get("dir"))
+            dirs = [o.partition("=")[2] for o in own if o.startswith("pipeline.dir=")]
+            self.make_pipeline(p["recipe"], overrides, p.get("dir") or (dirs[-1] if dirs else None))
         elif c.path == ("eval",):
             bad = [o for o in overrides if not o.startswith(("data.", "model."))]
             if bad:

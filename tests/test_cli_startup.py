@@ -124,10 +124,10 @@ def test_commands_take_config_overrides_and_flags(tmp_path):
 
 def test_serve_limits_match_the_request_schema():
     from r1 import config_commands
-    from r1.serve import schemas
+    from r1.input_kinds import text
 
-    assert (config_commands.MAX_NEW_TOKENS, config_commands.MAX_TEXT_CHARS) == (schemas.MAX_NEW_TOKENS,
-                                                                                schemas.MAX_TEXT_CHARS)
+    assert (config_commands.MAX_NEW_TOKENS, config_commands.MAX_TEXT_CHARS) == (text.MAX_NEW_TOKENS,
+                                                                                text.MAX_TEXT_CHARS)
     with pytest.raises(ConfigError, match=r"^serve\.max_new_tokens: 5000 is above the maximum 4096"):
         ServeConfig(max_new_tokens=5000).validate()
 

@@ -43,6 +43,43 @@ def test_imagefolder_classes_and_splits(tmp_path):
     assert b.train[0][0].shape == (3, 16, 16)
 
 
+def test_grouped_split_keeps_each_group_in_one_split_and_is_the_plain_split_without_groups():
+    from r1.data.formats import split_indices
+
+    plain = split_indices(100, 0.2, 0.2, seed=3)
+    assert split_indices(100, 0.2, 0.2, seed=3, groups=list(range(100))) == plain  # singletons: unchanged
+    groups = [i // 2 for i in range(100)]  # pairs: 0,1 | 2,3 | ...
+    parts = split_indices(100, 0.2, 0.2, seed=3, groups=groups)
+    assert sorted(sum(parts, [])) == list(range(100))
+    where = {i: k for k, part in enumerate(parts) for i in part}
+    assert all(where[i] == where[2 * (i // 2)] for i in range(100))
+    assert all(len(p) in (20, 21) for p in parts[1:])  # the shares, to within one group
+    big = [0] * 10 + list(range(10, 100))  # one group of 10: over 10% of a held-out share -> train
+    assert set(range(10)) <= set(split_indices(100, 0.2, 0.2, seed=3, groups=big)[0])
+
+
+def test_imagefolder_group_duplicates_keeps_copies_together(tmp_path):
+    root = _image_folder(tmp_path / "imgs", per_class=10)
+    for c in ("cat", "dog"):  # three re-encoded near-copies of each class's first image
+        with Image.open(root / c / "0.png") as im:
+            for k in range(3):
+                im.convert("RGB").save(root / c / f"0-copy{k}.jpg", quality=90 - 10 * k)
+    over = ["data.name=imagefolder", f"data.root={root}", "data.img_size=16", "data.val_frac=0.25",
+            "data.test_frac=0.25", "data.split_seed=1"]
+
+    def split_of(bundle):
+        return {bundle.train.base.samples[i][0].split("/imgs/")[1]: name
+                for name, ds in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))
+                for i in ds.indices}
+
+    grouped = split_of(build_data(load_config(None, [*over, "data.group_duplicates=true"]).data))
+    for c in ("cat", "dog"):
+        assert len({grouped[f"{c}/0.png"], *(grouped[f"{c}/0-copy{k}.jpg"] for k in range(3))}) == 1
+    plain = split_of(build_data(load_config(None, over).data))
+    assert any(len({plain[f"{c}/0.png"], *(plain[f"{c}/0-copy{k}.jpg"] for k in range(3))}) > 1
+               for c in ("cat", "dog"))  # what the option prevents (seed 1 scatters a group)
+
+
 def test_corrupt_image_is_skipped_counted_and_reported(tmp_path):
     root = _image_folder(tmp_path / "imgs", per_class=12)
     (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")

@@ -97,6 +97,23 @@ def test_no_import_circles_between_files():
     assert not found, "import circles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
+def test_families_use_other_families_only_through_declared_dependencies():
+    """A family folder imports another family's modules only when its spec's `depends` names it."""
+    from r1.family import get_family
+
+    wrong = []
+    for mod, targets in import_graph().items():
+        parts = mod.split(".")
+        if parts[:2] != ["r1", "models"] or len(parts) < 4:
+            continue
+        for target in targets:
+            other = target.split(".")
+            if other[:2] == ["r1", "models"] and len(other) > 2 and other[2] != parts[2] \
+                    and other[2] not in get_family(parts[2]).depends:
+                wrong.append(f"{mod} -> {target} (family {parts[2]} does not declare depends={other[2]!r})")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_circle_finder_finds_a_circle():
     graph = {"r1.a": {"r1.b"}, "r1.b": {"r1.c"}, "r1.c": {"r1.a"}, "r1.d": {"r1.a"}}
     assert circles(graph) == [["r1.a", "r1.b", "r1.c"]]

@@ -190,3 +190,30 @@ def test_pipeline_dir_option_and_colliding_overrides(tmp_path):
     with pytest.raises(ConfigError, match=r"stage b: override 'run.name=y' is not allowed"):
         load_recipe(_two_stages(tmp_path, ["run.name=y"]))
     assert "--dir" in CliRunner().invoke(app, ["pipeline", "--help"]).output
+
+
+def test_eta_uses_per_kind_history_or_says_unknown():
+    """The quickstart's 11 stages mix train, prune, export, quantize and bench: each kind is estimated
+    from stages of its own kind, and a kind not timed yet is unknown (not a train stage's mean)."""
+    from r1.pipeline import _Clock
+
+    stages = load_recipe(ROOT / "recipes/quickstart.yaml").stages
+    assert [s.kind for s in stages] == ["train"] * 3 + ["prune", "export", "quantize", "export", "quantize",
+                                                         "train", "quantize", "bench"]
+    clock = _Clock()
+    assert clock.banner(1, stages, "running").endswith(
+        "ETA unknown (no train, prune, export, quantize, bench stage timed yet)")
+    clock.add("train", 100.0)
+    clock.add("train", 50.0)
+    # stage 3 on: student_kd and qat train (2 x the 75 s mean); the others of kinds not timed yet
+    assert clock.banner(3, stages, "running").endswith(
+        "ETA 2m30s + unknown (prune, export, quantize, bench: no stage of that kind timed yet)")
+    for kind, seconds in (("train", 75.0), ("prune", 30.0), ("export", 4.0)):
+        clock.add(kind, seconds)
+    # stage 6 on: quantize, export (4 s), quantize, train (75 s), quantize, bench
+    assert clock.banner(6, stages, "running").endswith("ETA 1m19s + unknown (quantize, bench: no stage of "
+                                                       "that kind timed yet)")
+    clock.add("quantize", 10.0)
+    clock.add("bench", 5.0)
+    assert clock.banner(11, stages, "running").endswith("ETA 5s")
+    assert clock.eta(["quantize", "quantize", "train"]) == (95.0, [])

@@ -65,6 +65,10 @@ def test_launcher_without_venv_says_how_to_make_it(tmp_path):
 def test_checker_accepts_a_good_readme():
     assert problems("make demo", "bin/r1 eval runs/quickstart/student --split val",
                     "bin/r1 predict runs/quickstart/pruned examples/digit-3.png --top-k 1") == []
+    assert problems("make demo", "bin/r1 eval runs/quickstart/student eval.split=val data.batch_size=8",
+                    "bin/r1 predict runs/quickstart/pruned examples/digit-3.png predict.top_k=1",
+                    "bin/r1 pipeline recipes/quickstart.yaml pipeline.dir=runs/q2 train.epochs=1",
+                    "bin/r1 eval runs/q2/student") == []
 
 
 @pytest.mark.parametrize("line, needle", [

@@ -59,7 +59,7 @@ def test_two_runs_in_one_process_keep_their_own_log_txt(tmp_path):
 
 
 def test_console_lines_print_once_after_a_library_configures_the_root_logger(capsys):
-    from r1.cli import _console_logging
+    from r1.cli.console import console_logging as _console_logging
 
     top = logging.getLogger()
     saved = list(top.handlers)
@@ -94,3 +94,21 @@ def test_exit_calibration_logs_progress(caplog):
     assert lines[0] == "exit calibration: 2 validation batches, loss budget 10.000"
     assert any(line.startswith("exit calibration: full-depth pass, 2/2 batches | elapsed ") for line in lines)
     assert any(line.startswith("exit calibration: early-exit check 1 of ~") for line in lines)
+
+
+def test_final_line_is_short_and_metrics_md_holds_every_metric(trained_digits):
+    """The run ends with one short line (the family's headline metrics per split); metrics.md has the
+    summary and per-class tables; a metric with nothing to measure is '-' there and null in metrics.json."""
+    from r1.evaluate.tables import groups_note, headline, metrics_markdown, summary_table
+
+    done = [ln for ln in (trained_digits / "log.txt").read_text().splitlines() if "r1.train: done in " in ln][-1]
+    assert "val/accuracy" in done and "test/accuracy" in done and "macro_f1" not in done and len(done) < 250
+    assert "| metric | val | test |" in (trained_digits / "metrics.md").read_text()
+    det = {"val/mAP": 0.41, "val/mAP_large": None, "val/AP/0": 0.5, "val/AP/1": None, "test/mAP": 0.39,
+           "test/mAP_large": None, "test/AP/0": 0.4, "test/AP/1": 0.3, "train/steps": 120}
+    assert headline(det, ("mAP", "mAP_large")) == "val/mAP 0.4100 test/mAP 0.3900"
+    assert summary_table(det).splitlines() == ["| metric | val | test |", "|---|---:|---:|", "| mAP | 0.4100 | 0.3900 |",
+                                               "| mAP_large | - | - |"]
+    md = metrics_markdown(det)
+    assert "## AP per class" in md and "| 1 | - | 0.3000 |" in md and "- train/steps: 120" in md
+    assert "nothing to measure" in md and groups_note(det) == "AP per class (2 classes)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,7 +70,11 @@ def test_study_writes_best_table_plots_and_best_yaml_trains(tmp_path, space):
         assert r["state"] in ("COMPLETE", "PRUNED") and int(r["steps"]) in (3, 6, 9)
         assert "optim.lr=" in r["params"] and "sched.name=" in r["params"]
         assert (r["state"] == "PRUNED") == (int(r["steps"]) < 9)
-    assert "| # | state | val/accuracy |" in (study / "trials.md").read_text()
+    table = (study / "trials.md").read_text()
+    assert "| # | state | val/accuracy |" in table
+    # people read 4 significant digits (optim.lr=0.002553); trials.csv, best.yaml and best.json keep the exact value
+    shown = re.findall(r"optim\.lr=([0-9.e-]+)", table)
+    assert shown and all(float(v) == float(f"{float(v):.4g}") for v in shown)
     for name in ("history", "importances", "parallel"):
         assert (study / "plots" / f"{name}.png").stat().st_size > 1000
     best = json.loads((study / "best.json").read_text())

@@ -82,3 +82,12 @@ def test_shipped_space_fits_its_config():
     params = load_space(path)
     assert len(params) >= 4
     check_against_config(params, ROOT / "configs/det/digits.yaml", [], str(path))
+
+
+def test_shown_values_round_floats_for_people_only():
+    from r1.tune.space import override, shown
+
+    assert shown("optim.lr", 0.0025533788451512357) == "optim.lr=0.002553"
+    assert override("optim.lr", 0.0025533788451512357) == "optim.lr=0.0025533788451512357"  # what configs get
+    assert shown("train.epochs", 30) == "train.epochs=30" and shown("train.ema", True) == "train.ema=true"
+    assert shown("optim.lr", 1.23456e-05) == "optim.lr=1.235e-05"

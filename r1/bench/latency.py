@@ -46,10 +46,17 @@ def measure_latency(fn: Callable, batch, runs: int = 30, warmup: int = 5, max_se
 
 def sweep_batch_sizes(predictor, batch_sizes=(1, 8, 32), runs: int = 30, warmup: int = 5,
                       max_seconds: float = 30.0) -> list[dict]:
-    """`measure_latency(predictor.run, zeros(B, C, H, W))` for each batch size B."""
+    """`measure_latency(predictor.run, batch)` for each batch size B, the batch made by the family's
+    `example_inputs` (e.g. random normalised images (B, C, H, W))."""
+    import torch
+
+    from r1.family import get_family
+
+    make = get_family(predictor.family).hook("example_inputs", "benchmark inputs")
     rows = []
     for b in batch_sizes:
-        x = np.random.default_rng(0).standard_normal((b, *predictor.input_shape)).astype(np.float32)
+        x = make(predictor.meta, b, torch.Generator().manual_seed(0))
+        x = x.numpy() if isinstance(x, torch.Tensor) else x
         rows.append({"runtime": predictor.runtime, **measure_latency(predictor.run, x, runs, warmup, max_seconds)})
     return rows
 

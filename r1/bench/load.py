@@ -11,27 +11,15 @@ it measured the client; the raw client costs a fraction of that.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
 
 from r1.bench.latency import percentiles
 
 log = logging.getLogger(__name__)
-
-
-def sample_png(size: int = 32, seed: int = 0) -> bytes:
-    """A small random RGB PNG (what a client would upload)."""
-    from PIL import Image
-
-    arr = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class _RawConnection:
@@ -69,7 +57,7 @@ class _RawConnection:
         self.reader = self.writer = None
 
 
-async def _load(url: str, concurrency: int, duration: float, max_requests: int, image: bytes,
+async def _load(url: str, concurrency: int, duration: float, max_requests: int, body: bytes, content_type: str,
                 timeout: float, client: str = "raw") -> dict:
     endpoint = url.rstrip("/") + "/v1/predict"
     latencies: list[float] = []
@@ -79,8 +67,8 @@ async def _load(url: str, concurrency: int, duration: float, max_requests: int, 
     stop_at = time.perf_counter() + duration
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     parts = urlsplit(endpoint)
-    request = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: image/png\r\n"
-               f"Content-Length: {len(image)}\r\n\r\n").encode() + image
+    request = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
     async def raw_worker(_unused) -> None:
         nonlocal sent
@@ -104,7 +92,7 @@ async def _load(url: str, concurrency: int, duration: float, max_requests: int, 
             sent += 1
             t0 = time.perf_counter()
             try:
-                r = await client.post(endpoint, content=image, headers={"content-type": "image/png"})
+                r = await client.post(endpoint, content=body, headers={"content-type": content_type})
                 key = str(r.status_code)
             except httpx.HTTPError as err:
                 key = type(err).__name__
@@ -123,18 +111,33 @@ async def _load(url: str, concurrency: int, duration: float, max_requests: int, 
             **percentiles(latencies), "p50_failed": percentiles(failed, (50,))["p50"]}
 
 
+def sample_request(url: str, timeout: float = 10.0) -> tuple[bytes, str]:
+    """(body, content type) of a typical /v1/predict request for the server at `url`: its input
+    kind's sample (the kind is read from /readyz; a server that does not say takes images)."""
+    from r1.input_kinds import get_input_kind
+
+    try:
+        inputs = httpx.get(url.rstrip("/") + "/readyz", timeout=timeout).json().get("inputs") or "image"
+    except (httpx.HTTPError, ValueError, AttributeError):
+        inputs = "image"
+    return get_input_kind(inputs).sample_request()
+
+
 def run_load(url: str, concurrency: int = 8, duration: float = 20.0, max_requests: int = 100_000,
-             image: bytes | None = None, timeout: float = 30.0, client: str = "raw") -> dict:
-    """Closed loop: `concurrency` clients each send one request after another (the image as an
-    image/png body) until `duration` seconds or `max_requests` in total. Latencies in seconds,
-    of successful (200) requests; other outcomes are counted in `status`."""
+             image: bytes | None = None, timeout: float = 30.0, client: str = "raw",
+             request: tuple[bytes, str] | None = None) -> dict:
+    """Closed loop: `concurrency` clients each send one request after another until `duration`
+    seconds or `max_requests` in total. The request: `request` (body, content type), or `image` as an
+    image/png body, or else a sample of the server's input kind (`sample_request`). Latencies in
+    seconds, of successful (200) requests; other outcomes are counted in `status`."""
     if concurrency < 1 or duration <= 0 or max_requests < 1:
         raise ValueError("concurrency and max_requests must be >= 1, duration > 0")
     if client not in ("raw", "httpx"):
         raise ValueError(f"client must be raw or httpx, got {client!r}")
     if urlsplit(url).scheme != "http":
         raise ValueError(f"{url}: only http:// URLs are supported")
-    return asyncio.run(_load(url, concurrency, duration, max_requests, image or sample_png(), timeout, client))
+    body, content_type = request or ((image, "image/png") if image is not None else sample_request(url, timeout))
+    return asyncio.run(_load(url, concurrency, duration, max_requests, body, content_type, timeout, client))
 
 
 def wait_ready(url: str, timeout: float = 120.0) -> float:

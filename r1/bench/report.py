@@ -1,6 +1,8 @@
 """Markdown tables for benchmark rows (the CLI prints them; benchmarks/RESULTS.md records them)."""
 from __future__ import annotations
 
+import math
+
 # A batch-1 latency whose p95 is this many times its p50 is dominated by noise (other processes,
 # frequency scaling, a cold cache): comparing its p50 with another row's says little.
 NOISY_SPREAD = 1.5
@@ -16,9 +18,21 @@ def is_noisy(p50: float, p95: float) -> bool:
     return latency_spread(p50, p95) > NOISY_SPREAD
 
 
+def number(v: float) -> str:
+    """One number format for every table: 4 significant digits, fixed point (never 1.295e+04), thousands
+    separated, no trailing zeros: 12,950 / 123.4 / 1.2 / 0.06612."""
+    if not math.isfinite(v):
+        return str(v)
+    if v == 0:
+        return "0"
+    digits = max(0, 3 - math.floor(math.log10(abs(v))))
+    text = f"{v:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return number(v)
     return str(v)
 
 
@@ -39,7 +53,7 @@ def latency_table(rows: list[dict]) -> str:
             continue
         p95 = r["p95"] * 1e3
         if is_noisy(r["p50"], r["p95"]):
-            noisy, p95 = True, f"{p95:.4g} \u2020"
+            noisy, p95 = True, f"{number(p95)} \u2020"
         shown.append({**r, "p50": r["p50"] * 1e3, "p95": p95, "mean": r["mean"] * 1e3})
     unit = next((r["unit"] for r in rows if r.get("unit")), "items")  # a family's own measure names its unit
     table = markdown_table(shown, [("runtime", "runtime"), ("batch", "batch"), ("p50", "p50 ms"),

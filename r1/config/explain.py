@@ -34,11 +34,13 @@ def explain(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def explain_sections(section: str | None = None) -> list[str]:
-    """`explain` over the training config's sections and the commands' (`serve`, `export`, `bench`),
-    or over one of them; an unknown `section` is a ConfigError listing the allowed ones."""
-    from r1.config_commands import SECTIONS  # built on this package's parts: imported when used
+    """`explain` over the training config's sections and the commands' (`serve`, `export`, `bench`,
+    `predict`, `eval`, ..., and those families add), or over one of them; an unknown `section` is a
+    ConfigError listing the allowed ones."""
+    from r1.config_commands import command_sections  # built on this package's parts: imported when used
 
-    every = {**typing.get_type_hints(Config), **SECTIONS}
+    commands = command_sections()
+    every = {**typing.get_type_hints(Config), **commands}
     if section is not None and section not in every:
         raise ConfigError(f"config explain: unknown section {show(section)}; allowed: {', '.join(every)}")
     lines = []
@@ -47,8 +49,9 @@ def explain_sections(section: str | None = None) -> list[str]:
             continue
         if isinstance(cls, type) and issubclass(cls, Variant):
             cls.load_variants()
-        if section is None and name == next(iter(SECTIONS)):
-            lines.append("# r1 serve / export / bench (--config FILE with these sections)")
+        if section is None and name == next(iter(commands)):
+            lines.append("# the commands' sections (r1 COMMAND ... SECTION.KEY=VALUE, or --config FILE with a SECTION: "
+                         "mapping)")
         lines += _explain_section(name, cls)
     return lines
 

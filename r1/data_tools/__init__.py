@@ -2,8 +2,8 @@
 
   source.py    ROOT_OR_CONFIG -> a `Source` (kind + where), folder layouts detected
   scan.py      image / annotation records of a source: sizes, hashes, readability
-  imagehash.py difference hash (dHash) and near-duplicate pairs by Hamming distance
-  inspect.py   findings + statistics for images and text (`r1 data inspect`)
+  inspect.py   findings + statistics for images and text (`r1 data inspect`); duplicates by the rule in
+               r1/data/imagehash.py, which grouped splits use too
   report.py    data_report.md / .json / PNG histograms and the terminal table
   clean.py     cleaned copies (`r1 data clean`), never touching the source
   convert.py   VOC <-> COCO-JSON (`r1 data convert`)

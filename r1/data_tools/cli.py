@@ -1,70 +1,52 @@
-"""`r1 data inspect | clean | convert` (typer sub-app; heavy imports happen inside the commands).
+"""`r1 data inspect | clean | convert`: command specs (registered by `r1.cli`) and what they run; heavy
+imports happen inside. Their sections, `inspect`, `clean`, `convert`, are in r1/command_sections.py.
 
-Exit codes: 0 done (inspect lists its findings and still exits 0), 3 bad data, and for
+Exit codes: 0 done (inspect lists its findings and still exits 0), 2 a usage error (an unknown
+direction, an output folder the output rules refuse: r1/outputs.py), 3 bad data, and for
 `inspect --strict`, 6 when the report has findings.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from r1.errors import FindingsFound
+from r1.command_spec import Arg, Command, Flag, Invocation
+from r1.errors import ConfigError, FindingsFound
+from r1.outputs import check_folder, output_folder
 
 STRICT_EXIT = FindingsFound.exit_code
 
-data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it: inspect, clean, convert.")
-
-TARGET = typer.Argument(..., help="Dataset folder (ImageFolder, VOC, COCO, text) or file, or a YAML config "
-                                  "(its data section)")
+TARGET = Arg("target", "Dataset folder (ImageFolder, VOC, COCO, text) or file, or a YAML config (its data section)",
+             path=False)
 
 
-@data_app.command("inspect")
-def inspect_cmd(target: str = TARGET,
-                out: Path = typer.Option(Path("data_report"), "--out", help="Folder for data_report.md/.json "
-                                         "and the PNG histograms"),
-                strict: bool = typer.Option(False, "--strict", help=f"Exit {STRICT_EXIT} when anything is found"),
-                near_bits: int = typer.Option(4, "--near-bits", min=0, max=32,
-                                              help="dHash bits (of 64) near-duplicate images may differ in"),
-                unit: str = typer.Option("auto", "--unit", help="Text documents: auto, paragraph or line")):
-    """Counts, class balance, sizes, boxes, corrupt files, duplicates and leaks across splits; for text,
-    vocabulary, word frequencies, entropy, duplicates and non-printable bytes."""
+def inspect_cmd(inv: Invocation) -> None:
     from r1.data_tools.inspect import inspect
     from r1.data_tools.report import summary_table, write_report
     from r1.data_tools.source import resolve
 
-    _check_unit(unit)
-    report = inspect(resolve(target), near_bits, unit)
-    files = write_report(report, out)
+    cfg = inv.settings()
+    _check_unit(cfg.unit)
+    out = check_folder(cfg.out, "--out", "inspect")
+    report = inspect(resolve(inv.args["target"]), cfg.near_bits, cfg.unit)
+    files = write_report(report, output_folder(out, "--out", "inspect"))
     typer.echo(summary_table(report))
     typer.echo(f"\nreport: {files['md']} (+ {files['json'].name}, PNG histograms)")
-    if strict and report["findings"]:
+    if cfg.strict and report["findings"]:
         raise FindingsFound(f"--strict: {len(report['findings'])} finding(s): "
                             + ", ".join(f["check"] for f in report["findings"]))
 
 
-@data_app.command("clean")
-def clean_cmd(target: str = TARGET,
-              out: Path = typer.Option(..., "--out", help="New folder for the cleaned copy + clean_report.json"),
-              near_bits: int = typer.Option(4, "--near-bits", min=0, max=32, help="Images: see `inspect`"),
-              unit: str = typer.Option("auto", "--unit", help="Text documents: auto, paragraph or line"),
-              dedup: str = typer.Option("near", "--dedup", help="Text dedupe: none, exact or near"),
-              lm: str = typer.Option("", "--lm", help="Text: language-model run that scores each document"),
-              max_ppl: float = typer.Option(0.0, "--max-ppl", min=0.0, help="Text: drop documents above this "
-                                            "perplexity under --lm"),
-              drop_share: float = typer.Option(0.0, "--drop-share", min=0.0, max=0.99,
-                                               help="Text: drop this share of the highest-perplexity documents")):
-    """Write a cleaned copy (never modifies the source): drop corrupt images, duplicates and cross-split
-    leaks (from train); text: dedupe and the perplexity filter."""
+def clean_cmd(inv: Invocation) -> None:
     from r1.data_tools.clean import clean
     from r1.data_tools.source import resolve
-    from r1.errors import ConfigError
 
-    _check_unit(unit)
-    if dedup not in ("none", "exact", "near"):
-        raise ConfigError(f"--dedup: {dedup!r} is not allowed; allowed: none, exact, near")
-    result = clean(resolve(target), out, near_bits, unit=unit, dedup=dedup, lm=lm, max_ppl=max_ppl,
-                   drop_share=drop_share)
+    cfg = inv.settings()
+    _check_unit(cfg.unit)
+    if cfg.dedup not in ("none", "exact", "near"):
+        raise ConfigError(f"--dedup: {cfg.dedup!r} is not allowed; allowed: none, exact, near")
+    out = check_folder(cfg.out, "--out", "clean", fresh=True)
+    result = clean(resolve(inv.args["target"]), out, cfg.near_bits, unit=cfg.unit, dedup=cfg.dedup, lm=cfg.lm,
+                   max_ppl=cfg.max_ppl, drop_share=cfg.drop_share)
     kept = result.get("kept", result.get("docs_out"))
     reasons = result.get("dropped_by_reason") or {k: result[k] for k in ("exact_duplicates", "near_duplicates")
                                                   if result.get(k)}
@@ -75,19 +57,35 @@ def clean_cmd(target: str = TARGET,
     typer.echo(f"report: {out / 'clean_report.json'}")
 
 
-@data_app.command("convert")
-def convert_cmd(direction: str = typer.Argument(..., help="voc2coco or coco2voc"),
-                root: Path = typer.Argument(..., help="Source dataset folder"),
-                out: Path = typer.Option(..., "--out", help="New folder for the converted dataset")):
-    """VOC -> COCO JSON (OUT/annotations/instances_<split>.json + OUT/images/) or back; zero-area boxes
-    are dropped and counted. Train on the result with data.name=coco data.root=OUT."""
+def convert_cmd(inv: Invocation) -> None:
     from r1.data_tools.convert import convert
 
-    counts = convert(direction, root, out)
+    cfg = inv.settings()
+    direction = inv.args["direction"]
+    out = check_folder(cfg.out, "--out", "convert", fresh=True)
+    counts = convert(direction, inv.args["root"], out)
     typer.echo(f"{direction}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {out}")
 
 
 def _check_unit(unit: str) -> None:
-    from r1.errors import ConfigError
     if unit not in ("auto", "paragraph", "line"):
         raise ConfigError(f"--unit: {unit!r} is not allowed; allowed: auto, paragraph, line")
+
+
+COMMANDS = [
+    Command("inspect", "Counts, class balance, sizes, boxes, corrupt files, duplicates and leaks across splits; "
+            "for text, vocabulary, word frequencies, entropy, duplicates and non-printable bytes.", inspect_cmd,
+            "inspect", path="data inspect", args=(TARGET,),
+            flags=(Flag("out", path=True), Flag("strict", "--strict"), Flag("near_bits", bounds=True),
+                   Flag("unit"))),
+    Command("clean", "Write a cleaned copy (never modifies the source): drop corrupt images, duplicates and "
+            "cross-split leaks (from train); text: dedupe and the perplexity filter.", clean_cmd, "clean",
+            path="data clean", args=(TARGET,),
+            flags=(Flag("out", path=True, required=True), Flag("near_bits", bounds=True), Flag("unit"),
+                   Flag("dedup"), Flag("lm"), Flag("max_ppl", bounds=True), Flag("drop_share", bounds=True))),
+    Command("convert", "VOC -> COCO JSON (OUT/annotations/instances_<split>.json + OUT/images/) or back; zero-area "
+            "boxes are dropped and counted. Train on the result with data.name=coco data.root=OUT.", convert_cmd,
+            "convert", path="data convert",
+            args=(Arg("direction", "voc2coco or coco2voc", path=False), Arg("root", "Source dataset folder")),
+            flags=(Flag("out", path=True, required=True),)),
+]

@@ -10,18 +10,18 @@ import hashlib
 import logging
 import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 
-from r1.data_tools.imagehash import near_pairs, same_picture
+from r1.data.imagehash import NEAR_DISTANCE, Signature
+from r1.data.imagehash import duplicate_pairs as signature_pairs
 from r1.data_tools.scan import ImageSet, read_images
 from r1.data_tools.source import TEXT_EXTS, Source
 
 log = logging.getLogger(__name__)
 
 MAX_IMBALANCE = 5.0        # max/min images (or boxes) per class above this is flagged
-NEAR_DISTANCE = 4          # dHash bits (of 64) two images may differ in and count as near-duplicates
 COCO_AREAS = (32 ** 2, 96 ** 2)  # small < 32^2 <= medium < 96^2 <= large, in original pixels
 MAX_NONPRINTABLE = 0.05    # share of undecodable bytes / control characters a text corpus may have
 EXAMPLES = 10              # examples listed per finding
@@ -42,19 +42,10 @@ def _summary(values) -> dict:
 # ----------------------------------------------------------------------------- images
 def duplicate_pairs(images: ImageSet, max_distance: int = NEAR_DISTANCE) -> list[tuple[int, int, str]]:
     """(i, j, "exact"|"near") over readable records, i < j: same bytes (or pixels), or dHash within
-    max_distance bits and thumbnails that agree (imagehash.same_picture)."""
-    ok = [i for i, r in enumerate(images.records) if not r.error]
-    by_sha: dict[str, list[int]] = defaultdict(list)
-    for i in ok:
-        by_sha[images.records[i].sha1].append(i)
-    pairs = [(g[0], j, "exact") for g in by_sha.values() for j in g[1:]]
-    exact = {(i, j) for i, j, _ in pairs}
-    for a, b, _d in near_pairs([images.records[i].hash for i in ok], max_distance):
-        i, j = ok[a], ok[b]
-        a, b = images.records[i], images.records[j]
-        if (i, j) not in exact and a.sha1 != b.sha1 and same_picture(a.thumb, b.thumb):
-            pairs.append((i, j, "near"))
-    return sorted(pairs)
+    max_distance bits and thumbnails that agree (the rule of `r1.data.imagehash`, which grouped
+    splits use too)."""
+    return signature_pairs([None if r.error else Signature(r.sha1, r.hash, r.thumb) for r in images.records],
+                           max_distance)
 
 
 def _class_counts(images: ImageSet) -> dict[str, dict[str, int]]:
@@ -150,6 +141,9 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
     corrupt = [f"{r.name} ({r.error})" for r in images.records if r.error]
     if corrupt:
         findings.append(_finding("corrupt", f"{len(corrupt)} unreadable image(s)", corrupt))
+    if images.outside:  # the dataset-path rule (r1/data/formats.py): skipped by every reader
+        findings.append(_finding("paths_outside_root", f"{len(images.outside)} file path(s) lead outside the dataset "
+                                 "root (.., an absolute path or a symlink): skipped, never read", images.outside))
     classes = _class_checks(images, findings)
     duplicates = _duplicate_checks(images, max_distance, findings)
     w, h = [r.width for r in readable], [r.height for r in readable]
@@ -160,7 +154,7 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
              "image_size": {"width": _summary(w), "height": _summary(h), "aspect": _summary(hist["aspect ratio w/h"]),
                             "distinct_sizes": len(set(zip(w, h))),
                             "channels": {str(k): v for k, v in sorted(Counter(r.channels for r in readable).items())}},
-             "duplicates": duplicates, "corrupt": len(corrupt)}
+             "duplicates": duplicates, "corrupt": len(corrupt), "outside_root": len(images.outside)}
     if images.task == "det":
         stats["boxes"] = _box_stats(images, findings, hist)
     return {"source": source.describe(), "kind": source.kind, "stats": stats, "findings": findings,

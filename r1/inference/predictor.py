@@ -29,7 +29,7 @@ from PIL import Image
 from r1.errors import ConfigError
 from r1.family import get_family
 from r1.inference.images import as_image
-from r1.inference.result import Result
+from r1.inference.result import Result, family_result
 from r1.inference.runtimes import RUNTIMES, artifact_family, check_runtime, infer_runtime, onnx_file
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Predictor:
         self._runner, self._decode = runner, decode
         self.family, self.meta, self.runtime, self.props = family, meta, runtime, props or {}
         self.io = get_family(family).io
+        self.result_type = family_result(family)  # the family's typed Result (attribute access to its fields)
         self.max_batch = max_batch  # None: any batch size
         self.source = source
         self.data = data or {}  # the data config the model was trained on (evaluation rebuilds it)
@@ -174,7 +175,7 @@ class Predictor:
         for start in range(0, len(inputs), batch_size):
             images = [as_image(x) for x in inputs[start:start + batch_size]]
             records = self.postprocess(self.forward(self.preprocess(images)), top_k, images, **options)
-            results += [Result(r, im, self.io.draw, self.meta) for r, im in zip(records, images)]
+            results += [self.result_type(r, im, self.io.draw, self.meta) for r, im in zip(records, images)]
         return results
 
     def run(self, batch: np.ndarray) -> np.ndarray:

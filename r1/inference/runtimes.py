@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
+from r1.command_sections import RUNTIMES  # declared torch-free, where the commands' help reads them
 from r1.errors import ConfigError
 from r1.family import get_family
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("torch", "onnx", "onnx-int8", "tensorrt")  # onnx-int8: families whose spec lists it
 
 
 def infer_runtime(path: str | Path) -> str:
@@ -66,19 +67,43 @@ def weights_hash(path: str | Path) -> str:
 def onnx_file(path: str | Path) -> Path:
     """An .onnx path as is; a run dir or .safetensors -> its ONNX export, cached beside the weights
     as `onnx/model-<weights hash>.onnx` (exported on first use; a temporary file where the run dir
-    is read-only)."""
+    is read-only). A `model.onnx` that `r1 export` wrote beside the weights from these same weights
+    with the default settings is used instead of exporting again (linked into the cache)."""
     if infer_runtime(path) == "onnx":
         return Path(path)
 
-    from r1.artifacts import resolve_weights
-    from r1.onnx.export import export_onnx
+    from r1.artifacts import resolve_weights, sha256_file
+    from r1.onnx.export import export_onnx, same_export
 
-    cache = resolve_weights(path).parent / "onnx"
-    out = cache / f"model-{weights_hash(path)}.onnx"
+    weights = resolve_weights(path)
+    sha = sha256_file(weights)
+    out = weights.parent / "onnx" / f"model-{sha[:16]}.onnx"
     if out.is_file():
         log.info("onnx: reusing %s", out)
         return out
+    exported = weights.parent / "model.onnx"
+    if exported.is_file() and same_export(exported, sha):
+        log.info("onnx: reusing %s (written by `r1 export` from these weights)", exported)
+        return link_or_copy(exported, out) or exported
     return write_cached(out, lambda tmp: export_onnx(path, tmp), f"onnx: exporting {path}")
+
+
+def link_or_copy(src: Path, dst: Path) -> Path | None:
+    """`dst` as a hard link to `src` (one file on disk), else a copy; None where neither can be written
+    (a read-only run dir)."""
+    import shutil
+
+    try:
+        dst.parent.mkdir(exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        return dst
+    except OSError:
+        return None
 
 
 ONNX_RUNTIMES = ("onnx", "onnx-int8")  # the runtimes of the predictors that run a family's own ONNX graph
@@ -114,8 +139,11 @@ def write_cached(out: Path, write: Callable[[Path], object], what: str) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".r1-write-", dir=out.parent)) / out.name
     except OSError:
         tmp = out = Path(tempfile.mkdtemp(prefix="r1-onnx-")) / out.name
+    from r1.onnx.graph import quiet_tools
+
     log.info("%s (first use; cached as %s)", what, out)
-    write(tmp)
+    with quiet_tools():
+        write(tmp)
     if tmp != out:
         tmp.replace(out)
         tmp.parent.rmdir()

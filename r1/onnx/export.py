@@ -15,6 +15,10 @@ Metadata written to `ModelProto.metadata_props` (all values are strings, JSON wh
     r1.input       {"name": "images", "layout": "NCHW", "dtype": "float32", "shape": [-1, 3, H, W]}
                    (H, W -1 with --dynamic-hw)
     r1.dynamic_hw  with --dynamic-hw only: {"stride", "min", "opt", "max"} (JSON; r1/onnx/dynamic_hw.py)
+    r1.export      the export settings (JSON: dynamic_batch, opset, the hook's options, dynamic_hw): with
+    r1.source_sha256  the sha256 of the weights file exported (when exported from a run dir or .safetensors),
+                   they let `r1 bench` / `r1.load(runtime="onnx")` reuse the model.onnx `r1 export` wrote, and
+                   `r1 export` reuse the run's cached export, instead of exporting the same weights twice
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from r1.family import ExportHook
 from r1.onnx.compact import compact_onnx
 from r1.onnx.dynamic_hw import META_KEY as DYNAMIC_HW_KEY
 from r1.onnx.dynamic_hw import dynamic_meta, export_dims, resolve_range, verify_size
-from r1.onnx.graph import FORMAT, INPUT_NAME, max_abs_diff, ort_session
+from r1.onnx.graph import FORMAT, INPUT_NAME, max_abs_diff, ort_session, quiet_tools
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,10 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     has a `stride`): dynamic height and width too (`r1.onnx.dynamic_hw`), traced at opt x opt and
     also checked at a non-square size.
     """
+    source_sha = ""
     if isinstance(model, (str, Path)):
-        from r1.artifacts import load_model
+        from r1.artifacts import load_model, resolve_weights, sha256_file
+        source_sha = sha256_file(resolve_weights(model))
         model = load_model(model)
     meta = meta if meta is not None else getattr(model, "r1_meta", None)
     family = family or getattr(model, "r1_family", None)
@@ -81,9 +87,13 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     if dynamic_hw is not None:
         rng = _size_range(hook, model, meta, family, dynamic_hw)
         meta, options = dynamic_meta(meta, rng), {**options, "dynamic_hw": True}
+    stamp = {"r1.export": export_key(dynamic_batch, opset, options, rng.to_json() if rng is not None else None)}
+    if source_sha:
+        stamp["r1.source_sha256"] = source_sha
     if hook.run is not None:
-        return hook.run(model, out, opset=opset, verify=verify, atol=atol, options=options, meta=meta,
-                        metadata=lambda m, mt, ex: _metadata(m, mt, family, dynamic_batch, ex))
+        with quiet_tools():
+            return hook.run(model, out, opset=opset, verify=verify, atol=atol, options=options, meta=meta,
+                            metadata=lambda m, mt, ex: {**_metadata(m, mt, family, dynamic_batch, ex), **stamp})
     if trace_batch < 2 and dynamic_batch:
         raise ConfigError("trace_batch must be >= 2 for a dynamic batch dimension")
     net = hook.wrap(model.eval(), options).eval()
@@ -96,13 +106,13 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), quiet_tools():
         torch.onnx.export(net, (example,), str(out), input_names=[INPUT_NAME], output_names=names,
                           dynamic_shapes=dyn, opset_version=opset, external_data=False, verbose=False,
                           custom_translation_table=hook.translations(options) or None)
     seconds = time.perf_counter() - t0
     props = _metadata(model, meta, family, dynamic_batch, example, dynamic_hw=rng is not None)
-    props.update(hook.extra_meta(model, options, example))
+    props.update(hook.extra_meta(model, options, example), **stamp)
     if rng is not None:
         props[DYNAMIC_HW_KEY] = rng.to_json()
     compact_onnx(out, props)
@@ -120,6 +130,31 @@ def export_onnx(model: nn.Module | str | Path, out: str | Path, *, dynamic_batch
                                 compare=compare)
             report.update(verify_hw=[h, w], max_abs_diff=max(report["max_abs_diff"], other["max_abs_diff"]))
     return report
+
+
+def export_key(dynamic_batch: bool = True, opset: int | None = None, options: dict | None = None,
+               dynamic_hw: str | None = None) -> str:
+    """The `r1.export` stamp: the settings that shape the graph (`options` with the hook's defaults)."""
+    return json.dumps({"dynamic_batch": dynamic_batch, "opset": opset, "options": options or {},
+                       "dynamic_hw": dynamic_hw}, sort_keys=True)
+
+
+def default_export_key(family: str) -> str:
+    """The stamp of an export with every default: what `r1.load(run, runtime="onnx")` makes."""
+    return export_key(options=dict(get_export_hook(family).options))
+
+
+def same_export(path: Path, source_sha: str) -> bool:
+    """Whether the .onnx at `path` was exported from weights with this sha256 with the default settings
+    (its `r1.source_sha256` and `r1.export` stamps); False for any file without them."""
+    from r1.onnx.graph import read_onnx_meta
+
+    try:
+        props = read_onnx_meta(path)
+    except R1Error:
+        return False
+    return (props.get("r1.source_sha256") == source_sha
+            and props.get("r1.export") == default_export_key(props.get("r1.family", "")))
 
 
 def _size_range(hook: ExportHook, model: nn.Module, meta: dict, family: str, request: dict):

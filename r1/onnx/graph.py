@@ -2,6 +2,9 @@
 `r1.onnx.export`), onnxruntime CPU sessions with explicit thread counts, and output comparison."""
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,38 @@ from r1.errors import ConfigError
 
 FORMAT = "r1-onnx/1"
 INPUT_NAME = "images"
+
+
+# Notes the export and quantization libraries print that a user of R1 cannot act on (R1 picks the
+# settings they are about): torch.export renaming dynamic axes that share a constraint, onnx_ir typing an
+# empty attribute of the NMS graph, onnxruntime suggesting its shape pre-processing (R1's graphs are
+# already shape-inferred; its int8 choices are measured, benchmarks/RESULTS.md).
+QUIET_WARNINGS = (r"# The axis name: .* will not be used, since it shares the same shape constraints",)
+QUIET_LOGS = ("Attribute type is ambiguous because it is an empty sequence",
+              "Please consider to run pre-processing before quantization")
+
+
+class _DropNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(QUIET_LOGS)
+
+
+@contextlib.contextmanager
+def quiet_tools():
+    """Run an export or a quantization without the libraries' unactionable notes (QUIET_*); every
+    other warning still shows."""
+    drop = _DropNotes()
+    loggers = [logging.getLogger(), logging.getLogger("onnx_ir._convenience")]
+    with warnings.catch_warnings():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        for lg in loggers:
+            lg.addFilter(drop)
+        try:
+            yield
+        finally:
+            for lg in loggers:
+                lg.removeFilter(drop)
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, str]:

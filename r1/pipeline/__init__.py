@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from r1.errors import R1Error
+from r1.outputs import output_folder
 from r1.pipeline.fingerprint import fingerprint, output_hash, stage_record, why_changed
 from r1.pipeline.recipe import BenchStage, Recipe, load_recipe
 from r1.pipeline.report import build_report
@@ -36,7 +37,11 @@ class StageFailed(R1Error):
 
 
 class _Clock:
-    """Elapsed time of the pipeline and an ETA from the stages run so far (per kind where one ran)."""
+    """Elapsed time of the pipeline and an ETA from per-kind history: a train stage is estimated by the
+    mean of the train stages timed so far (in this run, or recorded by a stage skipped as unchanged),
+    an export, quantize, prune or bench stage by those of its own kind; a kind with no timed stage yet
+    is "unknown" rather than guessed from another kind (a train stage's minutes say nothing of an
+    export's seconds)."""
 
     def __init__(self):
         self.t0 = time.perf_counter()
@@ -48,20 +53,24 @@ class _Clock:
     def add(self, kind: str, seconds: float) -> None:
         self.times.setdefault(kind, []).append(seconds)
 
-    def eta(self, kinds: list[str]) -> float | None:
-        """Seconds for stages of these kinds, None before any stage ran; stages that turn out unchanged
-        take no time, so this is an upper estimate."""
-        every = [t for ts in self.times.values() for t in ts]
-        if not every:
-            return None
-        mean = sum(every) / len(every)
-        return sum(sum(self.times[k]) / len(self.times[k]) if k in self.times else mean for k in kinds)
+    def eta(self, kinds: list[str]) -> tuple[float, list[str]]:
+        """(seconds for the stages of these kinds whose kind was timed, the kinds never timed, in order).
+        Stages that turn out unchanged take no time, so the seconds are an upper estimate."""
+        known = sum(sum(self.times[k]) / len(self.times[k]) for k in kinds if k in self.times)
+        return known, list(dict.fromkeys(k for k in kinds if k not in self.times))
+
+    def eta_text(self, kinds: list[str]) -> str:
+        seconds, unknown = self.eta(kinds)
+        if not unknown:
+            return f"ETA {format_duration(seconds)}"
+        if len(unknown) == len(set(kinds)):
+            return f"ETA unknown (no {', '.join(unknown)} stage timed yet)"
+        return f"ETA {format_duration(seconds)} + unknown ({', '.join(unknown)}: no stage of that kind timed yet)"
 
     def banner(self, i: int, stages: list, state: str) -> str:
         stage = stages[i - 1]
-        eta = self.eta([s.kind for s in stages[i - 1:]])
         return (f"stage {i}/{len(stages)} {stage.name} ({stage.kind}): {state} | elapsed "
-                f"{format_duration(self.elapsed())}, ETA {format_duration(eta) if eta is not None else 'unknown'}")
+                f"{format_duration(self.elapsed())}, {self.eta_text([s.kind for s in stages[i - 1:]])}")
 
 
 def _read(path: Path, warn: bool = True) -> dict | None:
@@ -135,10 +144,10 @@ def run_pipeline(recipe: Recipe | str | Path, overrides: list[str] | None = None
     """Run (or continue) a recipe; returns stage name -> output path."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
-    recipe.dir.mkdir(parents=True, exist_ok=True)
+    output_folder(recipe.dir, "pipeline.dir", "pipeline")  # the output-folder rules (r1/outputs.py)
     outputs: dict[str, str] = {}
     hashes: dict[str, str] = {}  # stage -> hash of its output: the inputs of later stages' fingerprints
-    clock, stages = _Clock(), recipe.stages
+    clock, stages, ran = _Clock(), recipe.stages, 0
     for i, stage in enumerate(stages, 1):
         out_dir = recipe.dir / stage.name
         try:
@@ -149,6 +158,8 @@ def run_pipeline(recipe: Recipe | str | Path, overrides: list[str] | None = None
         done = _finished(out_dir, stage, fp, record)
         if done:
             outputs[stage.name], hashes[stage.name] = done["output"], done["output_hash"]
+            if done.get("seconds"):  # how long it took when it ran: history for the kind's estimate
+                clock.add(stage.kind, float(done["seconds"]))
             log.info(clock.banner(i, stages, "unchanged, skipped"))
             continue
         _clear_stale(out_dir, stage, fp, record)
@@ -164,4 +175,7 @@ def run_pipeline(recipe: Recipe | str | Path, overrides: list[str] | None = None
                                                   "output_hash": hashes[stage.name], "record": record}, indent=2))
         (out_dir / PENDING).unlink()
         log.info("stage %d/%d %s: done in %s -> %s", i, len(stages), stage.name, format_duration(seconds), output)
+        ran += 1
+    log.info("pipeline %s: %d stage(s) run, %d unchanged, in %s", recipe.name, ran, len(stages) - ran,
+             format_duration(clock.elapsed()))
     return outputs

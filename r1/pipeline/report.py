@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from r1.bench.latency import measure_latency
-from r1.bench.report import NOISE_NOTE, is_noisy
+from r1.bench.report import NOISE_NOTE, is_noisy, number
 from r1.errors import ConfigError, R1Error
 from r1.evaluate import get_evaluator
 from r1.evaluate.artifact import evaluate_artifact
@@ -162,7 +162,7 @@ def markdown(report: dict) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     noisy = {r["name"] for r in rows if is_noisy(r["latency_ms_p50"], r["latency_ms_p95"])}
     for r in rows:
-        shown = {**r, "latency_ms_p95": f"{r['latency_ms_p95']:.4g} \u2020"} if r["name"] in noisy else r
+        shown = {**r, "latency_ms_p95": f"{number(r['latency_ms_p95'])} \u2020"} if r["name"] in noisy else r
         shown = {**shown, "name": f"{r['name']} (baseline)"} if r.get("baseline") else shown
         lines.append("| " + " | ".join(_fmt(shown.get(c)) for c in cols) + " |")
     base = rows[0]
@@ -180,5 +180,5 @@ def markdown(report: dict) -> str:
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return number(v)
     return "" if v is None else str(v)

@@ -1,8 +1,8 @@
 """The model in its own process, so that inference and the event loop never share a GIL.
 
-    w = InferenceProcess(loader, cfg)        # spawns; the child loads and warms the model
+    w = InferenceProcess(loader, cfg, name)  # spawns; the child (`ps`: r1w-<name>) loads and warms the model
     info = w.wait_ready()                    # {"family", "inputs", "runtime", "load_seconds"}; LoadFailed
-    results = w.call([task, ...])            # run_tasks in the child; WorkerDied if it is gone
+    results = w.call([task, ...])            # the input kind's run_batch in the child; WorkerDied if it is gone
     w.cancel(task.id)                        # stop a running task (generation) at its next check
     w.problem(stuck_after_s)                 # None, "exited (...)" or "stuck (no heartbeat ...)"
     w.close()
@@ -22,8 +22,7 @@ import signal
 import threading
 import time
 
-from r1.errors import NonFiniteOutput
-from r1.serve.work import is_finite
+from r1.input_kinds import get_input_kind
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +49,16 @@ def load_and_warm(loader, cfg):
     return p, time.perf_counter() - t0
 
 
-def _finite(value) -> bool:
-    """No NaN/inf in tensors, arrays, numbers, or lists/dicts of them."""
-    import numpy as np
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return not value.is_floating_point() or bool(torch.isfinite(value).all())
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_finite(v) for v in value)
-    return is_finite(value)
-
-
 def check_finite(predictor, cfg) -> None:
-    """Image models: a mid-grey image through preprocess, forward and postprocess must stay finite
-    (NaN weights, a preprocessing std of 0). Text models check their logits as they sample
-    (NonFiniteOutput from their own sampler), so their warm-up has raised already."""
-    if predictor.inputs != "image":
-        return
-    from PIL import Image
+    """NonFiniteOutput when the model answers a plain input of its kind with NaN/inf (broken weights,
+    a preprocessing std of 0); the input kind knows what a plain input is. Text models check their
+    logits as they sample (NonFiniteOutput from their own sampler): their warm-up has raised already."""
+    get_input_kind(predictor.inputs).check_finite(predictor, cfg)
 
-    _, h, w = predictor.input_shape
-    image = Image.new("RGB", (w, h), (128, 128, 128))
-    batch = predictor.preprocess([image])
-    if not _finite(batch):
-        raise NonFiniteOutput("preprocessing gives non-finite values (NaN/inf): is a preprocess std 0 in "
-                              "model.json?")
-    outputs = predictor.forward(batch)
-    if not _finite(outputs) or not _finite(predictor.postprocess(outputs, top_k=cfg.top_k, images=[image])):
-        raise NonFiniteOutput("the model's outputs are not finite (NaN/inf) on a plain grey image: its weights "
-                              "are broken")
+
+def run_tasks(predictor, tasks: list, cfg, cancelled=(), emit=None) -> list[tuple]:
+    """A batch of tasks through the predictor, by its input kind: one result tuple per task."""
+    return get_input_kind(predictor.inputs).run_batch(predictor, tasks, cfg, cancelled, emit)
 
 
 def describe(predictor, seconds: float) -> dict:
@@ -105,16 +80,25 @@ def _listen_for_cancels(control, cancelled: set) -> None:
             return
 
 
-def _child_main(conn, control, heartbeat, loader, cfg) -> None:
+def _name_process(name: str) -> None:
+    """`ps` / `top` show the worker as r1w-<variant> (Linux; 15 characters at most)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(f"r1w-{name}"[:15])
+    except OSError:
+        pass
+
+
+def _child_main(conn, control, heartbeat, loader, cfg, name: str = "") -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if name:
+        _name_process(name)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s inference: %(message)s")
     # the heartbeat starts before anything slow (imports, loading): a stopped process stops beating
     threading.Thread(target=_beat, args=(heartbeat, cfg.heartbeat_s), daemon=True, name="r1-heartbeat").start()
     cancelled: set[int] = set()
     threading.Thread(target=_listen_for_cancels, args=(control, cancelled), daemon=True, name="r1-cancels").start()
     import torch
-
-    from r1.serve.work import run_tasks
 
     torch.set_num_threads(cfg.threads)
     try:
@@ -131,7 +115,7 @@ def _child_main(conn, control, heartbeat, loader, cfg) -> None:
         if tasks is None:
             return
         try:
-            conn.send(("ok", run_tasks(predictor, tasks, cfg.max_pixels, cancelled,
+            conn.send(("ok", run_tasks(predictor, tasks, cfg, cancelled,
                                        emit=lambda task_id, message: conn.send(("piece", (task_id, message))))))
         except Exception as err:
             logging.getLogger(__name__).exception("batch of %d failed", len(tasks))
@@ -139,19 +123,34 @@ def _child_main(conn, control, heartbeat, loader, cfg) -> None:
         cancelled.difference_update(t.id for t in tasks)
 
 
+PF_EXITING = 0x4  # linux/sched.h: set first thing in do_exit(), long before the process is reaped
+
+
+def exiting(pid: int | None) -> bool:
+    """Whether process `pid` has begun to exit (Linux: the PF_EXITING flag of /proc/<pid>/stat)."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & PF_EXITING)
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 class InferenceProcess:
     """A spawned child running `run_tasks` on batches sent by `call`. `loader` must be picklable
     (a module-level function or an instance of a module-level class). The child writes a heartbeat
     (a monotonic timestamp in shared memory) every `cfg.heartbeat_s`; `problem()` reads it."""
 
-    def __init__(self, loader, cfg):
+    def __init__(self, loader, cfg, name: str = ""):
         ctx = mp.get_context("spawn")  # fork would copy the server's threads and locks
         self._conn, child = ctx.Pipe()
         self._control, child_control = ctx.Pipe(duplex=False)[::-1]
         self._control_lock = threading.Lock()
         self.heartbeat = ctx.RawValue("d", 0.0)  # 0: no beat yet (the child is still starting)
         self.started = time.monotonic()
-        self.proc = ctx.Process(target=_child_main, args=(child, child_control, self.heartbeat, loader, cfg),
+        self.proc = ctx.Process(target=_child_main, args=(child, child_control, self.heartbeat, loader, cfg, name),
                                 name="r1-inference", daemon=True)
         self.proc.start()
         child.close()
@@ -166,9 +165,12 @@ class InferenceProcess:
         return WorkerDied(f"inference process exited (exit code {self.proc.exitcode})")
 
     def problem(self, stuck_after_s: float) -> str | None:
-        """None while the child lives and beats; else what is wrong with it."""
+        """None while the child lives and beats; else what is wrong with it. A child that is exiting (killed:
+        a large one takes a second or more to free its memory before the kernel reports it dead) is dead."""
         if not self.proc.is_alive():
             return f"exited (exit code {self.proc.exitcode})"
+        if exiting(self.proc.pid):
+            return "exiting (killed)"
         beat = self.heartbeat.value
         if beat == 0.0:  # spawning: a new interpreter imports its modules before its first beat
             silent, limit = time.monotonic() - self.started, max(stuck_after_s, START_GRACE_S)

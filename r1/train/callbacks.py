@@ -202,13 +202,16 @@ class ExitCalibration(Callback):
     def before_eval(self, trainer, model, final):
         if not final or not hasattr(model, "calibrate") or trainer.data.val is None:
             return
-        log.info("exit calibration on validation data (model.exit_calibrate=%g) ...",
-                 trainer.cfg.model.exit_calibrate)
+        log.info("exit calibration on validation data (model.exit_calibrate=%g: early-exit thresholds for "
+                 "generation; model.exit_calibrate=0 skips it) ...", trainer.cfg.model.exit_calibrate)
         t0 = time.perf_counter()
         model.calibrate(trainer.loader(trainer.data.val, train=False))
         took, trained = time.perf_counter() - t0, trainer.state.get("time", 0.0)
-        log.info("exit calibration done in %.1f s (%.1f%% of the %.1f s of training)", took,
-                 100 * took / max(trained, 1e-9), trained)
+        share = took / max(trained, 1e-9)
+        hint = (" (its cost does not shrink with the run: on short trial runs, model.exit_calibrate=0 skips it; "
+                "then exit_threshold applies to every exit head)" if share > 0.25 else "")
+        log.info("exit calibration done in %.1f s (%.0f%% of the %.1f s of training)%s", took, 100 * share, trained,
+                 hint)
 
 
 class StepFunction(Callback):

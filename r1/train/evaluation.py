@@ -12,7 +12,9 @@ from r1.artifacts import save_artifact
 from r1.config import to_dict
 from r1.errors import ConfigError
 from r1.evaluate import evaluate
+from r1.evaluate.tables import headline, metrics_markdown
 from r1.train.checkpoint import load_checkpoint, save_checkpoint, save_last
+from r1.train.logs import format_duration
 
 log = logging.getLogger("r1.train")
 
@@ -59,9 +61,8 @@ def eval_and_checkpoint(trainer, history) -> bool:
         stop = bool(patience) and state["bad_evals"] >= patience
         asked = [cb.on_eval_end(trainer, metrics) for cb in trainer.callbacks]  # every callback sees the metrics
         stop = stop or any(asked)
-        log.info("eval step %d | %s | best %s %.4f%s", state["step"],
-                 " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), trainer.monitor, state["best"],
-                 " | early stop" if stop else "")
+        log.info("eval step %d | %s | best %s %.4f%s", state["step"], headline(metrics, _headline(trainer)),
+                 trainer.monitor, state["best"], " | early stop" if stop else "")
         history.write({"step": state["step"], **metrics}, trainer.writer)
     stop = D.any_rank(stop, trainer.dist)
     save_last(trainer)
@@ -81,9 +82,10 @@ def finish(trainer, history) -> dict[str, float]:
             final = cb.on_finish(trainer, final)
         save_artifact(final, trainer.dir, trainer.data.meta, to_dict(trainer.cfg.data))
         (trainer.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (trainer.dir / "metrics.md").write_text(metrics_markdown(metrics, f"{trainer.cfg.run.name}: final metrics"))
         history.write({"step": trainer.state["step"], "final": True, **metrics})
-        log.info("done | %s | artifacts in %s", " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                          if isinstance(v, float)), trainer.dir)
+        log.info("done in %s | %s | every metric: %s (and metrics.json)", format_duration(trainer.state["time"]),
+                 headline(metrics, _headline(trainer)), trainer.dir / "metrics.md")
         if trainer.writer:
             trainer.writer.close()
     history.close()
@@ -92,6 +94,14 @@ def finish(trainer, history) -> dict[str, float]:
     D.barrier(trainer.dist)
     D.cleanup(trainer.dist)
     return metrics
+
+
+def _headline(trainer) -> tuple[str, ...]:
+    """The metrics a log line shows: the family's headline ones, and the monitored one."""
+    from r1.family import get_family
+
+    names = get_family(trainer.family).headline or (trainer.monitor,)
+    return names if trainer.monitor in names else (trainer.monitor, *names)
 
 
 def _final_metrics(trainer) -> dict[str, float]:

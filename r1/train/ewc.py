@@ -142,4 +142,6 @@ def save_ewc(path: Path, model: nn.Module, fisher: dict[str, torch.Tensor],
         out[f"fisher.{name}"] = f.contiguous()
         out[f"theta.{name}"] = p.detach().float().cpu().clone().contiguous()
     save_file(out, str(path), metadata={"format": "r1-ewc/1", "accumulated": str(previous is not None)})
-    return path
+    from r1.artifacts import as_created
+
+    return as_created(path)

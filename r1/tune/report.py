@@ -8,10 +8,11 @@ from pathlib import Path
 
 from r1.config import load_config, save_config
 from r1.errors import TuneFailed
-from r1.tune.space import override
+from r1.tune.space import override, shown
 
 log = logging.getLogger("r1.tune")
 
+FEW_TRIALS = 20  # below this many finished trials, parameter importances are noise more than signal
 COLUMNS = ("number", "state", "value", "test", "steps", "total_steps", "seconds", "params", "note")
 
 
@@ -24,7 +25,8 @@ def trial_rows(study, monitor: str) -> list[dict]:
         rows.append({"number": t.number, "state": t.state.name, "value": t.value,
                      "test": attrs.get(f"test/{monitor}"), "steps": attrs.get("steps"),
                      "total_steps": attrs.get("total_steps"), "seconds": attrs.get("seconds"),
-                     "params": " ".join(override(k, v) for k, v in t.params.items()), "note": note})
+                     "params": " ".join(override(k, v) for k, v in t.params.items()), "note": note,
+                     "shown": " ".join(shown(k, v) for k, v in t.params.items())})
     return rows
 
 
@@ -35,13 +37,13 @@ def _cell(value) -> str:
 
 
 def write_tables(rows: list[dict], study_dir: Path, monitor: str) -> None:
-    with (study_dir / "trials.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+    with (study_dir / "trials.csv").open("w", newline="") as fh:  # exact values, for programs
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     heads = ["#", "state", f"val/{monitor}", f"test/{monitor}", "steps", "of", "s", "params", "note"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r["shown" if c == "params" else c]) for c in COLUMNS) + " |" for r in rows]
     (study_dir / "trials.md").write_text("\n".join(lines) + "\n")
 
 
@@ -95,7 +97,11 @@ def write_plots(study, study_dir: Path) -> list[str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # few trials: equal importances, flat axes
                 ax = fn(study)
-            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            first = ax.flat[0] if hasattr(ax, "flat") else ax
+            fig = first.figure
+            done = len([t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")])
+            if name == "importances" and done < FEW_TRIALS:
+                first.set_title(f"{first.get_title()} (from {done} trials: a rough guide)")
             fig.set_size_inches(9, 5)
             fig.tight_layout()
             fig.savefig(out / f"{name}.png", dpi=90)
@@ -120,6 +126,11 @@ def write_report(study, setup, study_dir: Path) -> dict:
     (study_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if best is None:
         raise TuneFailed(f"tune: no trial completed in {study_dir} (see trials.md and the trials' log.txt)")
-    log.info("best trial %d: val/%s %.4f | %s | best.yaml, trials.md, plots in %s", best["number"],
-             setup.monitor, best[f"val/{setup.monitor}"], " ".join(best["overrides"]), study_dir)
+    log.info("best trial %d: val/%s %.4f | %s | best.yaml (exact values), trials.md, plots in %s", best["number"],
+             setup.monitor, best[f"val/{setup.monitor}"], " ".join(shown(k, v) for k, v in best["params"].items()),
+             study_dir)
+    finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    if any(p.endswith("importances.png") for p in plots) and finished < FEW_TRIALS:
+        log.info("plots/importances.png: from %d finished trial(s), a rough guide only (parameter importances "
+                 "settle after a few tens of trials; more --trials continue this study)", finished)
     return summary

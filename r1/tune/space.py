@@ -61,6 +61,14 @@ def override(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
+def shown(key: str, value: Any) -> str:
+    """The override as people read it: floats to 4 significant digits (optim.lr=0.002553, not
+    0.0025533788451512357). For logs and tables only; best.yaml / best.json keep the exact value."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{key}={float(f'{value:.4g}')!r}"
+    return override(key, value)
+
+
 def _number(spec: dict, name: str, where: str, integer: bool) -> float | int:
     value = spec.get(name)
     if isinstance(value, str) and not integer:  # YAML 1.1 reads 1e-4 (no dot) as a string

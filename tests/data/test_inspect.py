@@ -59,8 +59,19 @@ def test_digits_from_config(tmp_path):
     assert s["images"] == 1797 and s["classes"] == [str(i) for i in range(10)]
     assert {k: v["images"] for k, v in s["per_split"].items()} == {"train": 1257, "val": 270, "test": 270}
     assert s["imbalance_ratio"] < 1.2 and not _finding(report, "imbalance") and s["corrupt"] == 0
-    # the 8x8 digits hold near-identical copies (checked: every pair found has one label)
-    assert s["duplicates"]["cross_split"] > 0
+    # the 8x8 digits hold near-identical copies (checked: every pair found has one label); the shipped
+    # config groups them (data.group_duplicates), so none crosses a split: the split training uses
+    assert s["duplicates"]["near"] > 100 and s["duplicates"]["cross_split"] == 0
+    assert not _finding(report, "cross_split_duplicates")
+    from r1.config import load_config
+    from r1.models.cls.data import digits_split
+
+    parts = digits_split(load_config(ROOT / "configs/cls/digits.yaml").data)
+    assert [len(p) for p in parts] == [1257, 270, 270]
+    plain = tmp_path / "plain.yaml"  # the former split: the leak this option closes
+    plain.write_text(f"_base_: {ROOT / 'configs/cls/digits.yaml'}\ndata:\n  group_duplicates: false\n")
+    res, report = _inspect(plain, tmp_path / "rep2")
+    assert res.returncode == 0 and report["stats"]["duplicates"]["cross_split"] == 54
 
 
 @pytest.mark.skipif(not BCCD.is_dir(), reason="BCCD not present")

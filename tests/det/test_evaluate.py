@@ -39,6 +39,18 @@ def test_wrong_class_and_shifted_boxes_score_lower():
     assert coco_metrics(GTS, [], [], SIZES, ["a", "b", "c"])["mAP"] == 0.0
 
 
+def test_unmeasurable_metrics_are_none_not_zero():
+    """Digit scenes hold no large object: mAP_large cannot be measured (None, null in metrics.json), while a
+    measured miss is 0; a class without an object in the split has no AP either."""
+    small = [{"boxes": torch.tensor([[10.0, 10, 30, 30]]), "labels": torch.tensor([0])}]  # area 400: small
+    m = coco_metrics(small, as_preds(small), [1], [(64, 64)], ["a", "b"])
+    assert abs(m["mAP_small"] - 1) < 1e-9 and m["mAP_medium"] is None and m["mAP_large"] is None
+    assert abs(m["AP/a"] - 1) < 1e-9 and m["AP/b"] is None
+    m = coco_metrics(small, [], [1], [(64, 64)], ["a", "b"])  # no detection at all
+    assert m["mAP"] == 0.0 and m["mAP_small"] == 0.0 and m["AR100"] == 0.0 and m["AP/a"] == 0.0
+    assert m["mAP_large"] is None and m["AP/b"] is None
+
+
 class Oracle(nn.Module):
     """Returns the loader's own targets (network-input pixels) as detections, batch by batch."""
 
@@ -73,11 +85,16 @@ def test_results_json_maps_category_ids_back(tmp_path):
 
 
 def test_draw_detections_writes_png(tmp_path):
+    """A small image is drawn enlarged by a whole factor (100 px -> 6x = 600 px), boxes scaled with it."""
     from PIL import Image
     img = torch.zeros(3, 100, 120, dtype=torch.uint8)
     path = draw_detections(img, as_preds(GTS)[0], ["a", "b", "c"], tmp_path / "out.png")
     drawn = torch.from_numpy(__import__("numpy").array(Image.open(path))).permute(2, 0, 1)
-    assert drawn.shape == (3, 100, 120) and drawn.sum() > 0 and drawn[:, 80:, :60].sum() == 0
+    assert drawn.shape == (3, 600, 720) and drawn.sum() > 0 and drawn[:, 480:, :360].sum() == 0
+    assert drawn[:, 60:360, 60].sum() > 0  # the first box's left edge (x 10 -> 60), from y 10 to 60 -> 60 to 360
+    big = torch.zeros(3, 600, 800, dtype=torch.uint8)  # large enough: drawn as it is
+    path = draw_detections(big, as_preds(GTS)[0], ["a", "b", "c"], tmp_path / "big.png")
+    assert Image.open(path).size == (800, 600)
 
 
 def test_predict_files_maps_boxes_to_original_pixels(tmp_path):
@@ -117,4 +134,4 @@ def test_predict_hooks_records_in_original_pixels_and_drawing(tmp_path):
     [rec] = predict_records(out, meta, {"images": [im]})
     assert rec == {"boxes": [[25.0, 25.0, 100.0, 50.0]], "scores": [0.9], "class_ids": [1], "labels": ["b"]}
     predict_draw(im, rec, meta, tmp_path / "x.png")
-    assert Image.open(tmp_path / "x.png").size == (200, 100)
+    assert Image.open(tmp_path / "x.png").size == (1200, 600)  # 100 px high: drawn at 6x

@@ -121,3 +121,15 @@ def test_r1_det_prunes_expansion_channels_and_rebuilds_from_config():
         cls_a, box_a = model.forward_raw(x)
         cls_b, box_b = pruned.forward_raw(x)
     assert cls_a.shape == cls_b.shape and box_a.shape == box_b.shape
+
+
+def test_flavors_are_different_models():
+    """Each flavor of a model is its own size: `r1 models` once listed SSDlite320 small and base at one count."""
+    from r1.model_table import count_params
+    from r1.registry import get_entry
+
+    for name in list_models():
+        presets = [repr(sorted(p.items())) for p in get_entry(name).flavors.values()]
+        assert len(set(presets)) == len(presets), name
+    counts = [count_params("tv_ssdlite320", f) for f in ("tiny", "small", "base")]
+    assert counts[0] < counts[1] < counts[2], counts

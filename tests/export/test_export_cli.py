@@ -73,7 +73,8 @@ def test_cli_export_errors(trained_digits, tmp_path):
 def test_server_over_onnx_model(exported):
     import httpx
 
-    from r1.bench.load import sample_png, wait_ready
+    from r1.bench.load import wait_ready
+    from r1.input_kinds.image import sample_png
     from r1.serve import ServeConfig, create_app
     from tests.serve.helpers import running_server
 
@@ -81,3 +82,41 @@ def test_server_over_onnx_model(exported):
         wait_ready(url, timeout=60)
         r = httpx.post(url + "/v1/predict", content=sample_png(), headers={"content-type": "image/png"})
     assert r.status_code == 200 and r.json()["runtime"] == "onnx" and len(r.json()["result"]["top"]) == 3
+
+
+def test_bench_and_export_share_one_onnx_export_of_the_same_weights(trained_digits, tmp_path, caplog, monkeypatch):
+    """`r1 export RUN` then `r1 bench RUN` (or runtime="onnx"): one export, two names of one file; the other
+    way round, `r1 export` links the run's cached export; other settings or new weights export afresh."""
+    import logging
+    import os
+    import shutil
+
+    import r1.onnx.export as onnx_export
+    from r1.export.cli import run_export
+    from r1.inference.runtimes import onnx_file
+
+    caplog.set_level(logging.INFO, logger="r1")
+    run = shutil.copytree(trained_digits, tmp_path / "a", ignore=shutil.ignore_patterns("onnx", "model.onnx"))
+    report = run_export(run, "onnx")
+    assert report["path"] == str(run / "model.onnx") and "max_abs_diff" in report
+    cached = onnx_file(run)
+    assert cached.parent == run / "onnx" and os.path.samefile(cached, run / "model.onnx")
+    assert "written by `r1 export` from these weights" in caplog.text and "onnx: exporting" not in caplog.text
+
+    (run / "model.onnx").unlink()  # the other way round: the cache is there (as `r1 bench` leaves it)
+    report = run_export(run, "onnx")
+    assert report["reused"] == str(cached) and os.path.samefile(cached, run / "model.onnx")
+
+    def exported(*args, **kwargs):
+        raise RuntimeError("exported")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", exported)
+    with pytest.raises(RuntimeError, match="exported"):  # other settings: a new export
+        run_export(run, "onnx", opset=18)
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(run / "model.safetensors"))
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key] + 0.01
+    save_file({k: v.contiguous() for k, v in state.items()}, str(run / "model.safetensors"))
+    with pytest.raises(RuntimeError, match="exported"):  # model.onnx is of the old weights: not used
+        onnx_file(run)

@@ -108,7 +108,8 @@ def test_non_square_predictions_equal_torch(dyn):
 def test_serve_batch_with_a_bad_image(dyn):
     """The server's fallback when one image of a batch cannot be preprocessed: the others, of
     different sizes, still run as one batch padded to their largest H, W."""
-    from r1.serve.work import ImageTask, _images
+    from r1.config_commands import ServeConfig
+    from r1.input_kinds.image import ImageKind, ImageTask
 
     _, onnx_path, _ = dyn
     p = Predictor.load(onnx_path)
@@ -122,7 +123,7 @@ def test_serve_batch_with_a_bad_image(dyn):
     p.preprocess = preprocess
     rng = np.random.default_rng(1)
     pixels = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(90, 200, 3), (7, 7, 3), (150, 60, 3)]]
-    out = _images(p, [ImageTask(top_k=1, pixels=px) for px in pixels], 10 ** 7)
+    out = ImageKind().run_batch(p, [ImageTask(top_k=1, pixels=px) for px in pixels], ServeConfig(max_pixels=10 ** 7))
     assert [r[0] for r in out] == ["ok", "error", "ok"]
     alone = p.predict([Image.fromarray(pixels[0]), Image.fromarray(pixels[2])])
     np.testing.assert_allclose(out[2][1]["boxes"], alone[1]["boxes"], atol=0.05)

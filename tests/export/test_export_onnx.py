@@ -66,3 +66,24 @@ def test_metadata_and_static_batch(tmp_path):
     assert json.loads(props["r1.input"])["shape"] == [4, 3, 32, 32]
     assert ort_session(out).get_inputs()[0].shape == [4, 3, 32, 32]
     assert {p.key for p in onnx.load(str(out)).metadata_props} >= {"r1.format", "r1.meta"}
+
+
+def test_quiet_tools_drops_only_the_libraries_unactionable_notes(capsys, caplog):
+    """torch.export's axis renaming, onnx_ir's empty-attribute typing (the NMS graph) and onnxruntime's
+    pre-processing hint (dynamic int8) are not shown during an export or quantization; other warnings are."""
+    import logging
+    import warnings
+
+    from r1.onnx.graph import quiet_tools
+
+    with warnings.catch_warnings(record=True) as seen, quiet_tools():
+        warnings.warn("# The axis name: batch will not be used, since it shares the same shape constraints with "
+                      "another axis: batch.", UserWarning, stacklevel=2)
+        warnings.warn("something a user should see", UserWarning, stacklevel=2)
+        logging.getLogger("onnx_ir._convenience").warning("Attribute type is ambiguous because it is an empty "
+                                                          "sequence. Please create an Attr with an explicit type.")
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")
+        logging.getLogger("onnx_ir._convenience").warning("another note")
+    assert [str(w.message) for w in seen] == ["something a user should see"]
+    assert [r.getMessage() for r in caplog.records] == ["another note"]
+    assert not logging.getLogger().filters and not logging.getLogger("onnx_ir._convenience").filters

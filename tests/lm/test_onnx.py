@@ -3,6 +3,7 @@ size and past length; dynamic int8 loads and generates; runtimes are checked wit
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -126,13 +127,19 @@ def test_cli_export_and_generate_onnx(tmp_path_factory):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["int8"]["quantized_matmuls"] > 0
     assert r1.load(run / "q.onnx").quant["kind"] == "int8"  # an int8 file runs with --runtime onnx
-    text = {rt: run_cli("generate", str(run), "--prompt", "to be", "--max-new-tokens", "20", "--temperature", "0",
-                        "--runtime", rt).stdout for rt in ("onnx", "onnx-int8")}
-    assert all(len(t) > 1 for t in text.values())
+    res = {rt: run_cli("generate", str(run), "--prompt", "to be", "--max-new-tokens", "20", "--temperature", "0",
+                       "--runtime", rt) for rt in ("onnx", "onnx-int8")}
+    text = {rt: r.stdout for rt, r in res.items()}
+    assert all(t.startswith("to be") and len(t) > 6 for t in text.values())  # the prompt echoed, then the text
+    assert all(re.search(r"^20 tokens in [\d.]+ s: [\d.]+ tokens/s \(onnx(-int8)?, KV cache, 1 thread\)$",
+                         r.stderr, re.M) for r in res.values())
+    assert not any("Warning" in r.stderr or "WARNING" in r.stderr for r in res.values())  # no library notes
     model = r1.load_model(run)
     p = r1.load(out)
+    r = p.predict(["to be"], max_new_tokens=3)[0]
+    assert type(r).__name__ == "GenerationResult" and r.text == r["text"] and r.finish_reason == "length"
     ref = _torch_greedy(model, [p.encode("to be")], 20)[0]
-    assert text["onnx"].rstrip("\n") == p.tokenizer.decode(ref).rstrip("\n")
+    assert text["onnx"].rstrip("\n") == ("to be" + p.tokenizer.decode(ref)).rstrip("\n")
 
 
 def test_export_of_other_families_refuses_int8(tmp_path):

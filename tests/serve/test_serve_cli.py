@@ -49,6 +49,7 @@ def test_serve_subprocess_predict_bench_and_clean_exit(trained_digits, tmp_path)
     log = proc.stdout.read()
     assert rc == 0, log
     assert "Traceback" not in log
+    assert f"listening on http://127.0.0.1:{port} (POST /v1/predict; ready when /readyz answers 200" in log
 
 
 def test_serve_bad_arguments_fail_fast(tmp_path, trained_digits):

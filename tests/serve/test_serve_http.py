@@ -145,7 +145,7 @@ def test_health_ready_metrics_docs(url):
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json", "image/*"} <= set(body)
     assert {"PredictResponse", "ErrorResponse", "Classification"} <= set(spec["components"]["schemas"])
-    assert [s["title"] for s in body["application/json"]["schema"]["oneOf"]] == ["ImageRequest", "TextRequest"]
+    assert [s["title"] for s in body["application/json"]["schema"]["oneOf"]] == ["ImageRequest", "PairRequest", "TextRequest"]
     assert CLIENT.get(url + "/docs").status_code == 200
 
 

@@ -38,17 +38,24 @@ def url(trained_mm):
 
 def test_multipart_and_json_answer_like_the_local_predictor(url, trained_mm, scene_png):
     local = r1.load(trained_mm).predict([(Image.open(io.BytesIO(scene_png)), QUESTION)], top_k=3)[0]
+    assert type(local).__name__ == "AnswerResult" and local.answer == local["answer"]  # typed, attribute access
+    assert local.top_k[0].answer == local["top_k"][0]["answer"]
     r = CLIENT.post(url + "/v1/predict", files={"file": ("s.png", scene_png, "image/png")},
                     data={"text": QUESTION, "top_k": "3"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["family"] == "mm" and set(body["result"]) == {"answer", "probability", "top_k"}
+    assert body["family"] == "mm" and set(body["result"]) == {"answer", "probability", "top_k", "unknown_words"}
     assert body["result"]["answer"] == local["answer"] and len(body["result"]["top_k"]) == 3
     assert abs(body["result"]["probability"] - local["probability"]) < 1e-4
     j = CLIENT.post(url + "/v1/predict", json={"image": base64.b64encode(scene_png).decode(), "text": QUESTION,
                                                "top_k": 2})
     assert j.status_code == 200 and j.json()["result"]["answer"] == local["answer"]
     assert len(j.json()["result"]["top_k"]) == 2
+    # `question` (the name `r1 predict --question` uses) is an alias of `text`, in both body forms
+    q = CLIENT.post(url + "/v1/predict", files={"file": ("s.png", scene_png, "image/png")}, data={"question": QUESTION})
+    assert q.status_code == 200 and q.json()["result"]["answer"] == local["answer"], q.text
+    q = CLIENT.post(url + "/v1/predict", json={"image": base64.b64encode(scene_png).decode(), "question": QUESTION})
+    assert q.status_code == 200 and q.json()["result"]["answer"] == local["answer"], q.text
 
 
 def test_concurrent_pairs_are_batched_and_each_gets_its_own_answer(url, trained_mm, scene_png):
@@ -75,6 +82,8 @@ def test_bad_multimodal_requests_are_4xx(url, scene_png):
         (dict(json={"image": 5, "text": QUESTION}), 422, "invalid_request"),           # image not a string
         (dict(json={"image": b64, "text": "   "}), 422, "invalid_request"),            # blank question
         (dict(json={"image": b64, "text": "x" * 301}), 413, "text_too_long"),          # oversized question
+        (dict(json={"image": b64, "text": QUESTION, "question": QUESTION}), 422, "invalid_request"),  # both names
+        (dict(files={"file": png}, data={"text": QUESTION, "question": QUESTION}), 422, "invalid_request"),
         (dict(json={"image": "@@notbase64@@", "text": QUESTION}), 400, "bad_base64"),
         (dict(files={"file": ("s.png", b"not an image", "image/png")}, data={"text": QUESTION}), 400, None),
         (dict(content=scene_png, headers={"Content-Type": "image/png"}), 415, "unsupported_media_type"),

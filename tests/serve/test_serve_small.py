@@ -101,8 +101,8 @@ def test_onnx_runtime_reuses_the_run_dir_cache_and_leaves_no_temp_folder(trained
 
 @pytest.mark.parametrize("size", [(4000, 4000)])
 def test_forged_jpeg_rejected_by_decoder(size):
-    from r1.serve.errors import ApiError
-    from r1.serve.inputs import decode_image
+    from r1.input_kinds.http import ApiError
+    from r1.input_kinds.image import decode_image
 
     with pytest.raises(ApiError, match="forged"):
         decode_image(_forged_jpeg(*size), 4096 * 4096)

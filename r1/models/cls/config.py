@@ -55,6 +55,12 @@ def augment_names(value: Any, key: str = "data.augment") -> list[str]:
     return [] if canonical == "none" else canonical.split("+")
 
 
+GROUP_HELP = ("Keep exact and near-duplicate images (the rule `r1 data inspect` reports them by: same pixels, or "
+              "dHash within 4 bits and grey thumbnails that agree) together in one split of the seeded split, so "
+              "val/test never score a copy of a training image. false: the plain seeded split (what runs made "
+              "before this option used; the shipped digits configs set true).")
+
+
 @dataclass
 class MobileNetV3Config(ModelConfig):
     arch: str = opt("small", "Block table from the MobileNetV3 paper.", choices=("small", "large"))
@@ -117,6 +123,7 @@ class DigitsConfig(DataConfig):
     val_frac: float = opt(0.15, "Share of the 1,797 digits held out for validation.", min=0.05, max=0.5)
     test_frac: float = opt(0.15, "Share held out for testing.", min=0.05, max=0.5)
     split_seed: int = opt(0, "Seed of the fixed train/val/test split (independent of run.seed).", min=0)
+    group_duplicates: bool = opt(False, GROUP_HELP)
     augment: Any = opt("basic", AUGMENT_HELP)
     balance: str = opt("none", "Class balancing: none, sampler (draw items by inverse class frequency) or loss "
                        "(class-weighted cross-entropy).", choices=("none", "sampler", "loss"))
@@ -133,6 +140,8 @@ class ImageFolderConfig(DataConfig):
     val_frac: float = opt(0.15, "Validation share when root has no val/ split.", min=0.0, max=0.5)
     test_frac: float = opt(0.15, "Test share when root has no test/ split.", min=0.0, max=0.5)
     split_seed: int = opt(0, "Seed of the train/val/test split when root is not pre-split.", min=0)
+    group_duplicates: bool = opt(False, GROUP_HELP + " Reads every image once more (a pre-split root is "
+                                 "used as it is: `r1 data inspect ROOT` lists its cross-split duplicates).")
     augment: Any = opt("basic", AUGMENT_HELP)
     balance: str = opt("none", "Class balancing: none, sampler (draw items by inverse class frequency) or loss "
                        "(class-weighted cross-entropy).", choices=("none", "sampler", "loss"))

@@ -1,6 +1,7 @@
 """Image classification data: the embedded digits and any ImageFolder directory."""
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from r1.data import DataBundle, register_data, skip_none_collate
-from r1.data.formats import readable_image, split_indices
+from r1.data.formats import DatasetPaths, readable_image, split_indices
+from r1.data.imagehash import duplicate_groups, duplicate_pairs, file_signature, signature
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
 from r1.models.cls.config import DigitsConfig, ImageFolderConfig, augment_names
@@ -98,6 +100,32 @@ class TensorImages(Dataset):
         return self.transform(self.images[i]), self.labels[i]
 
 
+def digits_source() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (uint8 images (N, 8, 8) on 0..255, labels (N,))."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images / 16.0 * 255).round().astype(np.uint8), d.target.astype(np.int64)
+
+
+def digits_split(cfg: DigitsConfig) -> tuple[list, list, list]:
+    """(train, val, test) indices of the digits; with `group_duplicates`, duplicate groups of the 8x8
+    images (the rule `r1 data inspect` reports by) each land in one split. `r1 data inspect` reads
+    this split too, so what it reports is what training uses."""
+    _, labels = digits_source()
+    groups = _digit_groups() if cfg.group_duplicates else None
+    return split_indices(len(labels), cfg.val_frac, cfg.test_frac, cfg.split_seed, groups)
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_groups() -> list[int]:
+    from PIL import Image
+
+    images, _ = digits_source()
+    pairs = duplicate_pairs([signature(Image.fromarray(im)) for im in images])
+    return duplicate_groups(len(images), pairs)
+
+
 @register_data("digits", DigitsConfig)
 def digits(cfg: DigitsConfig, seed: int) -> DataBundle:
     """scikit-learn's 1,797 8x8 handwritten digits (bundled with it), upscaled and made RGB."""
@@ -108,7 +136,7 @@ def digits(cfg: DigitsConfig, seed: int) -> DataBundle:
     x = torch.nn.functional.interpolate(x, size=(cfg.img_size,) * 2, mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     y = torch.tensor(d.target, dtype=torch.int64)
-    train_i, val_i, test_i = split_indices(len(y), cfg.val_frac, cfg.test_frac, cfg.split_seed)
+    train_i, val_i, test_i = digits_split(cfg)
     base = [v2.ToDtype(torch.float32, scale=True), _normalize()]
     names = augment_names(cfg.augment)
     # `basic`: shifts by cropping a padded image: ~4x cheaper per item than RandomAffine, as good on digits.
@@ -126,17 +154,23 @@ def _meta(classes: list[str], size: int) -> dict:
 
 
 class CheckedImageFolder(datasets.ImageFolder):
-    """ImageFolder that drops unreadable files up front and reports how many it dropped."""
+    """ImageFolder that drops unreadable files, and files leading outside the dataset root `top` (the
+    dataset-path rule, r1/data/formats.py: a symlink out of it), up front and reports how many it dropped."""
 
-    def __init__(self, root: Path, classes: list[str] | None = None):
+    def __init__(self, root: Path, classes: list[str] | None = None, top: Path | None = None):
         if classes is not None:  # keep split folders on one class index table
             self.find_classes = lambda _dir: (classes, {c: i for i, c in enumerate(classes)})
         try:
             super().__init__(str(root), allow_empty=True)
         except FileNotFoundError as err:
             raise DataError(f"{root}: {err}") from None
-        ok = [readable_image(p) for p, _ in self.samples]
+        rule = DatasetPaths(top or root)
+        self.outside = [p for p, _ in self.samples if rule.file(p) is None]
+        rule.warn("imagefolder:")
+        out = set(self.outside)
+        ok = [p not in out and readable_image(p) for p, _ in self.samples]
         self.skipped = [p for (p, _), good in zip(self.samples, ok) if not good]
+        self.skipped = [p for p in self.skipped if p not in out]
         if self.skipped:
             log.warning("%s: skipped %d unreadable image(s), e.g. %s", root, len(self.skipped), self.skipped[0])
         self.samples = self.imgs = [s for s, good in zip(self.samples, ok) if good]
@@ -182,6 +216,19 @@ def _check_classes(root: Path, classes: list[str], folder: CheckedImageFolder, t
                     "cannot learn them", root, ", ".join(unseen))
 
 
+def _file_groups(samples: list[tuple[str, int]], root: Path) -> list[int]:
+    """Duplicate groups of an ImageFolder's files (`r1.data.imagehash`), logged with their count."""
+    import time
+
+    t0 = time.perf_counter()
+    pairs = duplicate_pairs([file_signature(p) for p, _ in samples])
+    groups = duplicate_groups(len(samples), pairs)
+    grouped = len(samples) - len(set(groups))
+    log.info("%s: %d duplicate pair(s) kept in one split each (%d image(s) follow another; %.1f s)", root,
+             len(pairs), grouped, time.perf_counter() - t0)
+    return groups
+
+
 @register_data("imagefolder", ImageFolderConfig)
 def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
     """`root/<class>/*.jpg` (split by split_seed) or `root/{train,val,test}/<class>/*.jpg`."""
@@ -198,9 +245,13 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
     train_tf = v2.Compose(geometry + [v2.ToImage()] + policy_transforms(names) + to_float[1:]) if names else eval_tf
     whole = lambda ds, tf: Transformed(ds, list(range(len(ds))), tf) if ds is not None else None  # noqa: E731
     if (root / "train").is_dir():
-        train_dir = CheckedImageFolder(root / "train")
+        if cfg.group_duplicates:
+            log.warning("%s: data.group_duplicates applies to seeded splits; this root is split already (train/, "
+                        "val/) and is used as it is (`r1 data inspect %s` lists duplicates across its splits)",
+                        root, root)
+        train_dir = CheckedImageFolder(root / "train", top=root)
         classes = train_dir.classes
-        folders = [train_dir] + [CheckedImageFolder(root / s, classes) if (root / s).is_dir() else None
+        folders = [train_dir] + [CheckedImageFolder(root / s, classes, top=root) if (root / s).is_dir() else None
                                  for s in ("val", "test")]
         if folders[1] is None:
             raise DataError(f"{root}: has train/ but no val/ split")
@@ -208,7 +259,8 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
     else:
         folders = [CheckedImageFolder(root)]
         classes = folders[0].classes
-        tr, va, te = split_indices(len(folders[0]), cfg.val_frac, cfg.test_frac, cfg.split_seed)
+        tr, va, te = split_indices(len(folders[0]), cfg.val_frac, cfg.test_frac, cfg.split_seed,
+                                   _file_groups(folders[0].samples, root) if cfg.group_duplicates else None)
         train, val = Transformed(folders[0], tr, train_tf), Transformed(folders[0], va, eval_tf)
         test = Transformed(folders[0], te, eval_tf) if te else None
     if len(train) == 0:
@@ -218,6 +270,7 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
         raise DataError(f"{root}: the validation split is empty; add images or raise data.val_frac")
     _check_classes(root, classes, folders[0], train.indices)
     skipped = sum(len(f.skipped) for f in folders if f is not None)
+    outside = sum(len(f.outside) for f in folders if f is not None)
     train = with_pair_mixing(train, len(classes), names)
     return DataBundle(train, val, test, "cls", _meta(classes, size), skip_none_collate,
-                      stats={"skipped_images": skipped})
+                      stats={"skipped_images": skipped, **({"outside_root_images": outside} if outside else {})})

@@ -29,4 +29,5 @@ SPEC = register_family(FamilySpec(
     name="cls", summary="image classification: one label per image",
     evaluate="r1.models.cls.evaluate:evaluate_classification", monitor="accuracy", mode="max", tolerance=0.015,
     io=FamilyIO(resize_normalize, classification_records), export=ExportHook(output_names=lambda options: ["logits"]),
-    kd=classification_kd, prune="r1.compress.prune:prune_l1", example_inputs=image_batch))
+    kd=classification_kd, prune="r1.compress.prune:prune_l1", example_inputs=image_batch,
+    schema="r1.models.cls.schema:Classification", headline=("accuracy",)))

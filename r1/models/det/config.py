@@ -105,7 +105,7 @@ TVDET_FLAVORS = {"tiny": {"width": 0.5, "fpn_channels": 64}, "small": {"width": 
 
 
 SSDLITE_FLAVORS = {
-    "tiny": {"width": 0.5}, "small": {"width": 1.0}, "base": {"width": 1.0}}
+    "tiny": {"width": 0.5}, "small": {"width": 1.0}, "base": {"width": 1.5}}  # small: torchvision's SSDlite320
 
 
 @dataclass

@@ -68,14 +68,25 @@ def coco_ground_truth(gts: list[dict], image_ids: list[int], sizes: list[tuple[i
     return coco
 
 
+AREAS = {"mAP_small": (0, 32 ** 2), "mAP_medium": (32 ** 2, 96 ** 2), "mAP_large": (96 ** 2, float("inf"))}
+
+
 def coco_metrics(gts: list[dict], preds: list[dict], image_ids: list[int], sizes: list[tuple[int, int]],
-                 classes: list[str], cat_ids: list[int] | None = None) -> dict[str, float]:
-    """COCO box metrics: mAP (AP@[.5:.95]), mAP50, mAP75, mAP_small/medium/large, AR100, AP/<class>."""
+                 classes: list[str], cat_ids: list[int] | None = None) -> dict[str, float | None]:
+    """COCO box metrics: mAP (AP@[.5:.95]), mAP50, mAP75, mAP_small/medium/large, AR100, AP/<class>.
+
+    A metric the ground truth cannot measure is None (null in metrics.json), not 0: mAP_large of
+    scenes without a large object (COCO areas: small < 32^2 <= medium < 96^2 <= large), AP/<class> of
+    a class with no object in the split. Without any detection, the measurable ones are 0."""
     cat_ids = cat_ids or list(range(1, len(classes) + 1))
     gt = coco_ground_truth(gts, image_ids, sizes, classes, cat_ids)
     results = to_coco_results(preds, image_ids, cat_ids)
-    metrics = {k: 0.0 for k in SUMMARY_KEYS} | {"AR100": 0.0} | {f"AP/{c}": 0.0 for c in classes}
-    if not results or not gt.dataset["annotations"]:
+    anns = gt.dataset["annotations"]
+    has_area = {k: any(lo <= a["area"] < hi for a in anns) for k, (lo, hi) in AREAS.items()}
+    has_class = {c: any(a["category_id"] == cid for a in anns) for c, cid in zip(classes, cat_ids)}
+    metrics = ({k: 0.0 if has_area.get(k, True) else None for k in SUMMARY_KEYS} | {"AR100": 0.0}
+               | {f"AP/{c}": 0.0 if has_class[c] else None for c in classes})
+    if not results or not anns:  # (no object at all: mAP stays 0, so a run monitoring it still compares)
         return metrics
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
@@ -83,13 +94,13 @@ def coco_metrics(gts: list[dict], preds: list[dict], image_ids: list[int], sizes
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = [max(float(s), 0.0) for s in ev.stats]  # -1 (no such objects) reads as 0
+    stats = [float(s) if s > -1 else None for s in ev.stats]  # -1: no such objects
     metrics.update(zip(SUMMARY_KEYS, stats[:6]))
     metrics["AR100"] = stats[8]
     prec = ev.eval["precision"]  # (iou T, recall R, class K, area A, maxdets M)
     for k, name in enumerate(classes):
         p = prec[:, :, k, 0, -1]
-        metrics[f"AP/{name}"] = float(p[p > -1].mean()) if (p > -1).any() else 0.0
+        metrics[f"AP/{name}"] = float(p[p > -1].mean()) if (p > -1).any() else None
     return metrics
 
 

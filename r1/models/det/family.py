@@ -28,4 +28,6 @@ SPEC = register_family(FamilySpec(
     evaluate="r1.models.det.evaluate:evaluate_detection", monitor="mAP", mode="max", tolerance=0.05,
     io=FamilyIO(predict_preprocess, predict_records, predict_draw), export="r1.models.det.export:EXPORT",
     kd=detection_kd, prune="r1.compress.prune:prune_l1", example_inputs=image_batch,
-    writers={"coco": "r1.models.det.evaluate:write_coco_records"}))
+    writers={"coco": "r1.models.det.evaluate:write_coco_records"},
+    schema="r1.models.det.schema:Detections", headline=("mAP", "mAP50"),
+    depends=("cls",)))

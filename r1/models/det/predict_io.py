@@ -22,22 +22,50 @@ def pil_to_uint8(im) -> torch.Tensor:
     return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
+DRAW_MIN_SIDE = 512  # a drawing whose shorter side is below this is enlarged (whole factor, nearest): labels stay legible
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+
+
+def draw_scale(width: int, height: int) -> int:
+    """The whole factor a drawing of a width x height image is enlarged by (1: drawn as it is). A 128 px
+    digit scene is drawn at 4x (512 px): at 1x a 10 px label covers the digit it names."""
+    short = min(width, height)
+    return max(1, -(-DRAW_MIN_SIDE // max(short, 1))) if short < DRAW_MIN_SIDE else 1
+
+
 def draw_detections(image: torch.Tensor, pred: dict, classes: list[str], path: str | Path,
                     score_thresh: float = 0.3) -> Path:
-    """Draw the boxes scoring >= `score_thresh` with "class score" labels on a uint8 (3, H, W) image
-    and save it as PNG (with no such box, the image as it is)."""
-    from PIL import Image
+    """Draw the boxes scoring >= `score_thresh` with "class score" labels on a uint8 (3, H, W) image and
+    save it as PNG: boxes in a colour per class, each label on a filled tag above its box (inside when
+    the box touches the top). Small images are enlarged first (`draw_scale`, nearest neighbour), so the
+    PNG may be larger than the image; the boxes are scaled with it."""
+    from PIL import Image, ImageDraw, ImageFont
 
+    im = Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy()))
+    k = draw_scale(*im.size)
+    if k > 1:
+        im = im.resize((im.width * k, im.height * k), Image.Resampling.NEAREST)
     keep = pred["scores"] >= score_thresh
-    drawn = image
-    if bool(keep.any()):  # torchvision warns "No box was drawn" when handed none
-        from torchvision.utils import draw_bounding_boxes
-
-        labels = [f"{classes[int(c)]} {float(s):.2f}" for c, s in zip(pred["labels"][keep], pred["scores"][keep])]
-        drawn = draw_bounding_boxes(image, pred["boxes"][keep].float(), labels, width=2)
+    if bool(keep.any()):
+        draw = ImageDraw.Draw(im)
+        short = min(im.size)
+        font = ImageFont.load_default(size=max(12, round(short / 36)))
+        line = max(2, round(short / 256))
+        for box, c, score in zip(pred["boxes"][keep].tolist(), pred["labels"][keep].tolist(),
+                                 pred["scores"][keep].tolist()):
+            x1, y1, x2, y2 = (v * k for v in box)
+            colour = PALETTE[int(c) % len(PALETTE)]
+            draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
+            text = f"{classes[int(c)]} {score:.2f}"
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            w, h = right - left + 2 * line, bottom - top + 2 * line
+            ty = y1 - h if y1 - h >= 0 else y1
+            draw.rectangle((x1, ty, x1 + w, ty + h), fill=colour)
+            draw.text((x1 + line - left, ty + line - top), text, fill=(0, 0, 0), font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(drawn.permute(1, 2, 0).numpy())).save(path)
+    im.save(path)
     return path
 
 

@@ -1,8 +1,11 @@
-"""Language models: config classes of its models and text datasets (no torch imports here)."""
+"""Language models: config classes of its models and text datasets, and the `r1 generate` command the
+family adds (its section and spec: `COMMANDS`, read by `r1.models.family_commands`). No torch imports here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
+from r1.command_spec import Arg, Command, Flag
 from r1.config import DataConfig, ModelConfig, opt, variant
 from r1.errors import ConfigError
 
@@ -177,3 +180,29 @@ variant(DataConfig, "text")(TextDataConfig)
 variant(DataConfig, "pydoc_topics")(LMDataConfig)
 variant(DataConfig, "stdlib_docs")(LMDataConfig)
 variant(DataConfig, "instruct")(InstructDataConfig)
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str = opt("", "Text to continue.")
+    max_new_tokens: int = opt(200, "Tokens to generate.", min=1)
+    temperature: float = opt(0.8, "Sampling temperature; 0: greedy.", min=0.0)
+    top_k: int = opt(0, "Keep the k most likely tokens (0: all).", min=0)
+    top_p: float = opt(1.0, "Nucleus sampling mass, in (0, 1].", min=0.0, max=1.0)
+    exit_threshold: Optional[float] = opt(None, "Early-exit threshold (R1-LM). null: the model's.")
+    cache: bool = opt(True, "Reuse the KV cache; false: recompute the context every step (slower).")
+    chat: Optional[bool] = opt(None, "Wrap the prompt in the chat template. null: when the model has one.")
+    seed: int = opt(0, "Sampling seed.")
+    echo: bool = opt(True, "Print the prompt before the continuation (stdout); false: the continuation only.")
+    runtime: str = opt("torch", "torch, onnx or onnx-int8 (onnxruntime, the run's cached export; every layer runs, "
+                       "no early exit).")
+
+
+COMMANDS = [
+    Command("generate", "Generate text, streamed as it is produced, with a KV cache.", "r1.models.lm.cli:generate",
+            "generate", settings=GenerateConfig, args=(Arg("model", "Language-model run dir or model.safetensors"),),
+            flags=(Flag("prompt"), Flag("max_new_tokens", bounds=True), Flag("temperature", bounds=True),
+                   Flag("top_k", bounds=True), Flag("top_p", bounds=True), Flag("exit_threshold"),
+                   Flag("cache", "--cache/--no-cache"), Flag("chat"), Flag("seed"), Flag("echo", "--echo/--no-echo"),
+                   Flag("runtime"))),
+]

@@ -52,4 +52,5 @@ SPEC = register_family(FamilySpec(
     evaluate="r1.models.lm.evaluate:evaluate_lm", monitor="loss", mode="min", tolerance=0.02,
     inputs="text", predictor=load_predictor, runtimes=("torch", "onnx", "onnx-int8"),
     export=ExportHook(run=export_lm, options={"int8": False}),
-    kd=lm_kd, example_inputs=token_batch, primary_loss="lm", bench="r1.models.lm.bench:bench_generation"))
+    kd=lm_kd, example_inputs=token_batch, primary_loss="lm", bench="r1.models.lm.bench:bench_generation",
+    schema="r1.models.lm.schema:Generation", headline=("loss", "ppl")))

@@ -121,15 +121,18 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, **kw) -> torch.Tenso
     return torch.cat(out, dim=1)
 
 
-def stream_text(model, tokenizer, prompt: str, max_new_tokens: int = 200, **kw) -> Iterator[str]:
+def stream_text(model, tokenizer, prompt: str, max_new_tokens: int = 200, stats: dict | None = None,
+                **kw) -> Iterator[str]:
     """Yield decoded text pieces as tokens arrive (holding back incomplete UTF-8 byte sequences).
-    Stops at the tokenizer's `<|endoftext|>` when it has one."""
+    Stops at the tokenizer's `<|endoftext|>` when it has one. `stats["tokens"]`: tokens so far."""
     ids = tokenizer.encode(prompt) or [0]
     kw.setdefault("eos_id", tokenizer.token_to_id("<|endoftext|>"))
     out: list[int] = []
     emitted = ""
     for nxt in generate_stream(model, torch.tensor([ids]), max_new_tokens, **kw):
         out.append(int(nxt[0, 0]))
+        if stats is not None:
+            stats["tokens"] = len(out)
         text = tokenizer.decode(out)
         if text.endswith("\ufffd"):
             continue

@@ -139,14 +139,22 @@ class _StepModule(torch.nn.Module):
 
 
 def stream_pieces(model, runtime: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
-                  top_p: float, seed: int, chat: bool | None):
-    """`r1 generate --runtime onnx|onnx-int8`: text pieces as they are generated."""
+                  top_p: float, seed: int, chat: bool | None, stats: dict | None = None):
+    """`r1 generate --runtime onnx|onnx-int8`: the model loaded now, then its text pieces as they are
+    generated (`stats["tokens"]`: how many tokens, once done)."""
     from r1.inference.predictor import Predictor
 
     if runtime not in ONNX_RUNTIMES:
         raise ConfigError(f"--runtime: {runtime!r} is not allowed; allowed: torch, {', '.join(ONNX_RUNTIMES)}")
     p = Predictor.load(model, runtime=runtime, threads=1)
     prompt = prompt or p.tokenizer.decode([0])  # as the torch path: an empty prompt starts from token 0
-    for record in p.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, chat):
-        if not record.get("done"):
-            yield record["text"]
+
+    def pieces():
+        for record in p.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, chat):
+            if record.get("done"):
+                if stats is not None:
+                    stats["tokens"] = record["generated_tokens"]
+            else:
+                yield record["text"]
+
+    return pieces()

@@ -67,6 +67,12 @@ class TextPredictor:
             raise DataError("text: none of its characters are in the model's vocabulary")
         return ids
 
+    def unknown_words(self, text: str) -> tuple[list[str], list[str]]:
+        """(the prompt's words, those the tokenizer cannot encode): the text families' one contract."""
+        from r1.models.lm.tokenizer import unknown_words
+
+        return unknown_words(text, self.tokenizer)
+
     def _token_stream(self, ids: list[int], max_new_tokens: int, temperature: float, top_k: int, top_p: float,
                       eos: int | None, generator: torch.Generator):
         """Next-token ids (ints) for prompt `ids`, one per step. A runtime other than torch
@@ -114,12 +120,12 @@ class TextPredictor:
     def predict(self, inputs: list[str], **options) -> list:
         """Prompts -> one Result per prompt (`generate`'s record); options are `generate`'s
         keyword arguments (max_new_tokens, temperature, top_k, top_p, seed, chat)."""
-        from r1.inference.result import Result
+        from r1.inference.result import family_result
 
         bad = [x for x in inputs if not isinstance(x, str)]
         if bad:
             raise ConfigError(f"predict: a language model takes text prompts, got {type(bad[0]).__name__}")
-        return [Result(self.generate(text, **options)) for text in inputs]
+        return [family_result(self.family)(self.generate(text, **options)) for text in inputs]
 
     def token_batches(self, ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                       top_p: float = 1.0, generator: torch.Generator | None = None):

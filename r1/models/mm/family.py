@@ -89,4 +89,6 @@ SPEC = register_family(FamilySpec(
     evaluate="r1.models.mm.metrics:evaluate_vqa", monitor="accuracy", mode="max", tolerance=0.02,
     inputs="image+text", predictor=load_predictor,
     runtimes=("torch", "onnx", "onnx-int8"), export=ExportHook(run=export_mm),
-    kd=mm_kd, example_inputs=question_image_batch, primary_loss="answer"))
+    kd=mm_kd, example_inputs=question_image_batch, primary_loss="answer",
+    schema="r1.models.mm.schema:Answer", headline=("accuracy", "accuracy_relational", "accuracy_nonrelational"),
+    depends=("lm", "det")))

@@ -253,13 +253,11 @@ class GatedFusion(nn.Module):
         super().__init__()
         self.mode = mode
         self.gate = nn.Linear(2 * dim, dim) if mode == "gate" else None
-        self.last_gate: torch.Tensor | None = None
 
     def forward(self, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.gate is None:
             return h + v
         a = torch.sigmoid(self.gate(torch.cat([h, v], -1)))
-        self.last_gate = a.detach()
         return a * h + (1 - a) * v
 
 

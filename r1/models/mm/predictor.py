@@ -81,6 +81,14 @@ class VQAPredictor:
             mask[r, :len(i)] = True
         return tokens, mask
 
+    def unknown_words(self, text: str) -> tuple[list[str], list[str]]:
+        """(the question's words, those not among its training questions' words, `meta.text.words`; a model
+        saved without them: those its tokenizer cannot encode): the text families' one contract."""
+        from r1.models.lm.tokenizer import unknown_words
+
+        text_meta = self.meta.get("text", {})
+        return unknown_words(text, self.tokenizer, text_meta.get("words"), bool(text_meta.get("lowercase")))
+
     @staticmethod
     def split_pair(item) -> tuple[object, str]:
         if isinstance(item, dict):
@@ -119,7 +127,7 @@ class VQAPredictor:
     @torch.inference_mode()
     def predict(self, inputs: list, top_k: int = 3, batch_size: int = 32, **options) -> list:
         """(image, question) pairs -> one Result per pair: answer, probability, top_k answers."""
-        from r1.inference.result import Result
+        from r1.inference.result import family_result
 
         if options:
             raise ConfigError(f"predict: unknown option(s) {sorted(options)} for a multimodal model; "
@@ -127,7 +135,7 @@ class VQAPredictor:
         results = []
         for start in range(0, len(inputs), batch_size):
             logits = self.model(self.batch(inputs[start:start + batch_size]))
-            results += [Result(r) for r in self.records(logits, top_k)]
+            results += [family_result(self.family)(r) for r in self.records(logits, top_k)]
         return results
 
     def warmup(self, runs: int = 1, batch_sizes: tuple[int, ...] = (1,)) -> None:
