@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, run_r1, tiny_cls_overrides, torchrun
+from tests.conftest import ROOT, run_cli, tiny_cls_overrides, torchrun
 
 OVER = {"model.name": "mlp", "model.flavor": "tiny", "model.in_features": 768, "train.max_steps": 8,
         "train.log_every": 1, "train.eval_every": 4, "data.augment": False}
@@ -20,8 +20,8 @@ def _losses(run_dir) -> list[float]:
 
 @pytest.mark.integration
 def test_two_process_gloo_matches_single_process(tmp_path):
-    single = run_r1("train", "configs/cls/digits.yaml", *tiny_cls_overrides(tmp_path / "one", **OVER),
-                    "--no-progress")
+    single = run_cli("train", str(ROOT / "configs/cls/digits.yaml"), *tiny_cls_overrides(tmp_path / "one", **OVER),
+                     "--no-progress")
     assert single.returncode == 0, single.stderr
     cmd = torchrun(2, "train", "configs/cls/digits.yaml", *tiny_cls_overrides(tmp_path / "two", **OVER), "--no-progress")
     ddp = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -10,7 +10,7 @@ import time
 
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, run_r1, tiny_cls_overrides
+from tests.conftest import ROOT, run_cli, run_r1, tiny_cls_overrides
 
 # 39 steps per epoch at batch 32: checkpoints every 4 steps land mid-epoch; 45 steps cross an epoch.
 ARGS = {"train.max_steps": 45, "train.eval_every": 20, "train.ckpt_every": 4, "train.ema": True,
@@ -23,7 +23,8 @@ def _train(run_dir, *extra):
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    ref = _train(tmp_path / "ref")
+    # the uninterrupted reference in this process; the killed run and its resume in processes of their own
+    ref = run_cli("train", str(ROOT / "configs/cls/digits.yaml"), *tiny_cls_overrides(tmp_path / "ref", **ARGS), "--no-progress")
     assert ref.returncode == 0, ref.stderr
 
     run_dir = tmp_path / "killed"
@@ -55,5 +56,5 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    proc = _train(tmp_path / "none", "--resume")
+    proc = run_cli("train", str(ROOT / "configs/cls/digits.yaml"), *tiny_cls_overrides(tmp_path / "none", **ARGS), "--resume")
     assert proc.returncode == 2 and "--resume: no checkpoint at" in proc.stderr

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, run_r1, tiny_cls_overrides, torchrun, unused_port
+from tests.conftest import ROOT, run_cli, run_r1, tiny_cls_overrides, torchrun, unused_port
 
 # BatchNorm-free, no augmentation, constant LR: the run's trajectory does not depend on how a
 # batch is split across processes, nor on the step count a resumed run was first given
@@ -28,10 +28,10 @@ def _losses(run_dir) -> list[float]:
 
 
 def _train(run_dir, procs: int, steps: int, *extra: str, resume: bool = False):
-    args = ["train", "configs/cls/digits.yaml", *tiny_cls_overrides(run_dir, **OVER, **{"train.max_steps": steps}),
+    args = ["train", str(ROOT / "configs/cls/digits.yaml"), *tiny_cls_overrides(run_dir, **OVER, **{"train.max_steps": steps}),
             *extra, "--no-progress", *(["--resume"] if resume else [])]
-    if procs == 1:
-        proc = run_r1(*args)
+    if procs == 1:  # in this process: a reference, or a resume of a sharded run's checkpoint
+        proc = run_cli(*args)
     else:
         proc = subprocess.run(torchrun(procs, *args), cwd=ROOT, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -86,8 +86,8 @@ def test_lm_sharded_per_block_on_two_local_nodes_over_loopback(tmp_path):
     over = ["model.name=r1_lm", "model.flavor=tiny", "data.name=text", f"data.path={tmp_path / 'a.txt'}",
             "data.block_size=32", "data.batch_size=8", "data.dedup=none", f"data.cache_dir={tmp_path / 'cache'}",
             "train.max_steps=4", "train.eval_every=4", "train.log_every=1", "run.threads=1", "train.amp=off"]
-    args = ["train", "configs/lm/shakespeare-char.yaml", *over, "--no-progress"]
-    one = run_r1(*args, f"run.dir={tmp_path / 'one'}")
+    args = ["train", str(ROOT / "configs/lm/shakespeare-char.yaml"), *over, "--no-progress"]
+    one = run_cli(*args, f"run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
     # a rendezvous of its own: with a fixed port and id, the nodes of two copies of this test running at
     # once on the machine (another checkout's suite) join one rendezvous, and its host leaving kills the rest

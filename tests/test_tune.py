@@ -17,7 +17,7 @@ from r1.config import load_config
 from r1.train import fit
 from r1.tune.callback import TrialPruning
 from r1.tune.study import TuneOptions, run_study, split
-from tests.conftest import ROOT, run_r1, tiny_cls_overrides
+from tests.conftest import ROOT, run_cli, tiny_cls_overrides
 
 DIGITS = ROOT / "configs/cls/digits.yaml"
 # seconds-long trials: tiny MobileNetV3 on 16x16 digits, an evaluation every 3 steps
@@ -83,7 +83,7 @@ def test_study_writes_best_table_plots_and_best_yaml_trains(tmp_path, space):
     data = yaml.safe_load((study / "best.yaml").read_text())
     assert data["optim"]["lr"] == pytest.approx(best["params"]["optim.lr"]) and data["run"]["dir"] == ""
     run = tmp_path / "retrain"
-    result = run_r1("train", str(study / "best.yaml"), "train.max_steps=3", f"run.dir={run}", "--no-progress")
+    result = run_cli("train", str(study / "best.yaml"), "train.max_steps=3", f"run.dir={run}", "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "model.safetensors").is_file()
 
@@ -93,20 +93,20 @@ def test_kill_9_mid_study_then_rerun_completes_the_rest(tmp_path, space):
     study = tmp_path / "study"
     args = [sys.executable, "-m", "r1.cli", "tune", str(DIGITS), "--space", str(space), "--trials", "3",
             "--dir", str(study), "--pruner", "none", "--startup", "2", "run.threads=1", *FAST,
-            "train.max_steps=40", "train.eval_every=20"]
+            "train.max_steps=24", "train.eval_every=12"]  # trial 1 is killed as it starts: 24 steps leave seconds to spare
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (study / "trials/0001/history.jsonl").is_file():  # the second trial is training
         assert proc.poll() is None and time.time() < deadline, "study ended before it could be killed"
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     import optuna
     before = optuna.load_study(study_name="r1-tune", storage=f"sqlite:///{study / 'tune.db'}").get_trials()
     assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
     killed_params = before[1].params
-    result = run_r1(*args[3:], timeout=600)
+    result = run_cli(*args[3:])  # the re-run in this process: only the kill needs a process of its own
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 interrupted queued again" in result.stderr and "running 2" in result.stderr
     rows = list(csv.DictReader((study / "trials.csv").open()))
@@ -115,7 +115,7 @@ def test_kill_9_mid_study_then_rerun_completes_the_rest(tmp_path, space):
     after = optuna.load_study(study_name="r1-tune", storage=f"sqlite:///{study / 'tune.db'}").trials
     assert after[2].params == killed_params  # the interrupted trial ran again with its parameters
     # a finished study re-run runs nothing more
-    again = run_r1(*args[3:])
+    again = run_cli(*args[3:])
     assert again.returncode == 0 and "3 of 3 trials finished" in again.stderr and "running 0" in again.stderr
 
 

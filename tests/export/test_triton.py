@@ -18,7 +18,7 @@ from r1.export.triton import ONNX_TO_TRITON, TritonSettings, model_config_proto,
 from r1.onnx.export import export_onnx
 from r1.onnx.graph import ort_session
 from r1.registry import build_model
-from tests.conftest import run_r1
+from tests.conftest import run_cli, run_r1
 
 if model_config_proto() is None:
     pytest.skip("tritonclient (a dev dependency) is not installed", allow_module_level=True)
@@ -83,10 +83,11 @@ def test_classifier_onnx_runs_at_the_configured_shapes(classifier_repo):
     assert out.shape == (5, *config.output[0].dims)
 
 
-def test_gpu_instances_and_preferred_sizes_from_overrides(trained_digits, tmp_path):
-    res = run_r1("export", str(trained_digits), "--format", "triton", "--out", str(tmp_path / "r"),
-                 "export.triton_instance=gpu", "export.triton_instances=2", "export.triton_preferred_batch=[2,8]",
-                 "export.triton_name=digits_v2")
+def test_gpu_instances_and_preferred_sizes_from_overrides(classifier_repo, tmp_path):
+    repo, _, run = classifier_repo  # from the repository's ONNX file: the settings are what is tested, not a new export
+    res = run_cli("export", str(repo / run.name / "1" / "model.onnx"), "--format", "triton", "--out", str(tmp_path / "r"),
+                  "export.triton_instance=gpu", "export.triton_instances=2", "export.triton_preferred_batch=[2,8]",
+                  "export.triton_name=digits_v2")
     assert res.returncode == 0, res.stderr
     config = _parsed(tmp_path / "r" / "digits_v2")
     assert config.name == "digits_v2" and config.max_batch_size == 32
@@ -95,10 +96,10 @@ def test_gpu_instances_and_preferred_sizes_from_overrides(trained_digits, tmp_pa
 
 
 def test_bad_settings_are_one_line_errors(trained_digits, tmp_path):
-    res = run_r1("export", str(trained_digits), "--format", "triton", "--out", str(tmp_path / "r"),
-                 "--max-batch", "4", "export.triton_preferred_batch=[2,8]")
+    res = run_cli("export", str(trained_digits), "--format", "triton", "--out", str(tmp_path / "r"),
+                  "--max-batch", "4", "export.triton_preferred_batch=[2,8]")
     assert res.returncode == 2 and "export.triton_preferred_batch" in res.stderr and "1..4" in res.stderr
-    res = run_r1("export", str(trained_digits), "--format", "triton", "export.triton_instance=tpu")
+    res = run_cli("export", str(trained_digits), "--format", "triton", "export.triton_instance=tpu")
     assert res.returncode == 2 and "export.triton_instance" in res.stderr
 
 

@@ -27,13 +27,20 @@ PROMPTS = ["to be or not", "the quick brown fox", "a", "hello, world.\n", "so it
 MODELS = {"r1_lm": {}, "r1_lm-gqa": {"n_kv_head": 1}, "gpt": {}}
 
 
+_RUNS: dict[str, object] = {}
+
+
 def _run_dir(tmp_path_factory, key: str):
-    torch.manual_seed(0)
-    tok = CharTokenizer(CHARS)  # no <|endoftext|>: greedy runs the full length
-    model = build_model(key.split("-")[0], flavor="tiny", num_classes=tok.vocab_size, **MODELS[key]).eval()
-    out = tmp_path_factory.mktemp("lm") / key
-    save_artifact(model, out, {"task": "lm", "tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size})
-    return out
+    """One untrained tiny run dir per model, made once: the tests only add files to it (its ONNX cache,
+    exports), so a later test finds the cached export an earlier one made instead of exporting again."""
+    if key not in _RUNS:
+        torch.manual_seed(0)
+        tok = CharTokenizer(CHARS)  # no <|endoftext|>: greedy runs the full length
+        model = build_model(key.split("-")[0], flavor="tiny", num_classes=tok.vocab_size, **MODELS[key]).eval()
+        out = tmp_path_factory.mktemp("lm") / key
+        save_artifact(model, out, {"task": "lm", "tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size})
+        _RUNS[key] = out
+    return _RUNS[key]
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
