@@ -7,6 +7,11 @@ STAMP  := $(VENV)/.installed
 # when this make started: `make demo` reports its own total, install included
 T0     := $(shell date +%s)
 
+# pytest-xdist workers for `make test` / `make test-all` (TEST_JOBS=0: one process). --dist loadscope
+# keeps each test module on one worker, so a module's fixtures (a trained run, a server) are made once.
+TEST_JOBS ?= 2
+PYTEST := $(PY) -m pytest -q $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope)
+
 .PHONY: install demo test test-all bench clean
 
 install: $(STAMP)
@@ -15,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install -q --no-deps 'tritonclient>=2.40'  # only its model-config protobuf (see pyproject.toml)
+	$(PY) -m pip install -q --no-deps 'tritonclient>=2.40'  # its model-config protobuf and HTTP client (deps: the dev extra)
 	$(PY) -m pip install -q --no-deps 'executorch==1.5.1' 'ruamel.yaml>=0.18' 'torchao==0.18.0'  # the mobile extra (see pyproject.toml)
 	touch $(STAMP)
 
@@ -27,11 +32,11 @@ demo: install
 
 test: install
 	$(PY) -m ruff check r1 tests benchmarks examples
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-all: install
 	$(PY) -m ruff check r1 tests benchmarks examples
-	$(PY) -m pytest -q -m ''
+	$(PYTEST) -m ''
 
 clean:
 	rm -rf runs .pytest_cache

@@ -41,6 +41,18 @@ from r1.config.parse import check_bounds, from_dict
 from r1.errors import ConfigError
 
 MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096  # the text request schema's own limits (r1/input_kinds/text.py)
+MAX_WEIGHT = 1e9  # traffic weights are relative: a larger one adds nothing but overflow (1e308 + 1e308 = inf)
+
+
+def weight_value(value) -> float:
+    """A traffic weight as a float (ValueError naming what is allowed): a number from 0 to MAX_WEIGHT."""
+    try:
+        w = float(value)
+    except (TypeError, ValueError, OverflowError):
+        w = float("nan")
+    if isinstance(value, bool) or not 0 <= w <= MAX_WEIGHT:
+        raise ValueError(f"a number >= 0 and at most {MAX_WEIGHT:g}, got {str(value)[:40]}")
+    return w
 
 
 @dataclass
@@ -65,11 +77,19 @@ class ServeConfig:
                                     "ones in decode threads or the worker. 0: never.", min=0)
     max_body_bytes: int = opt(8 << 20, "Request body limit in bytes (--max-body-mb sets it in MiB): 413.", min=1)
     max_pixels: int = opt(4096 * 4096, "Decoded image pixel limit (decompression bombs): 413.", min=1)
+    max_pixels_in_flight: int = opt(2 * 4096 * 4096, "Decoded pixels a variant's worker holds at once, summed over "
+                                    "the requests queued or running on it (read from each image's header; at "
+                                    "least max_pixels): others wait their turn, then 503. Bounds memory under "
+                                    "many large pictures.", min=1)
+    max_header_bytes: int = opt(16 << 10, "Request head limit: all header names and values together, bytes "
+                                "(else 431).", min=1024)
     top_k: int = opt(3, "Default classes per classification record.", min=1)
     max_new_tokens: int = opt(256, "Language models: the most tokens one request may ask for (else 422).",
                               min=1, max=MAX_NEW_TOKENS)
-    max_text_chars: int = opt(8192, "Language models: the longest prompt, characters (else 422).",
+    max_text_chars: int = opt(8192, "Text (prompts, questions): the longest, characters (else 413 text_too_long).",
                               min=1, max=MAX_TEXT_CHARS)
+    max_prompts: int = opt(16, "/v1/completions: the most prompts one request may list (else 400); each takes "
+                           "a queue place.", min=1, max=1024)
     warmup_runs: int = opt(2, "Warm-up batches run before /readyz turns ready; then a grey image must give finite outputs "
                        "(else not ready, with the reason). 0: neither.", min=0)
     retry_after_s: int = opt(1, "Retry-After seconds sent with 503 answers.", min=0)
@@ -102,6 +122,9 @@ class ServeConfig:
                                      "variant's. 0: no latency rule.", min=0.0)
     rollback_p95_floor_ms: float = opt(50.0, "... and exceeds this many ms (shorter p95s are jitter, not a "
                                        "regression).", min=0.0)
+    compare_window_s: float = opt(300.0, "GET /v1/variants also compares each variant with the stable one over "
+                                  "its answers of the last this many seconds (`?window_s=` asks for less).",
+                                  min=1.0, max=86400.0)
     retry_on_stable: bool = opt(True, "A request that failed (5xx) on a non-stable variant it was routed to is "
                                 "run again on the stable one before answering (not when pinned by X-R1-Variant).")
     admin_token: str = opt("", "Bearer token for POST /v1/variants (weights at run time); env R1_ADMIN_TOKEN. "
@@ -118,8 +141,10 @@ class ServeConfig:
         for name, weight in self.traffic.items():
             if name not in names:
                 raise ConfigError(f"{prefix}.traffic: {name!r} is not a variant; variants: {', '.join(names)}")
-            if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
-                raise ConfigError(f"{prefix}.traffic.{name}: {weight!r} is not allowed; a number >= 0")
+            try:
+                weight_value(weight)
+            except ValueError as err:
+                raise ConfigError(f"{prefix}.traffic.{name}: {str(weight)[:40]} is not allowed; {err}") from None
         if self.traffic and sum(self.traffic.values()) <= 0:
             raise ConfigError(f"{prefix}.traffic: at least one variant needs a weight > 0")
         if self.stable_variant and self.stable_variant not in names:

@@ -11,6 +11,7 @@ from pathlib import Path
 from r1.family import get_family
 from r1.inference import Predictor, artifact_info
 from r1.input_kinds import get_input_kind
+from r1.outputs import output_folder
 
 
 def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, top_k: int = 3,
@@ -24,8 +25,8 @@ def predict_files(model_path, paths: list[Path], out_dir: Path | None = None, to
     given = {k: v for k, v in (input_options or {}).items() if v is not None}
     kind.check_options(str(model_path), given)
     draw = getattr(getattr(predictor, "io", None), "draw", None)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:  # the output-folder rules (r1/outputs.py): created and marked as R1's
+        out_dir = output_folder(out_dir, "--out", "predict")
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         inputs = kind.read_files(str(model_path), chunk, given)

@@ -21,6 +21,39 @@ def run_r1(*args: str, cwd: Path | None = None, env: dict | None = None, timeout
                           capture_output=True, text=True, timeout=timeout)
 
 
+def torchrun(nproc: int, *args: str) -> list[str]:
+    """The command line of `torchrun --standalone --nproc_per_node=NPROC -m r1.cli ARGS`.
+
+    --standalone: the rendezvous store listens on a port the kernel picks and has a fresh id, so runs
+    of this suite side by side (other checkouts, pytest-xdist workers) never join each other's group;
+    a fixed --master_port would be shared by every copy of the suite on the machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "r1.cli", *args]
+
+
+def unused_port() -> int:
+    """A loopback port nobody listens on, for a server started later by another process (torchrun's
+    `--rdzv-endpoint`, which needs one port known to all its nodes). It is drawn below the kernel's
+    ephemeral range: a port from bind(("", 0)) could be handed to another process's outgoing connection
+    (this machine runs many loopback clients) before the server binds it."""
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    low = low if low > 12000 else 32768
+    for port in random.Random().sample(range(10000, low), 50):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no unused loopback port below the ephemeral range")
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run `r1 ARGS` in this process (`r1.cli.main`), capturing stdout, stderr and the exit code.
 
@@ -47,6 +80,16 @@ def tiny_cls_overrides(run_dir: Path, **extra) -> list[str]:
             "train.log_every": 2, "data.batch_size": 32, "data.img_size": 16}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_r1_cache(tmp_path_factory):
+    """Token files of text corpora (`r1.models.lm.data_store.cache_root`) under this session's temp dir,
+    for the r1 subprocesses too: not ~/.cache/r1, which other checkouts' suites and pytest-xdist workers
+    fill at the same time."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("R1_CACHE", str(tmp_path_factory.mktemp("r1-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_r1, tiny_cls_overrides
+from tests.conftest import ROOT, run_r1, tiny_cls_overrides, torchrun
 
 OVER = {"model.name": "mlp", "model.flavor": "tiny", "model.in_features": 768, "train.max_steps": 8,
         "train.log_every": 1, "train.eval_every": 4, "data.augment": False}
@@ -24,9 +23,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     single = run_r1("train", "configs/cls/digits.yaml", *tiny_cls_overrides(tmp_path / "one", **OVER),
                     "--no-progress")
     assert single.returncode == 0, single.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "r1.cli", "train", "configs/cls/digits.yaml",
-           *tiny_cls_overrides(tmp_path / "two", **OVER), "--no-progress"]
+    cmd = torchrun(2, "train", "configs/cls/digits.yaml", *tiny_cls_overrides(tmp_path / "two", **OVER), "--no-progress")
     ddp = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert ddp.returncode == 0, ddp.stderr[-3000:]

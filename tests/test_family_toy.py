@@ -25,7 +25,17 @@ SIZE = 12
 
 
 # ----------------------------------------------------------------------------- the toy family
-class ColourImages(Dataset):
+class Pairs(Dataset):
+    """(x[i], y[i]) items of two tensors set by a subclass."""
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+class ColourImages(Pairs):
     """Noisy images whose class is the channel that is brightest on average."""
 
     def __init__(self, n: int, seed: int):
@@ -34,12 +44,6 @@ class ColourImages(Dataset):
         x = torch.rand(n, 3, SIZE, SIZE, generator=g) * 0.6
         x[torch.arange(n), self.y] += 0.4
         self.x = (x - 0.5) / 0.25
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i]
 
 
 def _register():
@@ -275,18 +279,12 @@ class VectorPredictor:
             self.run(np.zeros((b, DIM), np.float32))
 
 
-class SignDataset(Dataset):
+class SignDataset(Pairs):
     """Vectors whose class is the sign of their sum."""
 
     def __init__(self, n: int, seed: int):
         self.x = torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed))
         self.y = (self.x.sum(1) > 0).long()
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i]
 
 
 def _register_vector_family():

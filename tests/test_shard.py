@@ -4,15 +4,17 @@ and their checkpoints (full state gathered on rank 0) resume with 1 or 2 process
 weights of an uninterrupted one-process run."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, run_r1, tiny_cls_overrides
+from tests.conftest import ROOT, run_r1, tiny_cls_overrides, torchrun, unused_port
 
 # BatchNorm-free, no augmentation, constant LR: the run's trajectory does not depend on how a
 # batch is split across processes, nor on the step count a resumed run was first given
@@ -25,15 +27,13 @@ def _losses(run_dir) -> list[float]:
     return [r["train/loss"] for r in rows if "train/loss" in r]
 
 
-def _train(run_dir, procs: int, steps: int, *extra: str, resume: bool = False, port: int = 29541):
+def _train(run_dir, procs: int, steps: int, *extra: str, resume: bool = False):
     args = ["train", "configs/cls/digits.yaml", *tiny_cls_overrides(run_dir, **OVER, **{"train.max_steps": steps}),
             *extra, "--no-progress", *(["--resume"] if resume else [])]
     if procs == 1:
         proc = run_r1(*args)
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={port}",
-               "-m", "r1.cli", *args]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        proc = subprocess.run(torchrun(procs, *args), cwd=ROOT, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -57,10 +57,10 @@ def reference(tmp_path_factory):
 @pytest.mark.integration
 def test_fsdp_two_procs_equal_one_and_resume_with_two_then_one(reference, tmp_path):
     run_dir = tmp_path / "fsdp"
-    _train(run_dir, 2, 4, "train.parallel=fsdp", port=29542)
+    _train(run_dir, 2, 4, "train.parallel=fsdp")
     assert "fsdp: 0 shard units + root over 2 ranks" in (run_dir / "log.txt").read_text()
     assert _losses(run_dir) == pytest.approx(_losses(reference)[:4], abs=1e-5)
-    _train(run_dir, 2, 6, "train.parallel=fsdp", resume=True, port=29543)  # full state sharded again
+    _train(run_dir, 2, 6, "train.parallel=fsdp", resume=True)  # full state sharded again
     _train(run_dir, 1, 8, "train.parallel=fsdp", resume=True)  # one process: trains unsharded
     assert _losses(run_dir) == pytest.approx(_losses(reference), abs=1e-5)
     _same_weights(run_dir, reference)
@@ -69,7 +69,7 @@ def test_fsdp_two_procs_equal_one_and_resume_with_two_then_one(reference, tmp_pa
 @pytest.mark.integration
 def test_zero1_two_procs_equal_one_then_resume_with_one(reference, tmp_path):
     run_dir = tmp_path / "zero1"
-    _train(run_dir, 2, 4, "train.parallel=zero1", port=29544)
+    _train(run_dir, 2, 4, "train.parallel=zero1")
     assert "2 procs" in (run_dir / "log.txt").read_text()
     assert _losses(run_dir) == pytest.approx(_losses(reference)[:4], abs=1e-5)
     _train(run_dir, 1, 8, "train.parallel=zero1", resume=True)  # one process: trains unsharded
@@ -89,19 +89,24 @@ def test_lm_sharded_per_block_on_two_local_nodes_over_loopback(tmp_path):
     args = ["train", "configs/lm/shakespeare-char.yaml", *over, "--no-progress"]
     one = run_r1(*args, f"run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-              "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29546", "--rdzv-id=r1-test-nodes",
+    # a rendezvous of its own: with a fixed port and id, the nodes of two copies of this test running at
+    # once on the machine (another checkout's suite) join one rendezvous, and its host leaving kills the rest
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+              f"--rdzv-endpoint=127.0.0.1:{unused_port()}", f"--rdzv-id=r1-test-nodes-{uuid.uuid4().hex[:12]}",
               "-m", "r1.cli", *args, f"run.dir={tmp_path / 'nodes'}", "train.parallel=fsdp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen(launch, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    try:
-        outs = [node.communicate(timeout=300) for node in nodes]
-    finally:
-        for node in nodes:
-            if node.poll() is None:
-                node.kill()
-    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outs]
+    logs = [tmp_path / f"node{i}.log" for i in range(2)]  # files, not pipes: one node's full pipe cannot stall both
+    with contextlib.ExitStack() as files:
+        nodes = [subprocess.Popen(launch, cwd=ROOT, env=env, stdout=files.enter_context(log.open("w")),
+                                  stderr=subprocess.STDOUT) for log in logs]
+        try:
+            for node in nodes:
+                node.wait(timeout=300)
+        finally:
+            for node in nodes:
+                if node.poll() is None:
+                    node.kill()
+    assert all(node.returncode == 0 for node in nodes), [log.read_text()[-2000:] for log in logs]
     log = (tmp_path / "nodes" / "log.txt").read_text()
     assert "x 2 procs" in log and "fsdp: 4 shard units + root over 2 ranks" in log  # tiny: 3 blocks, 1 fusion
     assert _losses(tmp_path / "nodes") == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)

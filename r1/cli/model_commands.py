@@ -11,6 +11,7 @@ from r1.cli.console import console_logging
 from r1.command_spec import Arg, Command, Flag, Invocation
 from r1.config_commands import ServeConfig
 from r1.errors import ConfigError
+from r1.outputs import check_file, check_folder, output_file, record_file, write_text
 
 MODEL = "Run dir, model.safetensors, .onnx or TensorRT engine"
 
@@ -22,6 +23,8 @@ def eval_cmd(inv: Invocation) -> None:
     console_logging()
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"--split: {cfg.split!r} is not allowed; allowed: val, test")
+    if cfg.json:
+        check_file(cfg.json, "--json")
     if cfg.attack:
         if cfg.runtime not in ("", "torch"):
             raise ConfigError(f"--attack: runs with the torch runtime only, not --runtime {cfg.runtime}")
@@ -32,7 +35,7 @@ def eval_cmd(inv: Invocation) -> None:
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
     if cfg.json:
-        Path(cfg.json).write_text(text)
+        write_text(cfg.json, text, "--json")
 
 
 def predict(inv: Invocation) -> None:
@@ -40,8 +43,11 @@ def predict(inv: Invocation) -> None:
 
     cfg, model = inv.settings(), inv.args["model"]
     console_logging()
+    out = check_folder(cfg.out, "--out", "predict") if cfg.out else None  # created once the model has loaded
+    if cfg.coco_json:
+        check_file(cfg.coco_json, "--coco-json")
     records = []
-    for record in predict_files(model, inv.args["images"], out_dir=Path(cfg.out) if cfg.out else None,
+    for record in predict_files(model, inv.args["images"], out_dir=out,
                                 top_k=cfg.top_k, batch_size=cfg.batch_size, runtime=cfg.runtime or None,
                                 threads=cfg.threads, draw_options={"score_thresh": cfg.draw_threshold},
                                 input_options={"question": cfg.question or None}):
@@ -55,7 +61,7 @@ def predict(inv: Invocation) -> None:
         records.append(record)
     if cfg.coco_json:
         from r1.predict import write_results
-        write_results(model, records, "coco", Path(cfg.coco_json))
+        record_file(write_results(model, records, "coco", output_file(cfg.coco_json, "--coco-json")))
         typer.echo(f"COCO results: {cfg.coco_json}", err=True)
 
 
@@ -97,6 +103,8 @@ def bench_cmd(inv: Invocation) -> None:
         raise ConfigError(f"r1 bench: unexpected argument {plain[1]!r}; usage: r1 bench MODEL|serve [URL] "
                           "[bench.KEY=VALUE ...]")
     cfg = inv.settings()
+    if cfg.json:
+        check_file(cfg.json, "--json")
     from r1.bench.cli import run_bench
 
     console_logging()
@@ -105,7 +113,7 @@ def bench_cmd(inv: Invocation) -> None:
                             ",".join(map(str, cfg.concurrency)), cfg.duration, cfg.max_requests, cfg.client)
     typer.echo(table)
     if cfg.json:
-        Path(cfg.json).write_text(json.dumps(rows, indent=2))
+        write_text(cfg.json, json.dumps(rows, indent=2), "--json")
 
 
 def mib(value: float, flag: str) -> int:

@@ -77,6 +77,8 @@ def load_yaml_text(text: str, where: str) -> Any:
         raise ConfigError(f"{where}{line}: invalid YAML ({show(getattr(err, 'problem', None) or err)})") from None
     except RecursionError:
         raise ConfigError(f"{where}: refused: YAML nested too deeply") from None
+    except ValueError as err:  # a constructor's own limit, e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{where}: refused: {show(str(err).split(';')[0])}") from None
 
 
 def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:

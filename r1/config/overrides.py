@@ -29,6 +29,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {show(text)}: refused: {err}") from None
     except yaml.YAMLError:
         value = raw
+    except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"override {show(text)}: refused: {show(str(err).split(';')[0] or 'nested too deeply')}") from None
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
         value = raw.strip()  # train.amp=off is the word "off"; bool fields still take on/off/yes/no
     if isinstance(value, str) and any(c.isdigit() for c in raw):

@@ -1,8 +1,10 @@
 """Generic dataset formats and file helpers shared by every family and by `r1 data`: seeded splits,
-image readability, Pascal VOC annotation files and COCO annotation JSON."""
+image readability, the dataset-path rule, Pascal VOC annotation files and COCO annotation JSON."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from r1.errors import DataError
 
+log = logging.getLogger(__name__)
 MAX_GROUP_SHARE = 0.1  # the largest share of a val/test split one duplicate group may take
 
 
@@ -52,6 +55,64 @@ def readable_image(path: str) -> bool:
         return True
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
         return False
+
+
+def inside_dataset(root: Path | str, path: Path | str) -> bool:
+    """Whether `path` (a file a dataset names, joined to its folder) stays inside the dataset `root` once
+    resolved: `..`, absolute paths and symlinks may not lead out of it. The root's own top-level folders
+    may be symlinks to other storage (`root/images -> /mnt/big/images`): a path below one stays inside
+    where that folder leads."""
+    root_abs, path_abs = os.path.abspath(root), os.path.abspath(path)
+    rel = os.path.relpath(path_abs, root_abs)
+    if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
+        return False
+    real = os.path.realpath(path_abs)
+    allowed = [os.path.realpath(root_abs)]
+    if os.sep in rel:
+        allowed.append(os.path.realpath(os.path.join(root_abs, rel.split(os.sep)[0])))
+    return any(real == a or real.startswith(a.rstrip(os.sep) + os.sep) for a in allowed)
+
+
+class DatasetPaths:
+    """The one rule for the file paths a dataset names (a VOC `<filename>`, a COCO `file_name`, an
+    ImageFolder file, a JSONL record's `image`): every reader and writer resolves them here, and a path
+    that leads out of the dataset root (`inside_dataset`) is counted, skipped with a warning and never
+    read or linked.
+
+        paths = DatasetPaths(root)
+        path = paths.file(name, base=root / "images")   # None: outside the root (counted)
+        paths.warn("voc train")                          # one warning line when any was skipped
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.outside: list[str] = []  # the names refused, as the dataset gives them
+
+    def file(self, name: str | Path, base: Path | str | None = None) -> Path | None:
+        path = Path(base if base is not None else self.root) / name
+        if inside_dataset(self.root, path):
+            return path
+        self.outside.append(str(name))
+        return None
+
+    def warn(self, where: str = "") -> None:
+        if self.outside:
+            log.warning("%s%s: skipped %d file path(s) that lead outside the dataset root, e.g. %r (never read)",
+                        where + " " if where else "", self.root, len(self.outside), self.outside[0])
+
+
+def voc_image(paths: DatasetPaths, img_id: str, filename: str = "") -> Path | None:
+    """The image of one VOC id: JPEGImages/<id>.jpg, or the file the XML's <filename> names when there is
+    no <id>.jpg (e.g. .png images); None where the rule (`DatasetPaths`) refuses it."""
+    images = paths.root / "JPEGImages"
+    if filename and not (images / f"{img_id}.jpg").is_file():  # a stat, no read
+        return paths.file(filename, images)
+    return paths.file(f"{img_id}.jpg", images)
+
+
+def voc_annotation(paths: DatasetPaths, img_id: str) -> Path | None:
+    """Annotations/<id>.xml of an id listed in ImageSets/Main (None: the id leads outside the root)."""
+    return paths.file(f"{img_id}.xml", paths.root / "Annotations")
 
 
 def resolve_path(root: str, path: str) -> Path:

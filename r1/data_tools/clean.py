@@ -16,19 +16,21 @@ from r1.data_tools.convert import place, write_coco, write_voc
 from r1.data_tools.inspect import NEAR_DISTANCE, documents, duplicate_pairs, read_text
 from r1.data_tools.scan import ImageSet, read_images
 from r1.data_tools.source import Source
-from r1.errors import ConfigError, DataError
+from r1.errors import ConfigError
+from r1.outputs import check_folder, output_folder
 
 log = logging.getLogger(__name__)
 SPLIT_RANK = {"train": 0, "val": 1, "test": 2}  # of two leaked copies, the lower-ranked one is dropped
 
 
 def _check_out(source: Source, out: Path) -> None:
+    """Not the source or inside it; then the output-folder rules (r1/outputs.py): a new or empty folder."""
     if source.root is not None:
         src = source.root.resolve()
         if out.resolve() == src or src in out.resolve().parents:
-            raise DataError(f"--out {out}: must not be the source or inside it (the source is never modified)")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"--out {out}: exists and is not empty; give a new folder")
+            raise ConfigError(f"--out: {out} is the source or inside it; choose a new folder outside the source "
+                              "(the source is never modified)")
+    check_folder(out, "--out", "clean", fresh=True)
 
 
 def image_drops(images: ImageSet, max_distance: int = NEAR_DISTANCE) -> dict[int, str]:
@@ -50,7 +52,7 @@ def clean_images(source: Source, out: Path, max_distance: int = NEAR_DISTANCE) -
     images = read_images(source)
     drop = image_drops(images, max_distance)
     kept = [r for i, r in enumerate(images.records) if i not in drop]
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, "--out", "clean", fresh=True)
     if source.kind == "imagefolder":
         for r in kept:
             place(r.path, out / r.path.relative_to(source.root))
@@ -64,7 +66,7 @@ def clean_images(source: Source, out: Path, max_distance: int = NEAR_DISTANCE) -
     reasons = Counter("corrupt" if why.startswith("corrupt") else "cross-split leak" if "leak" in why
                       else "duplicate" for why in drop.values())
     return {"source": source.describe(), "out": str(out), "kept": len(kept), "dropped": len(drop),
-            "dropped_by_reason": dict(reasons),
+            "dropped_by_reason": dict(reasons), "outside_root_skipped": len(images.outside),
             "dropped_items": [{"item": images.records[i].name, "split": images.records[i].split, "why": why}
                               for i, why in sorted(drop.items())]}
 
@@ -107,7 +109,7 @@ def clean_text(source: Source, out: Path, unit: str = "auto", dedup: str = "near
     result["docs_out"] = len(kept)
     result["dropped"] = rep.docs_in - len(kept)
     name = source.root.name if source.root.is_file() else "corpus.txt"
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, "--out", "clean", fresh=True)
     (out / name).write_text(("\n" if used == "line" else "\n\n").join(kept) + "\n", encoding="utf-8")
     result["out"] = str(out / name)
     return result

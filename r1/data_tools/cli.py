@@ -1,17 +1,17 @@
 """`r1 data inspect | clean | convert`: command specs (registered by `r1.cli`) and what they run; heavy
 imports happen inside. Their sections, `inspect`, `clean`, `convert`, are in r1/command_sections.py.
 
-Exit codes: 0 done (inspect lists its findings and still exits 0), 3 bad data, and for
+Exit codes: 0 done (inspect lists its findings and still exits 0), 2 a usage error (an unknown
+direction, an output folder the output rules refuse: r1/outputs.py), 3 bad data, and for
 `inspect --strict`, 6 when the report has findings.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import typer
 
 from r1.command_spec import Arg, Command, Flag, Invocation
 from r1.errors import ConfigError, FindingsFound
+from r1.outputs import check_folder, output_folder
 
 STRICT_EXIT = FindingsFound.exit_code
 
@@ -26,8 +26,9 @@ def inspect_cmd(inv: Invocation) -> None:
 
     cfg = inv.settings()
     _check_unit(cfg.unit)
+    out = check_folder(cfg.out, "--out", "inspect")
     report = inspect(resolve(inv.args["target"]), cfg.near_bits, cfg.unit)
-    files = write_report(report, Path(cfg.out))
+    files = write_report(report, output_folder(out, "--out", "inspect"))
     typer.echo(summary_table(report))
     typer.echo(f"\nreport: {files['md']} (+ {files['json'].name}, PNG histograms)")
     if cfg.strict and report["findings"]:
@@ -40,10 +41,10 @@ def clean_cmd(inv: Invocation) -> None:
     from r1.data_tools.source import resolve
 
     cfg = inv.settings()
-    out = Path(cfg.out)
     _check_unit(cfg.unit)
     if cfg.dedup not in ("none", "exact", "near"):
         raise ConfigError(f"--dedup: {cfg.dedup!r} is not allowed; allowed: none, exact, near")
+    out = check_folder(cfg.out, "--out", "clean", fresh=True)
     result = clean(resolve(inv.args["target"]), out, cfg.near_bits, unit=cfg.unit, dedup=cfg.dedup, lm=cfg.lm,
                    max_ppl=cfg.max_ppl, drop_share=cfg.drop_share)
     kept = result.get("kept", result.get("docs_out"))
@@ -60,7 +61,8 @@ def convert_cmd(inv: Invocation) -> None:
     from r1.data_tools.convert import convert
 
     cfg = inv.settings()
-    direction, out = inv.args["direction"], Path(cfg.out)
+    direction = inv.args["direction"]
+    out = check_folder(cfg.out, "--out", "convert", fresh=True)
     counts = convert(direction, inv.args["root"], out)
     typer.echo(f"{direction}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {out}")
 

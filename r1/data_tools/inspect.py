@@ -141,6 +141,9 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
     corrupt = [f"{r.name} ({r.error})" for r in images.records if r.error]
     if corrupt:
         findings.append(_finding("corrupt", f"{len(corrupt)} unreadable image(s)", corrupt))
+    if images.outside:  # the dataset-path rule (r1/data/formats.py): skipped by every reader
+        findings.append(_finding("paths_outside_root", f"{len(images.outside)} file path(s) lead outside the dataset "
+                                 "root (.., an absolute path or a symlink): skipped, never read", images.outside))
     classes = _class_checks(images, findings)
     duplicates = _duplicate_checks(images, max_distance, findings)
     w, h = [r.width for r in readable], [r.height for r in readable]
@@ -151,7 +154,7 @@ def inspect_images(images: ImageSet, source: Source, max_distance: int = NEAR_DI
              "image_size": {"width": _summary(w), "height": _summary(h), "aspect": _summary(hist["aspect ratio w/h"]),
                             "distinct_sizes": len(set(zip(w, h))),
                             "channels": {str(k): v for k, v in sorted(Counter(r.channels for r in readable).items())}},
-             "duplicates": duplicates, "corrupt": len(corrupt)}
+             "duplicates": duplicates, "corrupt": len(corrupt), "outside_root": len(images.outside)}
     if images.task == "det":
         stats["boxes"] = _box_stats(images, findings, hist)
     return {"source": source.describe(), "kind": source.kind, "stats": stats, "findings": findings,

@@ -51,6 +51,7 @@ class ImageSet:
     records: list[ImageRecord]
     classes: list[str]
     notes: list[str] = field(default_factory=list)  # annotation problems met while reading
+    outside: list[str] = field(default_factory=list)  # file paths refused by the dataset-path rule (never read)
 
 
 CHANNELS = {"1": 1, "L": 1, "P": 3, "RGB": 3, "RGBA": 4, "CMYK": 4, "I": 1, "F": 1, "I;16": 1, "LA": 2, "YCbCr": 3}
@@ -87,17 +88,20 @@ def _is_image_name(p: Path) -> bool:
 
 
 def read_imagefolder(root: Path) -> ImageSet:
+    from r1.data.formats import inside_dataset
+
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     if not split_dirs:
         split_dirs = [root]
     classes = sorted({d.name for sd in split_dirs for d in sd.iterdir() if d.is_dir()})
-    records = []
+    records, outside = [], []
     for sd in split_dirs:
         split = sd.name if sd != root else "all"
         for c in classes:
             files = sorted(p for p in (sd / c).rglob("*") if _is_image_name(p)) if (sd / c).is_dir() else []
-            records += [ImageRecord(split, p, c) for p in files]
-    return ImageSet("cls", records, classes)
+            outside += [str(p) for p in files if not inside_dataset(root, p)]  # a symlink leading out
+            records += [ImageRecord(split, p, c) for p in files if inside_dataset(root, p)]
+    return ImageSet("cls", records, classes, outside=outside)
 
 
 def read_digits(options: dict) -> ImageSet:
@@ -122,22 +126,26 @@ def voc_splits(root: Path) -> dict[str, list[str]]:
 
 
 def read_voc(root: Path) -> ImageSet:
-    from r1.data.formats import parse_voc_xml
+    from r1.data.formats import DatasetPaths, parse_voc_xml, voc_annotation, voc_image
 
-    records, names = [], set()
+    records, names, rule = [], set(), DatasetPaths(root)
     for split, ids in voc_splits(root).items():
         for img_id in ids:
-            ann = root / "Annotations" / f"{img_id}.xml"
+            ann = voc_annotation(rule, img_id)
+            if ann is None:
+                continue
             objs, boxes, difficult, filename = parse_voc_xml(ann)
-            path = root / "JPEGImages" / f"{img_id}.jpg"
-            if filename and not path.is_file():
-                path = root / "JPEGImages" / filename
+            path = voc_image(rule, img_id, filename)
+            if path is None:
+                continue
             names.update(objs)
             records.append(ImageRecord(split, path, None, boxes, list(objs),
                                        meta={"id": img_id, "difficult": difficult}))
+    rule.warn("voc")
     if not records:
-        raise DataError(f"{root}: no image listed in ImageSets/Main/*.txt")
-    return ImageSet("det", records, sorted(names))
+        raise DataError(f"{root}: no image listed in ImageSets/Main/*.txt"
+                        + (f" leads inside the dataset ({len(rule.outside)} lead outside it)" if rule.outside else ""))
+    return ImageSet("det", records, sorted(names), outside=rule.outside)
 
 
 def coco_files(root: Path) -> dict[str, tuple[Path, Path]]:
@@ -153,9 +161,10 @@ def coco_files(root: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def read_coco(root: Path) -> ImageSet:
-    from r1.data.formats import load_coco_json
+    from r1.data.formats import DatasetPaths, load_coco_json
 
     records, classes = [], {}
+    rule = DatasetPaths(root if root.is_dir() else root.parent)
     for split, (ann_file, images) in coco_files(root).items():
         data = load_coco_json(ann_file)
         cats = {c["id"]: c["name"] for c in data["categories"]}
@@ -165,13 +174,17 @@ def read_coco(root: Path) -> ImageSet:
             if a["image_id"] in per_image and not a.get("iscrowd", 0):
                 per_image[a["image_id"]].append(a)
         for im in data["images"]:
+            path = rule.file(im["file_name"], images)
+            if path is None:
+                continue
             anns = per_image[im["id"]]
             xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
             boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
             labels = [cats.get(a["category_id"], str(a["category_id"])) for a in anns]
-            records.append(ImageRecord(split, images / im["file_name"], None, boxes, labels,
+            records.append(ImageRecord(split, path, None, boxes, labels,
                                        meta={"id": im["id"], "file_name": im["file_name"]}))
-    return ImageSet("det", records, list(classes))
+    rule.warn("coco")
+    return ImageSet("det", records, list(classes), outside=rule.outside)
 
 
 def read_images(source: Source) -> ImageSet:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from r1.errors import ConfigError
+from r1.outputs import check_file, check_folder, check_location, output_file, output_folder, record_file
 
 SUFFIXES = {"onnx": (".onnx",), "tensorrt": (".engine", ".plan"), "executorch": (".pte",)}
 SOURCE_FILES = ("model.safetensors", "model.json", "config.yaml", "metrics.json", "checkpoints")
@@ -16,9 +17,12 @@ def default_out(model: Path, suffix: str) -> Path:
     return base / f"model{suffix}"
 
 
-def check_out(model: Path, out: Path, fmt: str) -> None:
+def check_out(model: Path, out: Path, fmt: str, *also: Path) -> None:
     """The export target must carry the format's suffix, must not be a file of the source artifact
-    (its weights, model.json, a checkpoint: overwriting those loses the model) and must be writable."""
+    (its weights, model.json, a checkpoint: overwriting those loses the model), and must pass the
+    output-file rules (r1/outputs.py: no system folder, no file R1 did not write), as must `also`
+    (files written beside it)."""
+    check_location(out, "--out")  # first: `/` is the root before it lacks a suffix
     if out.suffix not in SUFFIXES[fmt]:
         raise ConfigError(f"--out: {out} must end with {' or '.join(SUFFIXES[fmt])} for --format {fmt}")
     base = model if model.is_dir() else model.parent
@@ -26,12 +30,8 @@ def check_out(model: Path, out: Path, fmt: str) -> None:
     for src in sources:
         if src.exists() and out.exists() and out.samefile(src) or _inside(out, src):
             raise ConfigError(f"--out: {out} would overwrite the source model's {src.name}; choose another path")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"--out: cannot create {out.parent} ({err.strerror or err})") from None
-    if out.is_dir() or not os.access(out.parent, os.W_OK):
-        raise ConfigError(f"--out: cannot write {out} ({'a directory' if out.is_dir() else 'not writable'})")
+    for path in (out, *also):
+        check_file(path, "--out")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -63,18 +63,20 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
         default = out is None
         out = out or default_out(model, ".onnx")
         check_out(model, out, fmt)
+        report = None
         if default and dynamic_batch and opset is None and not options and hw is None:
-            reused = _cached_export(model, out)
-            if reused is not None:
-                return reused
-        return export_onnx(model, out, dynamic_batch=dynamic_batch,
-                           opset=opset, options=options, dynamic_hw=hw)
+            report = _cached_export(model, out)
+        if report is None:
+            report = export_onnx(model, out, dynamic_batch=dynamic_batch, opset=opset, options=options, dynamic_hw=hw)
+        record_file(out)
+        return report
 
     from r1.export.tensorrt import build_engine
     from r1.inference.tensorrt import require_tensorrt
 
     out = out or (model.with_suffix(".engine") if model.suffix == ".onnx" else default_out(model, ".engine"))
-    check_out(model, out, fmt)
+    check_location(out, "--out")
+    check_out(model, out, fmt, *([] if model.suffix == ".onnx" else [out.with_suffix(".onnx")]))
     require_tensorrt()  # fail before a slow ONNX export on machines without a GPU
     if model.suffix == ".onnx":
         if hw is not None:
@@ -84,10 +86,13 @@ def run_export(model: Path, fmt: str, dynamic_batch: bool = True, opset: int | N
     else:
         onnx_path = out.with_suffix(".onnx")
         export_onnx(model, onnx_path, dynamic_batch=True, opset=opset, options=options, dynamic_hw=hw)
+        record_file(onnx_path)
     calibration = _calibration_batches(model) if int8 else None
-    return build_engine(onnx_path, out, fp16=fp16, int8=int8,
-                        calibration=calibration, min_batch=1, opt_batch=max(1, max_batch // 4),
-                        max_batch=max_batch)
+    output_file(out, "--out")  # its folder, now that there is something to write
+    report = build_engine(onnx_path, out, fp16=fp16, int8=int8, calibration=calibration, min_batch=1,
+                          opt_batch=max(1, max_batch // 4), max_batch=max_batch)
+    record_file(out)
+    return report
 
 
 def _cached_export(model: Path, out: Path) -> dict | None:
@@ -119,12 +124,13 @@ def _export_triton(model: Path, out: Path | None, opset: int | None, options: di
     if settings is None:
         settings = TritonSettings(max_batch_size=max_batch, preferred_batch_sizes=tuple(auto_preferred(max_batch)))
     settings.validate()
-    repo = out or default_out(model, "").with_name("triton")
+    repo = check_folder(out or default_out(model, "").with_name("triton"), "--out", "triton")
     if model.suffix == ".onnx":  # an existing export: checked and copied as it is
-        return write_repository(model, repo, settings, source=model)
+        return write_repository(model, output_folder(repo, "--out", "triton"), settings, source=model)
     with tempfile.TemporaryDirectory() as tmp:
         report = export_onnx(model, Path(tmp) / "model.onnx", dynamic_batch=True, opset=opset, options=options)
-        report.update(write_repository(Path(tmp) / "model.onnx", repo, settings, source=model))
+        report.update(write_repository(Path(tmp) / "model.onnx", output_folder(repo, "--out", "triton"), settings,
+                                       source=model))
     report["path"] = report["onnx"]
     return report
 
@@ -139,9 +145,12 @@ def _export_executorch(model: Path, out: Path | None, nms: bool, int8: bool, hw:
     if model.suffix == ".onnx":
         raise ConfigError(f"{model}: --format executorch exports from the run dir or .safetensors, not an .onnx")
     out = out or default_out(model, SUFFIX)
-    check_out(model, out, "executorch")
+    check_location(out, "--out")
+    check_out(model, out, "executorch", out.with_name(out.name + ".json"))
     require_executorch()  # before loading the model
-    return export_executorch(model, out)
+    report = export_executorch(model, out)
+    record_file(out, out.with_name(out.name + ".json"))
+    return report
 
 
 def _calibration_batches(model: Path, batches: int = 16):

@@ -117,6 +117,42 @@ def render_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec]
     return "\n".join(lines) + "\n"
 
 
+def config_dict(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], settings: TritonSettings,
+                label_outputs: set[str] = frozenset()) -> dict:
+    """The ModelConfig of `render_config` as the JSON Triton's `GET /v2/models/{name}/config` answers
+    (protobuf field names, unset fields left out, numbers as numbers)."""
+    def tensor(s: TensorSpec) -> dict:
+        entry = {"name": s.name, "data_type": s.data_type, "dims": list(s.dims)}
+        if s.scalar:
+            entry["reshape"] = {}  # shape [] (an empty repeated field: nothing to print)
+        if s.name in label_outputs:
+            entry["label_filename"] = LABELS
+        return entry
+
+    return {"name": name, "platform": "onnxruntime_onnx", "default_model_filename": "model.onnx",
+            "max_batch_size": settings.max_batch_size, "input": [tensor(s) for s in inputs],
+            "output": [tensor(s) for s in outputs],
+            "dynamic_batching": {"preferred_batch_size": sorted(set(settings.preferred_batch_sizes)),
+                                 "max_queue_delay_microseconds": settings.max_queue_delay_us},
+            "instance_group": [{"count": settings.instance_count, "kind": KINDS[settings.instance_kind]}]}
+
+
+def _classes_and_labels(outputs: list[TensorSpec], meta: dict) -> tuple[list, set[str]]:
+    """(class names, the outputs holding one score per class: Triton's classification labels)."""
+    classes = json.loads(meta.get("r1.classes", "[]") or "[]")
+    if not classes:
+        return [], set()
+    return classes, {o.name for o in outputs if o.dims == [len(classes)] and o.data_type.startswith("TYPE_FP")}
+
+
+def repository_config(onnx_path: Path, name: str, settings: TritonSettings) -> dict:
+    """`config_dict` of the repository `write_repository` lays out around `onnx_path` (what `r1 serve`
+    answers at /v2/models/{name}/config)."""
+    settings.validate()
+    inputs, outputs, meta = graph_tensors(onnx_path)
+    return config_dict(name, inputs, outputs, settings, _classes_and_labels(outputs, meta)[1])
+
+
 def model_config_proto():
     """Triton's own `ModelConfig` message class, from the `tritonclient` package (its
     grpc/model_config_pb2.py, loaded alone: no grpc needed); None when tritonclient is absent."""
@@ -164,11 +200,9 @@ def write_repository(onnx_path: Path, repo: Path, settings: TritonSettings, sour
     target.parent.mkdir(parents=True, exist_ok=True)
     if onnx_path.resolve() != target.resolve():
         shutil.copyfile(onnx_path, target)
-    classes = json.loads(meta.get("r1.classes", "[]") or "[]")
-    label_outputs: set[str] = set()
+    classes, label_outputs = _classes_and_labels(outputs, meta)
     if classes:
         (model_dir / LABELS).write_text("".join(f"{c}\n" for c in classes))
-        label_outputs = {o.name for o in outputs if o.dims == [len(classes)] and o.data_type.startswith("TYPE_FP")}
     config = render_config(name, inputs, outputs, settings, label_outputs)
     checked = parse_config(config) is not None  # with tritonclient installed: Triton's own schema
     (model_dir / "config.pbtxt").write_text(config)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Container
 
 from r1.errors import ConfigError
+from r1.input_kinds.http import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,22 @@ def failed(err: Exception) -> tuple:
     return error(500, "inference_failed", f"{type(err).__name__}: {err}"[:300])
 
 
+def text_contract(predictor, text: str):
+    """The one text contract of every family that reads text (prompts, questions): a text none of whose
+    words the model knows -> the 422 `unknown_words` error tuple naming them; else the list of its unknown
+    words (possibly empty), which the answer carries as `unknown_words`. A predictor declares what it
+    knows with `unknown_words(text) -> (words, unknown)`; one without it knows every word."""
+    check = getattr(predictor, "unknown_words", None)
+    if check is None:
+        return []
+    words, unknown = check(text)
+    if words and set(unknown) >= set(words):
+        shown = ", ".join(repr(w) for w in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+        return error(422, "unknown_words", f"text: no word the model knows ({shown}); it knows the words of "
+                                           "its training texts")
+    return unknown
+
+
 class InputKind:
     """What a model takes. Subclasses set `name` and override what differs from these defaults."""
 
@@ -69,12 +86,48 @@ class InputKind:
         """(body, content type) of a typical /v1/predict request, for load tests."""
         raise NotImplementedError
 
+    # ---------------------------------------------------------------- Open Inference Protocol (r1/serve/v2.py)
+    # record field -> output tensor name, where a kind names a tensor otherwise (r1.input_kinds.tensors)
+    v2_renames: dict[str, str] = {}
+    # request parameters this kind reads (name -> help); the v2 routes refuse others
+    v2_parameters: dict[str, str] = {}
+
+    def v2_inputs(self) -> list[dict]:
+        """The model metadata's `inputs` ({"name", "datatype", "shape"}, batch dimension -1 first).
+        Empty: this kind takes no v2 tensors (its infer requests get a 400)."""
+        return []
+
+    async def read_v2(self, tensors: dict, params: dict, ctx) -> list:
+        """v2 input tensors (numpy, batch first; names, datatypes and ranks already checked against
+        `v2_inputs`, BYTES as object arrays of bytes) and the request's parameters -> one task per
+        row (ApiError 4xx when a value cannot be read). `ctx` as in `read_request`."""
+        raise ApiError(400, "v2_not_supported", f"models that take {self.name} inputs take no v2 tensors; "
+                                                f"use POST /v1/predict")
+
+    def v2_outputs(self, schema, sample: dict | None = None) -> list[dict]:
+        """The model metadata's `outputs` for records of `schema` (the family's record model)."""
+        from r1.input_kinds.tensors import outputs_metadata
+
+        return outputs_metadata(schema, self.v2_renames, sample)
+
+    def v2_tensors(self, records: list[dict], schema) -> dict:
+        """Records, one per task of a request -> {output name: numpy array, batch first}."""
+        from r1.input_kinds.tensors import records_to_tensors
+
+        return records_to_tensors(records, schema, self.v2_renames)
+
     # ---------------------------------------------------------------- batches (inference thread / process)
     def run_batch(self, predictor, tasks: list, cfg, cancelled: Container[int] = (),
                   emit: Callable[[int, dict], None] | None = None) -> list[tuple]:
         """One result tuple per task. `cancelled`: ids of tasks whose caller gave up; `emit(id,
         message)` streams pieces of a task that asked for it."""
         raise NotImplementedError
+
+    def cost(self, task) -> int:
+        """What `task` holds decoded in the worker, in pixels (or tensor elements): the server's pixel
+        budget (`serve.max_pixels_in_flight`) bounds the sum in flight per worker. Default: the task's
+        `cost` attribute, else 0 (text)."""
+        return int(getattr(task, "cost", 0) or 0)
 
     def check_finite(self, predictor, cfg) -> None:
         """After warm-up, before the server turns ready: NonFiniteOutput when a plain input gives

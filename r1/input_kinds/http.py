@@ -36,13 +36,18 @@ def is_json(media: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
+def parse_json(raw: bytes, example: str, code: str = "malformed_json"):
+    """A request body as JSON; 400 `code` when it is not JSON, nests deeper than the parser goes
+    (RecursionError) or holds an integer of more digits than Python converts: every route reads JSON here."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, code, f"body is not valid JSON ({type(err).__name__}); send {example}") from None
+
+
 async def json_object(request, example: str) -> dict:
     """The body as a JSON object; 400 when it is not JSON, 422 when it is not an object."""
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise ApiError(400, "malformed_json", f"body is not valid JSON ({type(err).__name__})") from None
+    body = parse_json(await request.body(), example)
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", f"body: must be a JSON object like {example}")
     return body

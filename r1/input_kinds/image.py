@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from r1.errors import NonFiniteOutput
 from r1.input_kinds.base import InputKind, checked, error, failed, is_finite
 from r1.input_kinds.http import ApiError, b64, is_json, json_object, media_type, parse_top_k, read_multipart, validate
+from r1.input_kinds.tensors import int_param, tensor_meta
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,15 @@ class ImageTask:
     pixels: object = None         # the decoded image, uint8 numpy (H, W, 3) RGB
     id: int = 0
     text: Optional[str] = None    # the question asked about the image (image+text models)
+    area: int = 0                 # its pixels (width x height, from the header): what decoding it costs
+
+    @property
+    def cost(self) -> int:
+        """Pixels held decoded in the worker: the server's pixel budget counts them (r1/serve/engine.py)."""
+        if self.area:
+            return self.area
+        shape = getattr(self.pixels, "shape", None)
+        return int(shape[0] * shape[1]) if shape is not None else 0
 
 
 def decode_image(data: bytes, max_pixels: int, decode_limit: int | None = None):
@@ -84,6 +94,17 @@ def decode_image(data: bytes, max_pixels: int, decode_limit: int | None = None):
         im.close()
 
 
+def header_area(data: bytes) -> int:
+    """width x height from an image's header (0 when it cannot be read: decoding then refuses it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except Exception:  # PIL raises many types for bad data; the decoder answers for them
+        return 0
+
+
 def prepare_image(data: bytes, top_k: int, max_pixels: int, max_local_pixels: int) -> ImageTask:
     """Check the header (raising the decoder's 400 / 413 ApiError), then decode here and hand on
     the pixels of images of at most `max_local_pixels`; larger ones travel undecoded, as the
@@ -92,15 +113,18 @@ def prepare_image(data: bytes, top_k: int, max_pixels: int, max_local_pixels: in
     import numpy as np
 
     image = decode_image(data, max_pixels, decode_limit=max_local_pixels)
-    return ImageTask(top_k, data=data) if image is None else ImageTask(top_k, pixels=np.asarray(image))
+    if image is None:
+        return ImageTask(top_k, data=data, area=header_area(data))
+    return ImageTask(top_k, pixels=np.asarray(image), area=image.width * image.height)
 
 
 async def decode_task(data: bytes, top_k: int, ctx) -> ImageTask:
     """Decoded by the server (it unloads the worker) when small; the header decides: tiny images on
-    the event loop (a bounded ~0.1 ms), larger ones in the decode threads, the rest by the worker."""
+    the event loop (a bounded ~0.1 ms), larger ones in the decode threads, the rest by the worker.
+    Every image's header is read here: its size is checked (413) and becomes the task's `area`."""
     cfg = ctx.cfg
-    if len(data) > cfg.prepare_max_bytes:
-        return ImageTask(top_k, data=data)
+    if len(data) > cfg.prepare_max_bytes:  # the header only (a 400 / 413 now): the worker decodes it
+        return prepare_image(data, top_k, cfg.max_pixels, 0)
     task = prepare_image(data, top_k, cfg.max_pixels, cfg.inline_decode_pixels)
     if task.data is not None and cfg.prepare_max_pixels > cfg.inline_decode_pixels:
         task = await asyncio.get_running_loop().run_in_executor(
@@ -179,6 +203,26 @@ class ImageKind(InputKind):
 
     def sample_request(self) -> tuple[bytes, str]:
         return sample_png(), "image/png"
+
+    # Open Inference Protocol: raw RGB pixels, (N, H, W, 3) uint8, any size (the model resizes them
+    # as it does uploads): what a client that decoded or captured the image holds
+    v2_parameters = {"top_k": "classes listed per image (classification); default: the server's top_k"}
+
+    def v2_inputs(self) -> list[dict]:
+        return [tensor_meta("image", "UINT8", [-1, -1, -1, 3])]
+
+    async def read_v2(self, tensors: dict, params: dict, ctx) -> list:
+        import numpy as np
+
+        top_k = int_param(params, "top_k", ctx.cfg.top_k, 1, 1000)
+        pixels = tensors["image"]
+        _, h, w, _ = pixels.shape
+        if h < 1 or w < 1:
+            raise ApiError(400, "bad_image", f"input image: {w}x{h} has no pixels")
+        if h * w > ctx.cfg.max_pixels:
+            raise ApiError(413, "image_too_large", f"input image: {w}x{h} = {w * h} pixels; the limit is "
+                                                   f"{ctx.cfg.max_pixels}")
+        return [ImageTask(top_k, pixels=np.ascontiguousarray(p)) for p in pixels]
 
     def run_batch(self, predictor, tasks: list, cfg, cancelled=(), emit=None) -> list[tuple]:
         """Images are decoded one by one (a bad one fails alone), preprocessed and run as one batch."""

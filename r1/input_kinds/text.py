@@ -17,13 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from r1 import cancel
 from r1.errors import ConfigError, DataError, NonFiniteOutput
-from r1.input_kinds.base import InputKind, checked, error
+from r1.input_kinds.base import InputKind, checked, error, text_contract
 from r1.input_kinds.http import ApiError, is_json, json_object, media_type, validate
+from r1.input_kinds.tensors import tensor_meta, text_rows
 
 log = logging.getLogger(__name__)
 
 # Hard limits of the text schema; a server may set lower ones (`r1 serve --max-new-tokens`).
 MAX_TEXT_CHARS, MAX_NEW_TOKENS = 100_000, 4096
+
+
+def check_text_length(text, limit: int, field: str = "text") -> None:
+    """413 `text_too_long` for text over the server's limit: one status for every family and route
+    (/v1/predict of text and image+text models, /v1/completions)."""
+    if isinstance(text, str) and len(text) > limit:
+        raise ApiError(413, "text_too_long", f"{field}: {len(text)} characters; this server takes at most {limit}")
 
 
 class TextRequest(BaseModel):
@@ -68,7 +76,6 @@ class TextKind(InputKind):
     async def read_request(self, request, ctx) -> TextTask:
         """The prompt and sampling settings of a JSON `TextRequest` body, with a task id (a
         generation can then be stopped when its caller gives up)."""
-        cfg = ctx.cfg
         media = media_type(request)
         if not is_json(media):
             raise ApiError(415, "unsupported_media_type",
@@ -77,15 +84,33 @@ class TextKind(InputKind):
         body = await json_object(request, '{"text": "..."}')
         if "image" in body and "text" not in body:
             raise ApiError(422, "image_not_supported", "this model is a language model; send {\"text\": ...}")
+        return self.task(body, ctx)
+
+    def task(self, body: dict, ctx) -> TextTask:
+        """A `TextRequest`-shaped dict -> a task (422 naming a field out of its range or this server's)."""
+        cfg = ctx.cfg
+        check_text_length(body.get("text"), cfg.max_text_chars)
         req = validate(TextRequest, body)
-        if len(req.text) > cfg.max_text_chars:
-            raise ApiError(422, "text_too_long", f"text: {len(req.text)} characters; this server takes at most "
-                                                 f"{cfg.max_text_chars}")
         if req.max_new_tokens > cfg.max_new_tokens:
             raise ApiError(422, "invalid_request", f"max_new_tokens: at most {cfg.max_new_tokens} on this server, "
                                                    f"got {req.max_new_tokens}")
         return TextTask(req.text, req.max_new_tokens, req.temperature, req.top_k, req.top_p, req.seed, req.chat,
                         next(ctx.next_id))
+
+    # Open Inference Protocol: one prompt per row (`text_input`, as Triton's LLM backends), sampling
+    # settings as request parameters; the generated text is `text_output`
+    v2_renames = {"text": "text_output"}
+    v2_parameters = {"max_tokens": "tokens to generate (64)", "temperature": "0 is greedy (0.8)",
+                     "top_k": "sample among the k most likely tokens; 0: all", "top_p": "nucleus mass (1.0)",
+                     "seed": "sampling seed"}
+
+    def v2_inputs(self) -> list[dict]:
+        return [tensor_meta("text_input", "BYTES", [-1])]
+
+    async def read_v2(self, tensors: dict, params: dict, ctx) -> list:
+        settings = {("max_new_tokens" if k == "max_tokens" else k): v for k, v in params.items()}
+        return [self.task({"text": text, **settings}, ctx)
+                for text in text_rows(tensors, "text_input", MAX_TEXT_CHARS)]
 
     def sample_request(self) -> tuple[bytes, str]:
         body = {"text": "The quick brown fox", "max_new_tokens": 8, "temperature": 0.0}
@@ -100,11 +125,11 @@ class TextKind(InputKind):
         raise ConfigError(f"{model}: this model takes text inputs, not image files alone; use `r1 generate`")
 
 
-def _stream(predictor, task: TextTask, emit: Callable[[int, dict], None]) -> dict:
-    """Generate with `predictor.stream`, sending the prompt's token count, then each piece."""
+def _stream(predictor, task: TextTask, emit: Callable[[int, dict], None], unknown: list[str]) -> dict:
+    """Generate with `predictor.stream`, sending the prompt's token count (and unknown words), then each piece."""
     encode = getattr(predictor, "encode", None)
     if encode is not None:
-        emit(task.id, {"prompt_tokens": len(encode(task.text, task.chat))})
+        emit(task.id, {"prompt_tokens": len(encode(task.text, task.chat)), "unknown_words": unknown})
     for record in predictor.stream(task.text, task.max_new_tokens, task.temperature, task.top_k, task.top_p,
                                    task.seed, task.chat):
         if record.get("done"):
@@ -117,11 +142,14 @@ def _stream(predictor, task: TextTask, emit: Callable[[int, dict], None]) -> dic
 def _generate(predictor, task, cancelled: Container[int], emit=None) -> tuple:
     if not isinstance(task, TextTask):
         return error(422, "image_not_supported", "this model takes text; send {\"text\": ...}")
+    unknown = text_contract(predictor, task.text)
+    if isinstance(unknown, tuple):
+        return unknown
     try:
         with cancel.scope(lambda: task.id in cancelled):
             cancel.check()
             if task.stream and emit is not None:
-                record = _stream(predictor, task, emit)
+                record = _stream(predictor, task, emit, unknown)
             else:
                 record = predictor.generate(task.text, task.max_new_tokens, task.temperature, task.top_k,
                                             task.top_p, task.seed, task.chat)
@@ -131,9 +159,9 @@ def _generate(predictor, task, cancelled: Container[int], emit=None) -> tuple:
         return error(422, "invalid_request", str(err))
     except NonFiniteOutput as err:
         return error(500, "non_finite_output", str(err))
-    except DataError as err:
-        return error(422, "no_known_tokens", str(err))
+    except DataError as err:  # nothing of the text encodes (the contract has named its words already)
+        return error(422, "unknown_words", str(err))
     except Exception as err:  # this request's failure, not its batch-mates'
         log.exception("generation failed")
         return error(500, "generation_failed", f"{type(err).__name__}: {err}"[:300])
-    return checked(record)
+    return checked({**record, "unknown_words": unknown})

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from r1.errors import R1Error
+from r1.outputs import output_folder
 from r1.pipeline.fingerprint import fingerprint, output_hash, stage_record, why_changed
 from r1.pipeline.recipe import BenchStage, Recipe, load_recipe
 from r1.pipeline.report import build_report
@@ -143,7 +144,7 @@ def run_pipeline(recipe: Recipe | str | Path, overrides: list[str] | None = None
     """Run (or continue) a recipe; returns stage name -> output path."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
-    recipe.dir.mkdir(parents=True, exist_ok=True)
+    output_folder(recipe.dir, "pipeline.dir", "pipeline")  # the output-folder rules (r1/outputs.py)
     outputs: dict[str, str] = {}
     hashes: dict[str, str] = {}  # stage -> hash of its output: the inputs of later stages' fingerprints
     clock, stages, ran = _Clock(), recipe.stages, 0

@@ -5,16 +5,17 @@ from __future__ import annotations
 import hmac
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from r1.input_kinds.http import ApiError
+from r1.config_commands import MAX_WEIGHT
+from r1.input_kinds.http import ApiError, parse_json
 
 log = logging.getLogger(__name__)
 
 
-def variants_body(st) -> dict:
-    rows = st.router.describe()
+def variants_body(st, seconds: float | None = None) -> dict:
+    rows = st.router.describe(seconds)
     for row in rows:
         e = st.engines[row["name"]]
         row.update(model=e.model_name, ready=e.ready, family=e.info.get("family"))
@@ -36,22 +37,20 @@ def admin_router(st, admin_token: str) -> APIRouter:
     router = APIRouter()
 
     @router.get("/v1/variants", summary="Variants: weights, share, requests, errors, error rate and p95 over the "
-                "rollback window, rollback reason")
-    async def get_variants():
-        return JSONResponse(variants_body(st))
+                "rollback window and over the last `window_s` seconds (default serve.compare_window_s), each "
+                "compared with the stable variant; rollback reason")
+    async def get_variants(window_s: float | None = Query(None, gt=0, description="Seconds of the time window.")):
+        return JSONResponse(variants_body(st, window_s))
 
     @router.post("/v1/variants", summary="Change routing weights at run time: `{\"weights\": {\"canary\": 10}}` "
                  "with `Authorization: Bearer <admin token>` (the route exists only with --admin-token)")
     async def post_variants(request: Request):
         _check_token(request, admin_token)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "bad_json", "body: not JSON; send {\"weights\": {\"NAME\": WEIGHT, ...}}") from None
+        body = parse_json(await request.body(), "{\"weights\": {\"NAME\": WEIGHT, ...}}", code="bad_json")
         weights = body.get("weights") if isinstance(body, dict) else None
         if not isinstance(weights, dict) or not weights or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights.values()):
-            raise ApiError(422, "invalid_request", "weights: expected {\"NAME\": number >= 0, ...}")
+            raise ApiError(422, "invalid_request", f"weights: expected {{\"NAME\": number >= 0 and <= {MAX_WEIGHT:g}, ...}}")
         try:
             st.router.set_weights(weights)
         except ValueError as err:

@@ -12,7 +12,7 @@ batcher, then stops the worker. Every error is a JSON `ErrorResponse`; bad input
 
 Routes live beside this file, each group over the one `ServerState` (r1/serve/state.py):
 health.py (/healthz /readyz /metrics), admin.py (/v1/variants), predict.py (/v1/predict),
-completions.py (/v1/completions), docs.py (/docs).
+completions.py (/v1/completions), docs.py (/docs), v2.py (the Open Inference Protocol, /v2/...).
 """
 from __future__ import annotations
 
@@ -37,8 +37,11 @@ from r1.serve.engine import Engine
 from r1.serve.errors import BodyLimitMiddleware, DirectRoute, MetricsMiddleware, error_response
 from r1.serve.health import health_router
 from r1.serve.predict import register_predict
+from r1.serve.resources import ResourceCollector, processes
 from r1.serve.schemas import predict_response
 from r1.serve.state import ServerState
+from r1.serve.v2 import v2_router
+from r1.serve.web import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def _default_loader(cfg: ServeConfig):
 def _add_engines(st: ServerState, loader: Callable) -> None:
     for vname, path in st.cfg.variant_models().items():
         engine = Engine(vname, dataclasses.replace(st.cfg, model=path, variants={}, traffic={}), loader, st.metrics,
-                        st.readiness_changed, st.depth_changed)
+                        st.readiness_changed, st.depth_changed, st.variant_loaded, st.variant_failed)
         engine.model_name = model_name(path)  # what responses say: never the server's file paths
         st.engines[vname] = engine
 
@@ -104,6 +107,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     With `cfg.inference == "process"` the loader runs in the worker process: it must be picklable."""
     cfg.validate()
     st = ServerState(cfg)
+    st.metrics.registry.register(ResourceCollector(lambda: processes(st)))  # memory series (r1/serve/resources.py)
     _add_engines(st, loader or _default_loader)
     app = FastAPI(title="R1 model server", version="1", lifespan=_lifespan(st), docs_url=None, redoc_url=None,
                   description="Dynamic-batching inference for R1 models (`r1 serve`), with A/B and canary "
@@ -115,8 +119,11 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], object] | None 
     app.include_router(admin_router(st, cfg.admin_token or os.environ.get("R1_ADMIN_TOKEN", "")))
     predict = register_predict(app, st, predict_response(_record_schemas()))
     completions_route(app, st)
+    app.include_router(v2_router(st))  # the Open Inference Protocol (r1/serve/v2.py)
+    mount_web(app)  # the page at / (r1/serve/web.py)
     # outermost first: metrics, body limit, then POST /v1/predict past FastAPI's routing
     app.add_middleware(DirectRoute, path="/v1/predict", method="POST", handler=predict, on_error=st.api_error)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s,
+                       max_header_bytes=cfg.max_header_bytes)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics)
     return app

@@ -4,6 +4,9 @@ event loop, one batch at a time; requests arriving meanwhile form the next batch
 
 The queue is bounded: `submit` raises `QueueFull` at once when `max_queue` items are waiting.
 A request whose caller stopped waiting (timeout, disconnect) is dropped before it is batched.
+`submit(..., on_done=f)` calls `f()` once the item leaves the batcher for good: its batch finished
+(even when its caller stopped waiting meanwhile), or it was dropped unrun. `PixelBudget` uses that
+to bound what a worker holds decoded (r1/serve/engine.py).
 """
 from __future__ import annotations
 
@@ -32,6 +35,54 @@ class _Item:
     future: asyncio.Future
     enqueued: float
     running: bool = False
+    on_done: Callable[[], None] | None = None
+
+    def done(self) -> None:
+        """The item left the batcher (ran, or dropped unrun): call `on_done` once."""
+        if self.on_done is not None:
+            callback, self.on_done = self.on_done, None
+            callback()
+
+
+class PixelBudget:
+    """Decoded pixels (or tensor elements) in flight on one worker, at most `limit` together; one task
+    larger than the limit runs alone. `acquire` waits in arrival order (a large image is not starved by
+    small ones); `release` wakes the next waiters that fit."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = max(1, int(limit)), 0
+        self._waiting: deque[tuple[int, asyncio.Future]] = deque()
+
+    async def acquire(self, cost: int) -> int:
+        """Wait until `cost` fits; -> what was taken (release exactly that). Cancellable."""
+        cost = min(max(0, int(cost)), self.limit)
+        if not self._waiting and self.used + cost <= self.limit:
+            self.used += cost
+            return cost
+        fut = asyncio.get_running_loop().create_future()
+        entry = (cost, fut)
+        self._waiting.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted as it was cancelled: give it back
+                self.release(cost)
+            elif entry in self._waiting:
+                self._waiting.remove(entry)
+                self._wake()
+            raise
+        return cost
+
+    def release(self, cost: int) -> None:
+        self.used -= cost
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self.used + self._waiting[0][0] <= self.limit:
+            cost, fut = self._waiting.popleft()
+            if not fut.done():
+                self.used += cost
+                fut.set_result(None)
 
 
 class DynamicBatcher:
@@ -68,14 +119,19 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="r1-batcher")
 
-    async def submit(self, payload: Any, timeout: float | None = None) -> Any:
-        """Queue one request and wait for its result. Raises QueueFull, Closed, asyncio.TimeoutError."""
+    async def submit(self, payload: Any, timeout: float | None = None, on_done: Callable[[], None] | None = None) -> Any:
+        """Queue one request and wait for its result. Raises QueueFull, Closed, asyncio.TimeoutError.
+        `on_done()` is called once the item leaves the batcher (also when this raises)."""
         if self._closing or self._task is None:
+            if on_done is not None:
+                on_done()
             raise Closed("server is shutting down")
         if len(self._queue) >= self.max_queue:
+            if on_done is not None:
+                on_done()
             raise QueueFull(f"queue full ({self.max_queue} waiting)")
         fut = asyncio.get_running_loop().create_future()
-        item = _Item(payload, fut, time.perf_counter())
+        item = _Item(payload, fut, time.perf_counter(), on_done=on_done)
         self._queue.append(item)
         self._depth_changed()
         self._wakeup.set()
@@ -93,7 +149,7 @@ class DynamicBatcher:
 
     def _drop_abandoned(self) -> None:
         while self._queue and self._queue[0].future.done():
-            self._queue.popleft()
+            self._queue.popleft().done()
 
     async def _next_batch(self) -> list[_Item]:
         """Wait for a first item, then until the batch is full or the oldest item's deadline."""
@@ -120,6 +176,8 @@ class DynamicBatcher:
             item = self._queue.popleft()
             if not item.future.done():
                 batch.append(item)
+            else:
+                item.done()
         self._depth_changed()
         return batch
 
@@ -155,6 +213,8 @@ class DynamicBatcher:
             finally:
                 self.in_flight = 0
                 self.batches_run += 1
+                for it in batch:
+                    it.done()
             if self.on_batch is not None:
                 self.on_batch(len(batch), waits, time.perf_counter() - start)
 
@@ -167,6 +227,7 @@ class DynamicBatcher:
         if not drain:
             for it in self._queue:
                 it.future.cancel()
+                it.done()
             self._queue.clear()
         self._wakeup.set()
         try:

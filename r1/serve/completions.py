@@ -4,10 +4,15 @@
          -d '{"prompt": "To be", "max_tokens": 40, "stream": true, "stop": ["\\n"]}'
 
 Request: model (optional: a variant's name pins it; the run's name or none routes as usual),
-prompt (a string or a list of strings), max_tokens (16), temperature (1.0), top_p (1.0), stop
-(a string or up to 4), n (1 only), stream, seed, user (sticky routing like `X-R1-User`). Response:
+prompt (a string or a list of at most `serve.max_prompts` strings), max_tokens (16), temperature
+(1.0), top_p (1.0), stop (a string or up to 4, each at most MAX_STOP_CHARS characters), n (1 only),
+stream, seed, user (sticky routing like `X-R1-User`). A prompt over `serve.max_text_chars` is 413
+`text_too_long`, as on /v1/predict. A prompt list takes one queue place per prompt: a request whose
+prompts do not all fit is refused (503) before any is queued, and when one prompt of a list fails
+(or the client goes away) the others are cancelled at once, queued or running. Response:
 `{"id", "object": "text_completion", "created", "model", "variant", "choices": [{"text", "index",
-"logprobs": null, "finish_reason"}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}`;
+"logprobs": null, "finish_reason", "unknown_words"}], "usage": {"prompt_tokens", "completion_tokens",
+"total_tokens"}}` (`unknown_words`: the prompt's words the model's vocabulary does not hold);
 finish_reason is "stop" (a stop string or the model's end of text) or "length".
 
 Streaming (`stream: true`): `text/event-stream`, one `data: {json}` event per text piece (each a
@@ -37,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from starlette.requests import ClientDisconnect
 
 from r1.input_kinds import get_input_kind
-from r1.input_kinds.http import ApiError, summarize_errors
+from r1.input_kinds.http import ApiError, parse_json, summarize_errors
 from r1.input_kinds.text import TextTask
 from r1.serve.batcher import Closed, QueueFull
 from r1.serve.disconnect import unless_disconnected
@@ -70,11 +75,13 @@ class CompletionRequest(BaseModel):
     stream_options: Optional[dict] = None
 
 
+MAX_STOP_CHARS = 256  # longer stop strings would hold back every streamed piece until the end
 UNSUPPORTED = {"echo": False, "logprobs": None, "suffix": None, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
-def parse_request(body: object, max_text_chars: int, max_new_tokens: int) -> CompletionRequest:
-    """A JSON body -> CompletionRequest; ApiError 400 naming the field and what is allowed."""
+def parse_request(body: object, max_text_chars: int, max_new_tokens: int, max_prompts: int = 64) -> CompletionRequest:
+    """A JSON body -> CompletionRequest; ApiError 400 naming the field and what is allowed (413 for a
+    prompt over `max_text_chars`)."""
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "body: expected a JSON object {\"prompt\": ..., \"max_tokens\": N}")
     try:
@@ -95,16 +102,20 @@ def parse_request(body: object, max_text_chars: int, max_new_tokens: int) -> Com
     prompts = prompts_of(req)
     if not prompts or any(not p for p in prompts):
         raise ApiError(400, "invalid_request", "prompt: expected a non-empty string or a non-empty list of them")
+    if len(prompts) > max_prompts:
+        raise ApiError(400, "invalid_request", f"prompt: a list of {len(prompts)} prompts; this server takes at most "
+                                               f"{max_prompts} per request (serve.max_prompts)")
     longest = max(len(p) for p in prompts)
     if longest > max_text_chars:
-        raise ApiError(400, "invalid_request", f"prompt: {longest} characters; this server takes at most "
-                                               f"{max_text_chars}")
+        raise ApiError(413, "text_too_long", f"prompt: {longest} characters; this server takes at most "
+                                             f"{max_text_chars}")
     if req.max_tokens > max_new_tokens:
         raise ApiError(400, "invalid_request", f"max_tokens: at most {max_new_tokens} on this server, got "
                                                f"{req.max_tokens}")
     stops = stops_of(req)
-    if len(stops) > 4 or any(not s for s in stops):
-        raise ApiError(400, "invalid_request", "stop: at most 4 non-empty strings")
+    if len(stops) > 4 or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+        raise ApiError(400, "invalid_request", f"stop: at most 4 non-empty strings of at most {MAX_STOP_CHARS} "
+                                               "characters each")
     return req
 
 
@@ -151,16 +162,16 @@ async def generate(engine, task: TextTask, stops: list[str], timeout: float) -> 
     generator early (client gone) cancels the generation in the worker."""
     queue: asyncio.Queue = asyncio.Queue()
     engine.listen(task.id, queue.put_nowait)
-    job = asyncio.ensure_future(engine.batcher.submit(task, timeout=timeout))
+    job = asyncio.ensure_future(engine.submit(task, timeout))
     job.add_done_callback(lambda _: queue.put_nowait(None))  # after the pieces (same loop, FIFO)
-    cutter, streamed, prompt_tokens, pieces = StopCutter(stops), "", 0, 0
+    cutter, streamed, prompt_tokens, pieces, unknown = StopCutter(stops), "", 0, 0, []
     try:
         while True:
             message = await queue.get()
             if message is None:
                 break
             if "prompt_tokens" in message:
-                prompt_tokens = message["prompt_tokens"]
+                prompt_tokens, unknown = message["prompt_tokens"], message.get("unknown_words", [])
                 continue
             pieces += 1
             streamed += message["text"]
@@ -168,7 +179,8 @@ async def generate(engine, task: TextTask, stops: list[str], timeout: float) -> 
             if out:
                 yield out
             if cutter.hit:
-                yield {"finish_reason": "stop", "prompt_tokens": prompt_tokens, "completion_tokens": pieces}
+                yield {"finish_reason": "stop", "prompt_tokens": prompt_tokens, "completion_tokens": pieces,
+                       "unknown_words": unknown}
                 return
         try:
             result = job.result()
@@ -188,7 +200,8 @@ async def generate(engine, task: TextTask, stops: list[str], timeout: float) -> 
         if out:
             yield out
         yield {"finish_reason": "stop" if cutter.hit or record["finish_reason"] == "eos" else "length",
-               "prompt_tokens": record["prompt_tokens"], "completion_tokens": record["generated_tokens"]}
+               "prompt_tokens": record["prompt_tokens"], "completion_tokens": record["generated_tokens"],
+               "unknown_words": record.get("unknown_words", unknown)}
     finally:
         engine.listen(task.id, None)
         if not job.done():
@@ -207,10 +220,11 @@ def _chunk(head: dict, engine, index: int, text: str, finish: Optional[str]) -> 
 async def routed(st, engine, pinned: bool, task: TextTask, stops: list[str]):
     """Yields (engine, piece or final dict): `generate` on `engine`, retried once on the stable
     variant when it fails before its first piece (see the module doc)."""
-    timeout = st.cfg.timeout_ms / 1000.0
-    t0, sent = time.perf_counter(), False
+    total = st.cfg.timeout_ms / 1000.0
+    start = t0 = time.perf_counter()
+    sent = False
     try:
-        async for item in generate(engine, task, stops, timeout):
+        async for item in generate(engine, task, stops, st.first_timeout(engine, pinned)):
             sent = sent or isinstance(item, str)
             yield engine, item
     except ApiError as err:
@@ -220,7 +234,7 @@ async def routed(st, engine, pinned: bool, task: TextTask, stops: list[str]):
         st.metrics.retries.labels(engine.name).inc()
         engine, t0 = st.stable, time.perf_counter()
         try:
-            async for item in generate(engine, task, stops, timeout):
+            async for item in generate(engine, task, stops, max(0.001, total - (t0 - start))):
                 yield engine, item
         except ApiError as err2:
             st.observe(engine, err2.status, err2.code, time.perf_counter() - t0)
@@ -253,6 +267,7 @@ async def stream_events(st, head: dict, engine, pinned: bool, tasks: list, stops
                 usage["prompt_tokens"] += item["prompt_tokens"]
                 usage["completion_tokens"] += item["completion_tokens"]
                 last = _chunk(head, used, index, "", item["finish_reason"])
+                last["choices"][0]["unknown_words"] = item.get("unknown_words", [])
                 if index == len(tasks) - 1:
                     last["usage"] = {**usage, "total_tokens": sum(usage.values())}
                 yield used, _sse(last)
@@ -281,11 +296,28 @@ async def stream_response(st, head: dict, engine, pinned: bool, tasks: list, sto
                              headers={"X-R1-Variant": used.name, "Cache-Control": "no-cache"})
 
 
+async def all_or_none(coros: list):
+    """The results of `coros` run together; at the first failure (or a cancel) the others are cancelled
+    (their generations dropped from the queue or stopped in the worker), then the error is raised."""
+    jobs = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        pending = [job for job in jobs if not job.done()]
+        for job in pending:
+            job.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # each one's cleanup ran before we answer
+    failed = next((job for job in jobs if not job.cancelled() and job.exception() is not None), None)
+    if failed is not None:  # the failure, not the cancellation it caused in the others
+        raise failed.exception()
+    return [job.result() for job in jobs]
+
+
 async def answer(st, request: Request, head: dict, engine, pinned: bool, tasks: list, stops: list[str]):
     """The whole (non-streamed) completion of every prompt, as one JSON body."""
     try:
-        answers = await unless_disconnected(request, asyncio.gather(*(collect(st, engine, pinned, t, stops)
-                                                                       for t in tasks)))
+        answers = await unless_disconnected(request, all_or_none([collect(st, engine, pinned, t, stops)
+                                                                 for t in tasks]))
     except ClientDisconnect:
         return JSONResponse({}, status_code=499)  # nobody reads it
     used = answers[0][0]
@@ -294,12 +326,13 @@ async def answer(st, request: Request, head: dict, engine, pinned: bool, tasks: 
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return JSONResponse({**head, "model": used.model_name, "variant": used.name,
                          "choices": [{"text": text, "index": i, "logprobs": None,
-                                      "finish_reason": final["finish_reason"]}
+                                      "finish_reason": final["finish_reason"],
+                                      "unknown_words": final.get("unknown_words", [])}
                                      for i, (_, text, final) in enumerate(answers)],
                          "usage": usage}, headers={"X-R1-Variant": used.name})
 
 
-def _pick_engine(st, request: Request, req: CompletionRequest):
+def _pick_engine(st, request: Request, req: CompletionRequest, prompts: int = 1):
     """The variant that answers `req` (404 when it names no served model or its model takes no text)."""
     names = {e.model_name for e in st.engines.values()}
     if req.model and req.model not in st.engines and req.model not in names:
@@ -310,9 +343,7 @@ def _pick_engine(st, request: Request, req: CompletionRequest):
     if not _generates_text(engine):
         raise ApiError(404, "not_found", f"/v1/completions: variant {engine.name} takes "
                                          f"{engine.info.get('inputs')}, not text")
-    if engine.batcher.depth >= st.cfg.max_queue:
-        raise ApiError(503, "overloaded", f"queue full ({st.cfg.max_queue} waiting); retry later", st.retry_headers)
-    return engine, pinned
+    return st.admit(engine, pinned, prompts), pinned  # every prompt needs a place: none is queued otherwise
 
 
 def completions_route(app: FastAPI, st) -> None:
@@ -327,12 +358,9 @@ def completions_route(app: FastAPI, st) -> None:
         if not _generates_text(st.stable):
             raise ApiError(404, "not_found", f"/v1/completions: this server's model takes "
                                              f"{st.stable.info.get('inputs')}, not text; use POST /v1/predict")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "bad_json", "body: not valid JSON; send {\"prompt\": \"...\"}") from None
-        req = parse_request(body, cfg.max_text_chars, cfg.max_new_tokens)
-        engine, pinned = _pick_engine(st, request, req)
+        body = parse_json(await request.body(), "{\"prompt\": \"...\"}", code="bad_json")
+        req = parse_request(body, cfg.max_text_chars, cfg.max_new_tokens, cfg.max_prompts)
+        engine, pinned = _pick_engine(st, request, req, len(prompts_of(req)))
         tasks = [TextTask(p, req.max_tokens, req.temperature, 0, req.top_p, req.seed, None, next(st.next_id),
                           stream=True) for p in prompts_of(req)]
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time())}

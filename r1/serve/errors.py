@@ -37,15 +37,21 @@ class BodyTimeout(ApiError):
 
 
 class BodyLimitMiddleware:
-    """413 when Content-Length or the streamed body exceeds `max_bytes` (no full read first); 408
-    when the body has not fully arrived `timeout_s` after the request head (slow-body clients)."""
+    """431 when the request head's header names and values exceed `max_header_bytes` together; 413
+    when Content-Length or the streamed body exceeds `max_bytes` (no full read first); 408 when the
+    body has not fully arrived `timeout_s` after the request head (slow-body clients)."""
 
-    def __init__(self, app, max_bytes: int, timeout_s: float | None = None):
+    def __init__(self, app, max_bytes: int, timeout_s: float | None = None, max_header_bytes: int = 16 << 10):
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        head = sum(len(k) + len(v) for k, v in scope["headers"]) + len(scope.get("query_string", b""))
+        if head > self.max_header_bytes:
+            return await error_response(431, "headers_too_large", f"request headers and query take {head} bytes; "
+                                        f"at most {self.max_header_bytes}")(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             try:
@@ -87,7 +93,8 @@ class MetricsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        path = scope["path"]
+        route = path if path in ROUTES else "/v2" if path.startswith("/v2/") or path == "/v2" else "other"
         status = {"code": CLIENT_GONE}  # no response started: the client went away first
         t0 = time.perf_counter()
 

@@ -46,11 +46,12 @@ def openapi_body() -> dict:
     return {"requestBody": {"required": True, "content": {m: {"schema": s} for m, s in schemas.items()}}}
 
 
-async def attempt(st, engine: Engine, request: Request, task, long: bool) -> tuple:
-    """Run `task` on `engine` -> its result tuple; server-side failures as error tuples too."""
+async def attempt(st, engine: Engine, request: Request, task, long: bool, timeout: float | None = None) -> tuple:
+    """Run `task` on `engine` within `timeout` s (default serve.timeout_ms) -> its result tuple;
+    server-side failures as error tuples too."""
     cfg = st.cfg
     try:
-        work = engine.batcher.submit(task, timeout=cfg.timeout_ms / 1000.0)
+        work = engine.submit(task, timeout if timeout is not None else cfg.timeout_ms / 1000.0)
         if long:  # generation: stop it when its caller goes away
             return await unless_disconnected(request, work)
         result = await work  # short: a watcher would cost more than the work it could save
@@ -62,7 +63,7 @@ async def attempt(st, engine: Engine, request: Request, task, long: bool) -> tup
     except Closed as err:
         return ("error", 503, "shutting_down", str(err))
     except asyncio.TimeoutError:
-        return ("error", 504, "timeout", f"no result within {cfg.timeout_ms:g} ms")
+        return ("error", 504, "timeout", f"no result within {(timeout or cfg.timeout_ms / 1000.0) * 1000:g} ms")
     except WorkerDied as err:
         return ("error", 503, "worker_died", f"{err}; it is being restarted, retry later")
 
@@ -85,19 +86,19 @@ def predict_handler(st):
             raise ApiError(503, "not_ready", st.stable.load_error or "model is loading; retry later", st.retry_headers)
         engine, pinned = st.route(request)
         st.check_ready(engine)
-        if st.admitting + engine.batcher.depth >= cfg.max_queue:  # refuse before reading or decoding anything
-            raise ApiError(503, "overloaded", f"queue full ({cfg.max_queue} waiting); retry later", st.retry_headers)
+        engine = st.admit(engine, pinned)  # refuse before reading or decoding anything
         task = await _read(st, engine, request)
         long = get_input_kind(engine.info["inputs"]).generates_text
         t1 = time.perf_counter()
-        result = await attempt(st, engine, request, task, long)
+        result = await attempt(st, engine, request, task, long, st.first_timeout(engine, pinned))
         st.observe(engine, 200 if result[0] == "ok" else result[1], "" if result[0] == "ok" else result[2],
                    time.perf_counter() - t1)
         if result[0] != "ok" and st.may_retry(engine, pinned, *result[1:3]):
             st.metrics.retries.labels(engine.name).inc()
             log.info("variant %s failed a request (%s); answered by %s", engine.name, result[2], st.router.stable)
             engine, t1 = st.stable, time.perf_counter()
-            result = await attempt(st, engine, request, task, long)
+            left = max(0.001, cfg.timeout_ms / 1000.0 - (t1 - t0))
+            result = await attempt(st, engine, request, task, long, left)
             st.observe(engine, 200 if result[0] == "ok" else result[1], "" if result[0] == "ok" else result[2],
                        time.perf_counter() - t1)
         headers = {"X-R1-Variant": engine.name}

@@ -52,10 +52,12 @@ class Ready(BaseModel):
 
 ERRORS = {code: {"model": ErrorResponse, "description": d} for code, d in {
     400: "Malformed JSON, bad base64, or an image that cannot be decoded.",
-    413: "Body over the size limit, or an image over the pixel limit.",
+    413: "Body over the size limit, an image over the pixel limit, or text over the character limit "
+         "(`text_too_long`, every route and family).",
     415: "A content type the model's input kind does not read (language models: JSON only).",
     422: "A required field is missing, has the wrong type or is out of range; text sent to an image model "
-         "or an image to a language model.",
+         "or an image to a language model; text without a word the model knows (`unknown_words`).",
+    431: "Request headers over the server's limit (`serve.max_header_bytes`).",
     503: "Not ready yet, queue full (see Retry-After), or shutting down.",
     504: "The request waited longer than the server's timeout.",
 }.items()}

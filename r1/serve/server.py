@@ -22,14 +22,19 @@ def check_model(cfg: ServeConfig) -> None:
     if cfg.runtime == "tensorrt":
         from r1.inference.tensorrt import require_tensorrt
         require_tensorrt()
-    for path in cfg.variant_models().values():
+    families = {}
+    for name, path in cfg.variant_models().items():
         if infer_runtime(path) == "onnx":
             from r1.onnx.graph import read_onnx_meta
-            read_onnx_meta(path)
+            families[name] = read_onnx_meta(path).get("r1.family", "")
         else:
             from r1.artifacts import read_info
             from r1.inference.runtimes import check_runtime
-            check_runtime(read_info(path)["family"], cfg.runtime)
+            families[name] = read_info(path)["family"]
+            check_runtime(families[name], cfg.runtime)
+    if len(set(families.values())) > 1:
+        raise ConfigError("serve.variants: variants must be models of one family (they answer the same requests); "
+                          "got " + ", ".join(f"{n}: {f or 'unknown'}" for n, f in families.items()))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

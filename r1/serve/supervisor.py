@@ -26,8 +26,9 @@ MAX_BACKOFF_S, STABLE_S = 30.0, 60.0
 
 
 class Supervisor:
-    def __init__(self, loader, cfg, metrics, on_up: Callable[[dict], None], on_down: Callable[[str], None]):
-        self.loader, self.cfg, self.metrics = loader, cfg, metrics
+    def __init__(self, loader, cfg, metrics, on_up: Callable[[dict], None], on_down: Callable[[str], None],
+                 name: str = ""):
+        self.loader, self.cfg, self.metrics, self.name = loader, cfg, metrics, name
         self.on_up, self.on_down = on_up, on_down
         self.worker: InferenceProcess | None = None
         self.up = False
@@ -38,7 +39,7 @@ class Supervisor:
 
     async def start(self) -> dict:
         self._loop = asyncio.get_running_loop()
-        self.worker = InferenceProcess(self.loader, self.cfg)
+        self.worker = InferenceProcess(self.loader, self.cfg, self.name)
         # loading may hold the GIL for seconds (dlopen in `import torch`, an ONNX export): the
         # heartbeat is held to stuck_after_s once the child is warm, to START_GRACE_S until then
         info = await asyncio.to_thread(self.worker.wait_ready, max(self.cfg.stuck_after_s, START_GRACE_S))

@@ -5,7 +5,7 @@
     name = router.pick()                      # weighted random
     router.record("canary", ok=False, seconds=0.02)   # -> a rollback reason, or None
 
-Weights are relative (95/5 and 0.95/0.05 route the same). Variants share [0, 1) in declaration
+Weights are relative (95/5 and 0.95/0.05 route the same), each a finite number from 0 to MAX_WEIGHT. Variants share [0, 1) in declaration
 order, each a slice as wide as its share of the weight; a request lands where its point falls.
 A user's point is the sha256 of their `X-R1-User` value, so it is the same in every process and
 after restarts; changing weights moves only the users whose point changes slice.
@@ -14,15 +14,24 @@ Rollback (non-stable variants only; the stable one is the reference and the retr
 variant's last `window` requests (once it has at least `min_requests`), an error rate above
 `max_error_rate`, or a p95 latency above `p95_factor` x the stable variant's p95 (and above
 `p95_floor`: millisecond jitter is no regression), sets its weight
-to 0. The caller logs it and counts it in a metric; requests continue on the others.
+to 0. The caller logs it and counts it in a metric; requests continue on the others. A non-stable
+variant that cannot load (or whose inference process could not be restarted) is rolled back at
+once (`roll_back`).
+
+Comparison over time (`describe(seconds)`): besides the last N requests, each variant keeps its
+answers of the last `horizon_s` (300 s: seed 002's "last 5 minutes"), so an operator compares a
+canary with the stable variant over the same stretch of time whatever their traffic shares.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import random
+import time
 from collections import deque
 from dataclasses import dataclass, field
+
+from r1.config_commands import weight_value
 
 
 def user_point(user: str) -> float:
@@ -30,28 +39,56 @@ def user_point(user: str) -> float:
     return int.from_bytes(hashlib.sha256(user.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
 
 
-def p95(values) -> float | None:
+def quantile(values, q: float) -> float | None:
     data = sorted(values)
     if not data:
         return None
-    return data[max(0, math.ceil(0.95 * len(data)) - 1)]  # nearest rank
+    return data[max(0, math.ceil(q * len(data)) - 1)]  # nearest rank
+
+
+def p95(values) -> float | None:
+    return quantile(values, 0.95)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+TIMED_CAP = 100_000  # the most answers a time window keeps (bounded memory at any request rate)
 
 
 @dataclass
 class Stats:
-    """A variant's totals and its sliding window of (ok, seconds) for the rollback rules."""
+    """A variant's totals, its sliding window of (ok, seconds) for the rollback rules, and its answers
+    of the last `horizon` seconds as (time, ok, seconds), for comparisons over a time window."""
 
     window: int
     requests: int = 0
     errors: int = 0
     recent: deque = field(default_factory=deque)
+    horizon: float = 300.0
+    timed: deque = field(default_factory=lambda: deque(maxlen=TIMED_CAP))
 
-    def add(self, ok: bool, seconds: float) -> None:
+    def add(self, ok: bool, seconds: float, now: float | None = None) -> None:
         self.requests += 1
         self.errors += not ok
         self.recent.append((ok, seconds))
         while len(self.recent) > self.window:
             self.recent.popleft()
+        now = time.monotonic() if now is None else now
+        self.timed.append((now, ok, seconds))
+        while self.timed and self.timed[0][0] < now - self.horizon:
+            self.timed.popleft()
+
+    def since(self, seconds: float, now: float | None = None) -> dict:
+        """Requests, errors, error rate, p50 and p95 (ms, successful requests) of the last `seconds`."""
+        start = (time.monotonic() if now is None else now) - seconds
+        rows = [(ok, s) for t, ok, s in self.timed if t >= start]
+        ok_times = [s for ok, s in rows if ok]
+        errors = sum(not ok for ok, _ in rows)
+        return {"seconds": seconds, "requests": len(rows), "errors": errors,
+                "error_rate": round(errors / len(rows), 6) if rows else 0.0,
+                "p50_ms": _ms(quantile(ok_times, 0.5)), "p95_ms": _ms(p95(ok_times))}
 
     @property
     def error_rate(self) -> float:
@@ -76,24 +113,32 @@ class RollbackRules:
 
 class Router:
     def __init__(self, weights: dict[str, float], stable: str, rules: RollbackRules = RollbackRules(),
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, horizon_s: float = 300.0):
         if not weights:
             raise ValueError("at least one variant is needed")
         if stable not in weights:
             raise ValueError(f"stable variant {stable!r} is not one of {', '.join(weights)}")
         self.names = list(weights)
-        self.weights = {n: float(w) for n, w in weights.items()}
+        self.weights = self._values(weights)
         self.stable, self.rules = stable, rules
         self.rng = rng or random.Random()
-        self.stats = {n: Stats(rules.window) for n in self.names}
+        self.stats = {n: Stats(rules.window, horizon=horizon_s) for n in self.names}
+        self.horizon_s = horizon_s  # the longest time window `describe` compares over
         self.rolled_back: dict[str, str] = {}  # name -> why (its weight is 0 since)
         self._check_total(self.weights)
 
     @staticmethod
+    def _values(weights: dict) -> dict[str, float]:
+        out = {}
+        for name, value in weights.items():
+            try:
+                out[name] = weight_value(value)
+            except ValueError as err:
+                raise ValueError(f"weight of {name!r} must be {err}") from None
+        return out
+
+    @staticmethod
     def _check_total(weights: dict[str, float]) -> None:
-        bad = [n for n, w in weights.items() if not w >= 0 or w == float("inf")]
-        if bad:
-            raise ValueError(f"weight of {bad[0]!r} must be a finite number >= 0, got {weights[bad[0]]}")
         if sum(weights.values()) <= 0:
             raise ValueError("at least one variant needs a weight > 0")
 
@@ -130,18 +175,29 @@ class Router:
         unknown = [n for n in weights if n not in self.weights]
         if unknown:
             raise ValueError(f"unknown variant {unknown[0]!r}; variants: {', '.join(self.names)}")
-        new = {**self.weights, **{n: float(w) for n, w in weights.items()}}
+        values = self._values(weights)
+        new = {**self.weights, **values}
         self._check_total(new)
-        for name, w in weights.items():
+        for name, w in values.items():
             if w > 0 and name in self.rolled_back:
                 del self.rolled_back[name]
                 self.stats[name].reset_window()
         self.weights = new
 
-    def record(self, name: str, ok: bool, seconds: float) -> str | None:
-        """Count one answered request of `name`; -> why it was just rolled back, else None."""
+    def roll_back(self, name: str, why: str) -> bool:
+        """Weight 0 for a non-stable variant, now (it cannot load); False for the stable one or one
+        already at 0."""
+        if name == self.stable or self.weights[name] == 0:
+            return False
+        self.weights[name] = 0.0
+        self.rolled_back[name] = why
+        return True
+
+    def record(self, name: str, ok: bool, seconds: float, now: float | None = None) -> str | None:
+        """Count one answered request of `name` (at monotonic time `now`); -> why it was just rolled
+        back, else None."""
         stats = self.stats[name]
-        stats.add(ok, seconds)
+        stats.add(ok, seconds, now)
         if name == self.stable or self.weights[name] == 0 or len(stats.recent) < self.rules.min_requests:
             return None
         why = None
@@ -159,18 +215,35 @@ class Router:
         self.rolled_back[name] = why
         return why
 
-    def describe(self) -> list[dict]:
+    def describe(self, seconds: float | None = None, now: float | None = None) -> list[dict]:
+        """One row per variant: weight, share, totals, the rollback window (last N requests) and the
+        last `seconds` (default: the horizon) as `time_window`; non-stable rows compare both with the
+        stable variant's (`vs_stable`: error rate difference, p95 ratio)."""
+        seconds = self.horizon_s if seconds is None else min(seconds, self.horizon_s)
         shares = self.shares()
-        out = []
+        out, base = [], None
         for name in self.names:
             s = self.stats[name]
             p = s.p95_seconds
-            out.append({"name": name, "weight": self.weights[name], "share": round(shares[name], 6),
-                        "stable": name == self.stable, "requests": s.requests, "errors": s.errors,
-                        "window_requests": len(s.recent), "error_rate": round(s.error_rate, 6),
-                        "p95_ms": None if p is None else round(p * 1000, 3),
-                        "rolled_back": self.rolled_back.get(name)})
+            row = {"name": name, "weight": self.weights[name], "share": round(shares[name], 6),
+                   "stable": name == self.stable, "requests": s.requests, "errors": s.errors,
+                   "window_requests": len(s.recent), "error_rate": round(s.error_rate, 6),
+                   "p95_ms": _ms(p), "time_window": s.since(seconds, now),
+                   "rolled_back": self.rolled_back.get(name)}
+            out.append(row)
+            base = row if name == self.stable else base
+        for row in out:
+            row["vs_stable"] = None if row["stable"] else {
+                "last_requests": _versus(row, base), "time_window": _versus(row["time_window"], base["time_window"])}
         return out
+
+
+def _versus(mine: dict, stable: dict) -> dict:
+    """A variant's error rate and p95 against the stable variant's (None where either has none)."""
+    ratio = None
+    if mine.get("p95_ms") is not None and stable.get("p95_ms"):
+        ratio = round(mine["p95_ms"] / stable["p95_ms"], 4)
+    return {"error_rate_diff": round(mine["error_rate"] - stable["error_rate"], 6), "p95_ratio": ratio}
 
 
 def parse_traffic(text: str, key: str = "--traffic") -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The model in its own process, so that inference and the event loop never share a GIL.
 
-    w = InferenceProcess(loader, cfg)        # spawns; the child loads and warms the model
+    w = InferenceProcess(loader, cfg, name)  # spawns; the child (`ps`: r1w-<name>) loads and warms the model
     info = w.wait_ready()                    # {"family", "inputs", "runtime", "load_seconds"}; LoadFailed
     results = w.call([task, ...])            # the input kind's run_batch in the child; WorkerDied if it is gone
     w.cancel(task.id)                        # stop a running task (generation) at its next check
@@ -80,8 +80,19 @@ def _listen_for_cancels(control, cancelled: set) -> None:
             return
 
 
-def _child_main(conn, control, heartbeat, loader, cfg) -> None:
+def _name_process(name: str) -> None:
+    """`ps` / `top` show the worker as r1w-<variant> (Linux; 15 characters at most)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(f"r1w-{name}"[:15])
+    except OSError:
+        pass
+
+
+def _child_main(conn, control, heartbeat, loader, cfg, name: str = "") -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if name:
+        _name_process(name)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s inference: %(message)s")
     # the heartbeat starts before anything slow (imports, loading): a stopped process stops beating
     threading.Thread(target=_beat, args=(heartbeat, cfg.heartbeat_s), daemon=True, name="r1-heartbeat").start()
@@ -112,19 +123,34 @@ def _child_main(conn, control, heartbeat, loader, cfg) -> None:
         cancelled.difference_update(t.id for t in tasks)
 
 
+PF_EXITING = 0x4  # linux/sched.h: set first thing in do_exit(), long before the process is reaped
+
+
+def exiting(pid: int | None) -> bool:
+    """Whether process `pid` has begun to exit (Linux: the PF_EXITING flag of /proc/<pid>/stat)."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & PF_EXITING)
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 class InferenceProcess:
     """A spawned child running `run_tasks` on batches sent by `call`. `loader` must be picklable
     (a module-level function or an instance of a module-level class). The child writes a heartbeat
     (a monotonic timestamp in shared memory) every `cfg.heartbeat_s`; `problem()` reads it."""
 
-    def __init__(self, loader, cfg):
+    def __init__(self, loader, cfg, name: str = ""):
         ctx = mp.get_context("spawn")  # fork would copy the server's threads and locks
         self._conn, child = ctx.Pipe()
         self._control, child_control = ctx.Pipe(duplex=False)[::-1]
         self._control_lock = threading.Lock()
         self.heartbeat = ctx.RawValue("d", 0.0)  # 0: no beat yet (the child is still starting)
         self.started = time.monotonic()
-        self.proc = ctx.Process(target=_child_main, args=(child, child_control, self.heartbeat, loader, cfg),
+        self.proc = ctx.Process(target=_child_main, args=(child, child_control, self.heartbeat, loader, cfg, name),
                                 name="r1-inference", daemon=True)
         self.proc.start()
         child.close()
@@ -139,9 +165,12 @@ class InferenceProcess:
         return WorkerDied(f"inference process exited (exit code {self.proc.exitcode})")
 
     def problem(self, stuck_after_s: float) -> str | None:
-        """None while the child lives and beats; else what is wrong with it."""
+        """None while the child lives and beats; else what is wrong with it. A child that is exiting (killed:
+        a large one takes a second or more to free its memory before the kernel reports it dead) is dead."""
         if not self.proc.is_alive():
             return f"exited (exit code {self.proc.exitcode})"
+        if exiting(self.proc.pid):
+            return "exiting (killed)"
         beat = self.heartbeat.value
         if beat == 0.0:  # spawning: a new interpreter imports its modules before its first beat
             silent, limit = time.monotonic() - self.started, max(stuck_after_s, START_GRACE_S)

@@ -5,11 +5,12 @@ the lock file. The trainer holds an exclusive `fcntl.flock` on it while it runs;
 that lock when the process ends, however it ends (kill -9 included), so a stale file never blocks a
 later run. The file names its holder (pid, host, start time, command) for the error a second run sees.
 
-Refused (ConfigError, exit 2): `/`, the home directory, a path that is a file, a directory held by a
-live process, a non-empty directory R1 did not create, and (without --resume) a directory that
-already holds a trained model. Accepted: an empty or new directory, a directory R1 created (resume,
-an interrupted run, a pipeline stage directory it re-runs), and run dirs of R1 versions that wrote
-no marker (recognised by their layout).
+Refused (ConfigError, exit 2): what the output-folder guard refuses (r1/outputs.py: `/`, the home
+folder, system folders, a file, another run's folder such as a tune study or a pipeline, a non-empty
+folder R1 did not create), a directory held by a live process, and (without --resume) a directory
+that already holds a trained model. Accepted: an empty or new directory, a run dir R1 created
+(resume, an interrupted run, a pipeline stage directory it re-runs), and run dirs of R1 versions that
+wrote no marker (recognised by their layout).
 """
 from __future__ import annotations
 
@@ -22,12 +23,7 @@ import sys
 from pathlib import Path
 
 from r1.errors import ConfigError
-
-MARKER = ".r1-run"
-# What a pipeline writes into a stage directory before the trainer runs there.
-PIPELINE_FILES = ("stage.pending.json", "stage.json")
-# The layout of a run dir written by an R1 without the marker.
-LEGACY_LAYOUT = ("config.yaml", "log.txt")
+from r1.outputs import MARKER, check_folder
 
 _HELD: dict[str, RunDirLock] = {}  # realpath -> the lock this process holds on it
 
@@ -63,31 +59,10 @@ def _key(path: Path) -> str:
     return os.path.realpath(path)
 
 
-def check_location(run_dir: Path) -> None:
-    """Refuse places no run belongs: the file system root, the home directory, a file."""
-    real = Path(os.path.realpath(run_dir))
-    if real == Path(real.anchor):
-        raise ConfigError(f"run.dir: {run_dir} is the file system root; choose a directory for this run")
-    if real == Path(os.path.realpath(Path.home())):
-        raise ConfigError(f"run.dir: {run_dir} is the home directory; choose a directory for this run")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run.dir: {run_dir} is a file, not a directory")
-
-
-def is_r1_dir(run_dir: Path) -> bool:
-    """True when R1 created `run_dir`: its marker, a pipeline stage's files, or an older run's layout."""
-    return ((run_dir / MARKER).is_file() or any((run_dir / f).is_file() for f in PIPELINE_FILES)
-            or all((run_dir / f).exists() for f in LEGACY_LAYOUT))
-
-
-def check_foreign(run_dir: Path) -> None:
-    """A non-empty directory must be one R1 created."""
-    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
-    if entries and not is_r1_dir(run_dir):
-        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
-        raise ConfigError(f"run.dir: {run_dir} is not empty ({count}: {shown}) and is not an R1 run directory; "
-                          "choose a new or empty directory")
+def check_place(run_dir: Path) -> None:
+    """The output-folder rules (r1/outputs.py): not the root, the home folder or a system folder, not a
+    file, not another run's folder (a tune study, a pipeline, a model folder), not a foreign non-empty one."""
+    check_folder(run_dir, "run.dir", "train", reuse=("stage",))
 
 
 def check_state(run_dir: Path, resume: bool) -> None:
@@ -112,8 +87,9 @@ def _holder(path: Path) -> str:
         return "another process"
 
 
-def lock(run_dir: Path) -> RunDirLock:
-    """Create `run_dir` if needed and take its lock; ConfigError naming the holder when it is taken."""
+def lock(run_dir: Path, kind: str = "train") -> RunDirLock:
+    """Create `run_dir` if needed and take its lock; ConfigError naming the holder when it is taken.
+    The lock file is the folder's R1 marker: it names the folder's `kind` (r1/outputs.py)."""
     held = _HELD.pop(_key(run_dir), None)
     if held is not None:  # an earlier trainer of this process (finished or failed) on the same dir
         held.release()
@@ -129,7 +105,7 @@ def lock(run_dir: Path) -> RunDirLock:
         os.close(fd)
         raise ConfigError(f"run dir {run_dir} is in use by {_holder(run_dir / MARKER)}; wait for it to "
                           "finish or choose another run.dir") from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
+    info = {"kind": kind, "pid": os.getpid(), "host": socket.gethostname(),
             "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "argv": [os.path.basename(sys.argv[0]), *sys.argv[1:]]}
     os.ftruncate(fd, 0)
@@ -140,8 +116,7 @@ def lock(run_dir: Path) -> RunDirLock:
 
 def claim(run_dir: Path, resume: bool, is_main: bool = True) -> RunDirLock | None:
     """Every check, and the lock on rank 0 (the other ranks of a run share its directory and lock)."""
-    check_location(run_dir)
-    check_foreign(run_dir)
+    check_place(run_dir)
     if not is_main:
         check_state(run_dir, resume)
         return None

@@ -54,6 +54,11 @@ class TuneOptions:
         if self.storage and not self.storage.startswith(("sqlite:///", "postgresql", "mysql")):
             raise ConfigError(f"--storage: {self.storage!r} is not a database URL; expected e.g. "
                               f"sqlite:///{Path(self.dir) / DB_NAME}")
+        if self.storage.startswith("sqlite:///"):  # a database file: the output-place rules (r1/outputs.py)
+            from r1.outputs import check_location
+            check_location(self.storage[len("sqlite:///"):], "--storage")
+        from r1.outputs import check_folder
+        check_folder(self.dir, "--dir", "tune", reuse=("stage",))  # a pipeline's tune stage
         reserved = [o for o in self.overrides if o.split("=", 1)[0] in ("run.dir", "run.name")]
         if reserved:
             raise ConfigError(f"override {reserved[0]!r} is not allowed: each trial runs in <study dir>/trials/<n>; "
@@ -267,9 +272,8 @@ def run_study(opts: TuneOptions) -> dict:
     from r1.tune.report import write_report
 
     setup = prepare(opts)
-    study_dir = Path(opts.dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    lock = rundir.lock(study_dir)  # one process drives a study dir at a time (recover() relies on it)
+    study_dir = Path(opts.dir)  # checked by opts.validate() (r1/outputs.py)
+    lock = rundir.lock(study_dir, kind="tune")  # one process drives a study dir at a time (recover() relies on it)
     try:
         study = open_study(setup)
         check_same_study(study, setup)

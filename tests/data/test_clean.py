@@ -37,7 +37,7 @@ def test_clean_imagefolder_drops_planted_problems(planted, tmp_path):
 
 def test_clean_refuses_to_write_into_the_source(planted):
     res = run_cli("data", "clean", str(planted["root"]), "--out", str(planted["root"] / "x"))
-    assert res.returncode == 3 and "must not be the source or inside it" in res.stderr
+    assert res.returncode == 2 and "is the source or inside it; choose a new folder outside the source" in res.stderr
 
 
 @pytest.fixture(scope="module")

@@ -64,8 +64,8 @@ def test_coco_kind_reads_converted_folder_like_voc(voc, tmp_path):
 
 def test_convert_errors(voc, tmp_path):
     res = run_cli("data", "convert", "voc2yolo", str(voc), "--out", str(tmp_path / "x"))
-    assert res.returncode == 3 and "unknown direction 'voc2yolo'; allowed: voc2coco, coco2voc" in res.stderr
+    assert res.returncode == 2 and "unknown direction 'voc2yolo'; allowed: voc2coco, coco2voc" in res.stderr
     res = run_cli("data", "convert", "coco2voc", str(voc), "--out", str(tmp_path / "x"))
     assert res.returncode == 3 and "not a COCO dataset" in res.stderr
     res = run_cli("data", "convert", "voc2coco", str(voc), "--out", str(voc / "inside"))
-    assert res.returncode == 3 and "must not be the source folder or inside it" in res.stderr
+    assert res.returncode == 2 and "is the source folder or inside it; choose a new folder outside" in res.stderr

@@ -68,7 +68,7 @@ def test_lock_is_exclusive_and_released(tmp_path):
 
 @pytest.mark.parametrize("where, message", [
     ("/", "is the file system root"),
-    ("~", "is the home directory"),
+    ("~", "is the home folder"),
     ("..", "is not empty"),
 ])
 def test_run_dir_in_a_dangerous_place_is_refused(where, message):
@@ -83,7 +83,7 @@ def test_foreign_directory_and_a_saved_model_are_not_overwritten(tmp_path):
     (foreign / "thesis.tex").write_text("do not lose me")
     proc = run_cli("train", DIGITS, *tiny_cls_overrides(foreign), "--no-progress")
     assert proc.returncode == 2
-    assert f"run.dir: {foreign} is not empty (1 entry: thesis.tex) and is not an R1 run directory" in proc.stderr
+    assert f"run.dir: {foreign} is not empty (1 entry: thesis.tex) and R1 did not create it" in proc.stderr
     assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]
     pruned = tmp_path / "pruned"  # what a prune stage leaves: model files, no checkpoint
     pruned.mkdir()
@@ -91,7 +91,7 @@ def test_foreign_directory_and_a_saved_model_are_not_overwritten(tmp_path):
         (pruned / name).write_text("x")
     with pytest.raises(ConfigError, match="already holds a trained model"):
         rundir.claim(pruned, resume=False)
-    with pytest.raises(ConfigError, match="is a file, not a directory"):
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
         rundir.claim(foreign / "thesis.tex", resume=False)
     with pytest.raises(ConfigError, match="cannot write to .*thesis.tex/run"):
         rundir.claim(foreign / "thesis.tex" / "run", resume=False)

@@ -82,19 +82,23 @@ class FakePredictor:
 
 class FakeLoader:
     """A picklable loader (it runs in the worker process): waits for `wait_file` to exist, fails
-    with `fail` when set, else returns a FakePredictor(delay)."""
+    with `fail` when set, else returns a FakePredictor(delay); `ballast_mb` of touched memory make its
+    process slow to exit (a killed worker takes a while to free a large model)."""
 
     def __init__(self, delay: float = 0.0, wait_file: str | None = None, fail: str | None = None,
-                 nan_width: int = 0, fail_file: str | None = None):
+                 nan_width: int = 0, fail_file: str | None = None, ballast_mb: int = 0):
         self.delay, self.wait_file, self.fail, self.nan_width = delay, wait_file, fail, nan_width
         self.fail_file = fail_file  # fail once this file exists (a restart that cannot load)
+        self.ballast_mb = ballast_mb
 
     def __call__(self, cfg):
         while self.wait_file and not os.path.exists(self.wait_file):
             time.sleep(0.02)
         if self.fail or (self.fail_file and os.path.exists(self.fail_file)):
             raise RuntimeError(self.fail or "weights vanished")
-        return FakePredictor(self.delay, self.nan_width)
+        p = FakePredictor(self.delay, self.nan_width)
+        p.ballast = b"\1" * (self.ballast_mb << 20)
+        return p
 
 
 class FakeTextPredictor:
@@ -152,13 +156,19 @@ class FlakyPredictor(FakePredictor):
 
 class VariantLoader:
     """A picklable loader for A/B tests: the variant's `cfg.model` picks the model: "flaky..." ->
-    FlakyPredictor (raises on 7-pixel-wide images), "slow..." -> 50 ms per batch, else FakePredictor."""
+    FlakyPredictor (raises on 7-pixel-wide images), "slow..." -> 50 ms per batch, "stall..." -> 1 s per
+    batch, "nan..." -> NaN outputs on the warm-up's grey 8x8 image (it cannot load: its weights are broken),
+    "text..." -> a text model (another family), else FakePredictor."""
 
     def __call__(self, cfg):
         name = os.path.basename(cfg.model)
         if name.startswith("flaky"):
             return FlakyPredictor()
-        return FakePredictor(0.05 if name.startswith("slow") else 0.0)
+        if name.startswith("nan"):
+            return FakePredictor(nan_width=8)
+        if name.startswith("text"):
+            return FakeTextPredictor()
+        return FakePredictor(0.05 if name.startswith("slow") else 1.0 if name.startswith("stall") else 0.0)
 
 
 class FakeStreamPredictor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,13 @@ import pytest
 
 from r1.bench.latency import compare_runtimes, measure_latency
 from r1.bench.load import wait_ready
-from tests.conftest import ROOT, run_cli, run_r1
+from tests.conftest import ROOT, run_cli, run_r1, unused_port
 from tests.serve.helpers import png_bytes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.integration
 def test_serve_subprocess_predict_bench_and_clean_exit(trained_digits, tmp_path):
-    port = _free_port()
+    port = unused_port()
     proc = subprocess.Popen([sys.executable, "-m", "r1.cli", "serve", str(trained_digits), "--port", str(port),
                              "--max-batch", "8", "--max-queue", "64"], cwd=ROOT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,

@@ -59,7 +59,8 @@ def test_completion_matches_local_generation(url, lm_dir):
     assert body["object"] == "text_completion" and body["model"] == "poet" and body["id"].startswith("cmpl-")
     assert r.headers["x-r1-variant"] == body["variant"] == "poet"
     local = TextPredictor.load(lm_dir).generate("to be or not", 12, temperature=0.0)
-    assert body["choices"] == [{"text": local["text"], "index": 0, "logprobs": None, "finish_reason": "length"}]
+    assert body["choices"] == [{"text": local["text"], "index": 0, "logprobs": None, "finish_reason": "length",
+                                "unknown_words": []}]
     assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 12, "total_tokens": 24}
     two = CLIENT.post(url + "/v1/completions", json={"prompt": ["to be or not", "abc"], "max_tokens": 5,
                                                      "temperature": 0}).json()
@@ -122,13 +123,19 @@ def test_stop_cutter_holds_back_partial_stops():
     ({"prompt": "a", "echo": True}, "echo"),
     ({"prompt": "a", "logprobs": 2}, "logprobs"),
     ({"prompt": "a", "beam": 4}, "beam"),
-    ({"prompt": "a" * 201}, "at most 200"),
+    ({"prompt": "a", "stop": "x" * 257}, "at most 256 characters"),
+    ({"prompt": ["a"] * 17}, "at most 16 per request (serve.max_prompts)"),
     ([1, 2], "JSON object"),
 ], ids=["n", "empty", "empty-list", "max-tokens-0", "max-tokens-over", "temperature", "top-p", "five-stops",
-        "echo", "logprobs", "unknown-field", "too-long", "array"])
+        "echo", "logprobs", "unknown-field", "long-stop", "many-prompts", "array"])
 def test_bad_completion_requests_are_400(url, body, msg):
     r = CLIENT.post(url + "/v1/completions", json=body)
     assert r.status_code == 400 and msg in r.json()["detail"], r.text
+
+
+def test_too_long_prompt_is_413_as_everywhere(url):
+    r = CLIENT.post(url + "/v1/completions", json={"prompt": "a" * 201})
+    assert r.status_code == 413 and r.json()["error"] == "text_too_long" and "at most 200" in r.json()["detail"]
 
 
 def test_unknown_model_is_404(url):

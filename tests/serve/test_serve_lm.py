@@ -61,7 +61,8 @@ def test_generate_over_http(url, lm_dir):
     body = r.json()
     assert body["family"] == "lm" and body["runtime"] == "torch"
     res = body["result"]
-    assert set(res) == {"text", "prompt_tokens", "context_tokens", "generated_tokens", "finish_reason", "seed"}
+    assert set(res) == {"text", "prompt_tokens", "context_tokens", "generated_tokens", "finish_reason", "seed",
+                        "unknown_words"}
     assert res["generated_tokens"] == 12 and res["finish_reason"] == "length"
     local = TextPredictor.load(lm_dir).generate("to be or not", 12, temperature=0.0)
     assert res["text"] == local["text"]
@@ -94,7 +95,7 @@ BAD = [
     ("missing-text", {"max_new_tokens": 5}, 422),
     ("text-not-string", {"text": 5}, 422),
     ("text-list", {"text": ["a"]}, 422),
-    ("text-too-long", {"text": "a" * 201}, 422),  # the server's --max-text-chars 200
+    ("text-too-long", {"text": "a" * 201}, 413),  # the server's --max-text-chars 200: one status everywhere
     ("max-new-tokens-zero", {"text": "a", "max_new_tokens": 0}, 422),
     ("max-new-tokens-over-server", {"text": "a", "max_new_tokens": 41}, 422),
     ("max-new-tokens-over-schema", {"text": "a", "max_new_tokens": 10 ** 9}, 422),

@@ -44,7 +44,7 @@ def test_multipart_and_json_answer_like_the_local_predictor(url, trained_mm, sce
                     data={"text": QUESTION, "top_k": "3"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["family"] == "mm" and set(body["result"]) == {"answer", "probability", "top_k"}
+    assert body["family"] == "mm" and set(body["result"]) == {"answer", "probability", "top_k", "unknown_words"}
     assert body["result"]["answer"] == local["answer"] and len(body["result"]["top_k"]) == 3
     assert abs(body["result"]["probability"] - local["probability"]) < 1e-4
     j = CLIENT.post(url + "/v1/predict", json={"image": base64.b64encode(scene_png).decode(), "text": QUESTION,

@@ -13,7 +13,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from r1.data import DataBundle, register_data, skip_none_collate
-from r1.data.formats import readable_image, split_indices
+from r1.data.formats import DatasetPaths, readable_image, split_indices
 from r1.data.imagehash import duplicate_groups, duplicate_pairs, file_signature, signature
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
@@ -154,17 +154,23 @@ def _meta(classes: list[str], size: int) -> dict:
 
 
 class CheckedImageFolder(datasets.ImageFolder):
-    """ImageFolder that drops unreadable files up front and reports how many it dropped."""
+    """ImageFolder that drops unreadable files, and files leading outside the dataset root `top` (the
+    dataset-path rule, r1/data/formats.py: a symlink out of it), up front and reports how many it dropped."""
 
-    def __init__(self, root: Path, classes: list[str] | None = None):
+    def __init__(self, root: Path, classes: list[str] | None = None, top: Path | None = None):
         if classes is not None:  # keep split folders on one class index table
             self.find_classes = lambda _dir: (classes, {c: i for i, c in enumerate(classes)})
         try:
             super().__init__(str(root), allow_empty=True)
         except FileNotFoundError as err:
             raise DataError(f"{root}: {err}") from None
-        ok = [readable_image(p) for p, _ in self.samples]
+        rule = DatasetPaths(top or root)
+        self.outside = [p for p, _ in self.samples if rule.file(p) is None]
+        rule.warn("imagefolder:")
+        out = set(self.outside)
+        ok = [p not in out and readable_image(p) for p, _ in self.samples]
         self.skipped = [p for (p, _), good in zip(self.samples, ok) if not good]
+        self.skipped = [p for p in self.skipped if p not in out]
         if self.skipped:
             log.warning("%s: skipped %d unreadable image(s), e.g. %s", root, len(self.skipped), self.skipped[0])
         self.samples = self.imgs = [s for s, good in zip(self.samples, ok) if good]
@@ -243,9 +249,9 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
             log.warning("%s: data.group_duplicates applies to seeded splits; this root is split already (train/, "
                         "val/) and is used as it is (`r1 data inspect %s` lists duplicates across its splits)",
                         root, root)
-        train_dir = CheckedImageFolder(root / "train")
+        train_dir = CheckedImageFolder(root / "train", top=root)
         classes = train_dir.classes
-        folders = [train_dir] + [CheckedImageFolder(root / s, classes) if (root / s).is_dir() else None
+        folders = [train_dir] + [CheckedImageFolder(root / s, classes, top=root) if (root / s).is_dir() else None
                                  for s in ("val", "test")]
         if folders[1] is None:
             raise DataError(f"{root}: has train/ but no val/ split")
@@ -264,6 +270,7 @@ def imagefolder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
         raise DataError(f"{root}: the validation split is empty; add images or raise data.val_frac")
     _check_classes(root, classes, folders[0], train.indices)
     skipped = sum(len(f.skipped) for f in folders if f is not None)
+    outside = sum(len(f.outside) for f in folders if f is not None)
     train = with_pair_mixing(train, len(classes), names)
     return DataBundle(train, val, test, "cls", _meta(classes, size), skip_none_collate,
-                      stats={"skipped_images": skipped})
+                      stats={"skipped_images": skipped, **({"outside_root_images": outside} if outside else {})})

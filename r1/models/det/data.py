@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
-from r1.data.formats import load_coco_json, parse_voc_xml, resolve_path
+from r1.data.formats import DatasetPaths, load_coco_json, parse_voc_xml, resolve_path, voc_annotation, voc_image
 from r1.data.unreadable import UNREADABLE
 from r1.errors import DataError
 from r1.models.det.config import COCOConfig, DigitScenesConfig, VOCConfig
@@ -92,6 +92,7 @@ def _image_size(path: Path, stats: Counter) -> tuple[int, int] | None:
         return None
 
 
+OUTSIDE = "images outside the dataset root skipped"  # the dataset-path rule (r1/data/formats.py)
 DROPPED = ("degenerate boxes dropped", "boxes of unlisted classes dropped", "boxes of unknown images dropped",
            "difficult boxes dropped")
 
@@ -153,7 +154,8 @@ def voc(cfg: VOCConfig, seed: int) -> DataBundle:
         raise DataError(f"data.root: {cfg.root!r} is not a VOC directory (needs Annotations/, ImageSets/Main/, "
                         "JPEGImages/)")
     names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
-    parsed = {k: {i: parse_voc_xml(root / "Annotations" / f"{i}.xml") for i in _voc_ids(root, s)}
+    rule = {k: DatasetPaths(root) for k in names}
+    parsed = {k: {i: parse_voc_xml(ann) for i in _voc_ids(root, s) if (ann := voc_annotation(rule[k], i))}
               for k, s in names.items() if s}
     classes = list(cfg.classes) or sorted({n for p in parsed.values() for a in p.values() for n in a[0]})
     index = {c: i for i, c in enumerate(classes)}
@@ -161,10 +163,8 @@ def voc(cfg: VOCConfig, seed: int) -> DataBundle:
     for key, anns in parsed.items():
         stats, records = Counter(), []
         for n, (img_id, (objs, boxes, difficult, filename)) in enumerate(anns.items()):
-            path = root / "JPEGImages" / f"{img_id}.jpg"
-            if filename and not path.is_file():  # e.g. .png images: the XML names the file
-                path = root / "JPEGImages" / filename
-            hw = _image_size(path, stats)
+            path = voc_image(rule[key], img_id, filename)
+            hw = None if path is None else _image_size(path, stats)
             if hw is None:
                 continue
             boxes, ok = clean_boxes(boxes, *hw)
@@ -177,6 +177,9 @@ def voc(cfg: VOCConfig, seed: int) -> DataBundle:
                 ok &= ~np.array(difficult, dtype=bool)
             labels = np.array([index.get(o, -1) for o in objs], dtype=np.int64)[ok]
             records.append(Record(path, boxes[ok], labels, n + 1, hw))
+        if rule[key].outside:
+            stats[OUTSIDE] = len(rule[key].outside)
+            rule[key].warn(f"voc {names[key]}:")
         splits[key] = _finish("voc", names[key], records, stats, root, train=key == "train")
         every[key] = stats
     return _bundle(cfg, "voc", splits, classes, stats=_train_stats(every["train"]))
@@ -194,10 +197,10 @@ def _coco_records(data: dict, images_dir: Path, cat_index: dict[int, int], stats
             stats["boxes of unknown images dropped"] += 1
         else:
             per_image[a["image_id"]].append(a)
-    records = []
+    records, rule = [], DatasetPaths(images_dir)
     for im in data["images"]:
-        path = images_dir / im["file_name"]
-        hw = _image_size(path, stats)
+        path = rule.file(im["file_name"])
+        hw = None if path is None else _image_size(path, stats)
         if hw is None:
             continue
         anns = per_image[im["id"]]
@@ -206,6 +209,9 @@ def _coco_records(data: dict, images_dir: Path, cat_index: dict[int, int], stats
         stats["degenerate boxes dropped"] += int((~ok).sum())
         labels = np.array([cat_index[a["category_id"]] for a in anns], dtype=np.int64).reshape(-1)[ok]
         records.append(Record(path, boxes[ok], labels, int(im["id"]), hw))
+    if rule.outside:
+        stats[OUTSIDE] = len(rule.outside)
+        rule.warn("coco:")
     return records
 
 

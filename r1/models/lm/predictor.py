@@ -67,6 +67,12 @@ class TextPredictor:
             raise DataError("text: none of its characters are in the model's vocabulary")
         return ids
 
+    def unknown_words(self, text: str) -> tuple[list[str], list[str]]:
+        """(the prompt's words, those the tokenizer cannot encode): the text families' one contract."""
+        from r1.models.lm.tokenizer import unknown_words
+
+        return unknown_words(text, self.tokenizer)
+
     def _token_stream(self, ids: list[int], max_new_tokens: int, temperature: float, top_k: int, top_p: float,
                       eos: int | None, generator: torch.Generator):
         """Next-token ids (ints) for prompt `ids`, one per step. A runtime other than torch

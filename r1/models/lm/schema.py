@@ -16,3 +16,5 @@ class Generation(BaseModel):
     finish_reason: Literal["length", "eos"] = Field(..., description="`length`: max_new_tokens reached; "
                                                                        "`eos`: the model ended the text.")
     seed: int = Field(..., description="The sampling seed used.")
+    unknown_words: list[str] = Field([], description="The prompt's words the model's vocabulary does not hold "
+                                                     "(a prompt with no known word is refused: 422 unknown_words).")

@@ -5,6 +5,7 @@ Hugging Face `tokenizers`. Both serialise to a JSON-safe dict (`to_dict`) stored
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -92,6 +93,38 @@ class BPETokenizer:
 
 
 Tokenizer = CharTokenizer | BPETokenizer
+
+# The words of a text for the text families' one contract (r1/input_kinds/base.py `text_contract`):
+# runs of letters and digits; a text without any has its symbols as its words.
+_WORDS, _SYMBOLS = re.compile(r"[^\W_]+"), re.compile(r"[^\w\s]|_")
+
+
+def text_words(text: str) -> list[str]:
+    return _WORDS.findall(text) or _SYMBOLS.findall(text)
+
+
+def word_vocabulary(texts, lowercase: bool = False) -> list[str]:
+    """The words and symbols of `texts` (a model's training texts), sorted: what it knows."""
+    words: set[str] = set()
+    for t in texts:
+        t = t.lower() if lowercase else t
+        words.update(_WORDS.findall(t))
+        words.update(_SYMBOLS.findall(t))
+    return sorted(words)
+
+
+def unknown_words(text: str, tokenizer, vocabulary=None, lowercase: bool = False) -> tuple[list[str], list[str]]:
+    """-> (the text's words, those the model does not know, each once): not in `vocabulary` (the training
+    texts' words, where the model keeps them), else not fully encoded by the tokenizer (a character
+    tokenizer drops characters it does not hold; byte-level BPE encodes everything)."""
+    words = text_words(text.lower() if lowercase else text)
+    if vocabulary is not None:
+        known = set(vocabulary)
+        unknown = [w for w in words if w not in known]
+    else:
+        chars = getattr(tokenizer, "stoi", None)
+        unknown = [] if chars is None else [w for w in words if any(c not in chars for c in w)]
+    return words, list(dict.fromkeys(unknown))
 
 
 def tokenizer_from_dict(d: dict) -> Tokenizer:

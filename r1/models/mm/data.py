@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from r1.data import DataBundle, register_data
 from r1.errors import ConfigError
-from r1.models.lm.tokenizer import BPETokenizer, CharTokenizer
+from r1.models.lm.tokenizer import BPETokenizer, CharTokenizer, word_vocabulary
 from r1.models.mm.config import SortOfClevrConfig
 from r1.models.mm.eda import variants
 
@@ -220,11 +220,14 @@ def collate(items: list):
 
 
 def vqa_meta(tok, answers: list[str], max_len: int, img_size: int, majority: int, question_types: list[str],
-             relational: list[int], count_types: list[int]) -> dict:
-    """The data meta of a question-answering kind (model.json): what inference and evaluation need."""
+             relational: list[int], count_types: list[int], texts: list[str] = ()) -> dict:
+    """The data meta of a question-answering kind (model.json): what inference and evaluation need;
+    `texts` (the training questions) give `text.words`, the words the model knows (served questions
+    without any get 422, others list their unknown words)."""
+    text = {"lowercase": True, **({"words": word_vocabulary(texts, lowercase=True)} if texts else {})}
     return {"task": "vqa", "answers": answers, "classes": answers, "num_classes": len(answers),
             "tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "pad_id": tok.token_to_id(PAD),
-            "max_len": max_len, "img_size": img_size, "text": {"lowercase": True},
+            "max_len": max_len, "img_size": img_size, "text": text,
             "preprocess": {"size": [img_size, img_size], "mean": MEAN, "std": STD, "resize": "bilinear"},
             "majority_answer": majority, "question_types": question_types, "relational_types": relational,
             "count_types": count_types}
@@ -245,6 +248,7 @@ def sort_of_clevr(cfg: SortOfClevrConfig, seed: int) -> DataBundle:
         group = cfg.group if split == 0 else 1  # evaluation: one question per item, like serving
         sets.append(QuestionImages(data, keep, table, mask, eda, cfg.eda_variants, group))
     majority = int(torch.bincount(sets[0].answer, minlength=len(ANSWERS)).argmax())
-    meta = vqa_meta(tok, ANSWERS, table.shape[1], cfg.img_size, majority, QUESTION_TYPES, RELATIONAL, COUNT_TYPES)
+    meta = vqa_meta(tok, ANSWERS, table.shape[1], cfg.img_size, majority, QUESTION_TYPES, RELATIONAL, COUNT_TYPES,
+                    all_questions() + extra)
     return DataBundle(*sets, family="mm", meta=meta, collate=collate,
                       stats={"train_images": cfg.train_images, "train_questions": len(sets[0].answer)})

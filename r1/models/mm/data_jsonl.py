@@ -4,7 +4,8 @@ optional `data.test`), one example per line:
     {"image": "imgs/0001.jpg", "text": "what colour is the car?", "answer": "red"}
     {"image": "imgs/0002.jpg", "text": "a photo of a dog", "label": 3, "type": "caption"}
 
-`image` is a path relative to the JSONL file (or absolute), `answer` or `label` a string or an
+`image` is a path relative to the JSONL file (or absolute) that stays inside the JSONL file's folder
+(the dataset-path rule, r1/data/formats.py: others are counted, skipped and never read), `answer` or `label` a string or an
 integer: the answers form a vocabulary taken from the training file (image+text classification and
 VQA are the same task here). The optional `type` groups questions: metrics report
 `accuracy_<type>` per type seen in training. Texts are lower-cased and tokenised with a char or BPE
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from r1.data import DataBundle, register_data
-from r1.data.formats import readable_image
+from r1.data.formats import DatasetPaths, readable_image
 from r1.errors import DataError
 from r1.models.mm.data import PAD, vqa_meta
 from r1.models.mm.data_vqa import MEAN, STD, ImageQuestions, build_tokenizer, vqa_collate
@@ -79,6 +80,14 @@ def read_jsonl(path: Path, key: str) -> list[dict]:
     return rows
 
 
+def drop_outside(rows: list[dict], path: Path) -> tuple[list[dict], int]:
+    """Rows whose image stays inside the JSONL file's folder (the dataset-path rule); the others counted."""
+    rule = DatasetPaths(path.parent)
+    ok = {p: rule.file(p) is not None for p in dict.fromkeys(r["image"] for r in rows)}
+    rule.warn(f"{path}:")
+    return [r for r in rows if ok[r["image"]]], len(rule.outside)
+
+
 def drop_unreadable(rows: list[dict], path: Path) -> tuple[list[dict], int]:
     """Rows whose image opens and verifies; skipped images (missing, not an image) counted and logged."""
     ok = {p: readable_image(str(p)) for p in dict.fromkeys(r["image"] for r in rows)}
@@ -109,12 +118,14 @@ def mm_jsonl(cfg: MMJsonlConfig, seed: int) -> DataBundle:
         if not getattr(cfg, key):
             raise DataError(f"data.{key}: required for data.name=mm_jsonl (a JSONL file: {EXPECTED})")
     files = {k: Path(getattr(cfg, k)) for k in ("train", "val", "test") if getattr(cfg, k)}
-    splits, skipped = {}, 0
+    splits, skipped, outside = {}, 0, 0
     for key, path in files.items():
-        rows, n = drop_unreadable(read_jsonl(path, key), path)
-        skipped += n
+        rows, out = drop_outside(read_jsonl(path, key), path)
+        rows, n = drop_unreadable(rows, path)
+        skipped, outside = skipped + n, outside + out
         if not rows:
-            raise DataError(f"{path}: no example with a readable image ({n} unreadable or missing image(s))")
+            raise DataError(f"{path}: no example with a readable image ({n} unreadable or missing image(s)"
+                            + (f", {out} outside the file's folder)" if out else ")"))
         splits[key] = rows
     train = splits["train"]
     answers = sorted({r["answer"] for r in train})
@@ -136,9 +147,9 @@ def mm_jsonl(cfg: MMJsonlConfig, seed: int) -> DataBundle:
             [a_index.get(r["answer"], UNKNOWN_ANSWER) for r in rows], [t_index.get(r["type"], -1) for r in rows],
             table, mask, cfg.img_size, MEAN, STD, cfg.cache)
     majority = int(torch.bincount(sets["train"].answer, minlength=len(answers)).argmax())
-    meta = vqa_meta(tok, answers, table.shape[1], cfg.img_size, majority, types, [], [])
+    meta = vqa_meta(tok, answers, table.shape[1], cfg.img_size, majority, types, [], [], [r["text"] for r in train])
     meta["preprocess"].update(mean=MEAN, std=STD)
     meta["dataset"] = "mm_jsonl"
-    stats = {"skipped_images": skipped, "train_examples": len(sets["train"])}
+    stats = {"skipped_images": skipped, "train_examples": len(sets["train"]), **({"outside_root_images": outside} if outside else {})}
     return DataBundle(sets["train"], sets["val"], sets.get("test"), family="mm", meta=meta, collate=vqa_collate,
                       stats=stats)

@@ -227,7 +227,8 @@ def questions_bundle(cfg: VQADetConfig, det, name: str) -> DataBundle:
         p["paths"], p["image_of"], [index[t] for t in p["text"]], p["answer"], p["qtype"], table, mask,
         cfg.img_size, MEAN, STD, cfg.cache, [LEVEL[QUESTION_TYPES[q]] for q in p["qtype"]]) for p in parts]
     majority = int(torch.bincount(sets[0].answer, minlength=len(answers)).argmax())
-    meta = vqa_meta(tok, answers, table.shape[1], cfg.img_size, majority, QUESTION_TYPES, [], COUNT_TYPES)
+    meta = vqa_meta(tok, answers, table.shape[1], cfg.img_size, majority, QUESTION_TYPES, [], COUNT_TYPES,
+                    tokenizer_texts(words))
     meta["preprocess"].update(mean=MEAN, std=STD)
     meta.update(dataset=name, object_classes=list(classes), max_count=cfg.max_count)
     stats = {**det.stats, "train_questions": len(sets[0])}

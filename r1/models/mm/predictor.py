@@ -81,6 +81,14 @@ class VQAPredictor:
             mask[r, :len(i)] = True
         return tokens, mask
 
+    def unknown_words(self, text: str) -> tuple[list[str], list[str]]:
+        """(the question's words, those not among its training questions' words, `meta.text.words`; a model
+        saved without them: those its tokenizer cannot encode): the text families' one contract."""
+        from r1.models.lm.tokenizer import unknown_words
+
+        text_meta = self.meta.get("text", {})
+        return unknown_words(text, self.tokenizer, text_meta.get("words"), bool(text_meta.get("lowercase")))
+
     @staticmethod
     def split_pair(item) -> tuple[object, str]:
         if isinstance(item, dict):

@@ -13,3 +13,5 @@ class Answer(AnswerScore):
     """Question-answering record (mm): the best answer, its probability and the top-k answers."""
 
     top_k: list[AnswerScore] = Field(..., description="The top-k answers, best first.")
+    unknown_words: list[str] = Field([], description="The question's words the model never saw in training "
+                                                     "(a question with no known word is refused: 422 unknown_words).")
