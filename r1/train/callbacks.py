@@ -208,8 +208,8 @@ class ExitCalibration(Callback):
         model.calibrate(trainer.loader(trainer.data.val, train=False))
         took, trained = time.perf_counter() - t0, trainer.state.get("time", 0.0)
         share = took / max(trained, 1e-9)
-        hint = (" (its cost does not shrink with the run: on short trial runs, model.exit_calibrate=0 skips it; "
-                "then exit_threshold applies to every exit head)" if share > 0.25 else "")
+        hint = ("; its cost does not shrink with the run: on short trial runs, model.exit_calibrate=0 skips it "
+                "(then exit_threshold applies to every exit head)" if share > 0.25 else "")
         log.info("exit calibration done in %.1f s (%.0f%% of the %.1f s of training)%s", took, 100 * share, trained,
                  hint)
 
