@@ -24,12 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps 'executorch==1.5.1' 'ruamel.yaml>=0.18' 'torchao==0.18.0'  # the mobile extra (see pyproject.toml)
 	touch $(STAMP)
 
-# `make demo DEMO_ARGS=run.threads=1`: overrides for every training stage (one thread is several times
-# faster on a machine whose cores other jobs keep busy: benchmarks/RESULTS.md, issue 31)
-DEMO_ARGS ?=
 
 demo: install
-	$(R1) pipeline recipes/quickstart.yaml $(DEMO_ARGS)
+	$(R1) pipeline recipes/quickstart.yaml
 	@echo "results: runs/quickstart/report.md (+ report.json, report/*.png); one run dir per stage in runs/quickstart/"
 	@echo "the r1 command of this checkout: bin/r1 --help (or: source .venv/bin/activate; r1 --help)"
 	@echo "make demo: $$(( $$(date +%s) - $(T0) )) s in all (install included), on $$(getconf _NPROCESSORS_ONLN) CPU core(s), load average $$(uptime | sed 's/.*load average[s]*: //')"
